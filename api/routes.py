@@ -1,0 +1,235 @@
+"""HTTP routes: negotiate, SSE send/follow/cancel, history, health (PROTOCOL.md §2, §5, §6, §8)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.responses import JSONResponse
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import Grant, issue_token, require_conversation, verify_token
+from api.runtime import Runtime
+from api.sse import EventStreamResponse
+from streaming.exceptions import BadRequest, Forbidden, PayloadTooLarge, StreamExpired, Unauthorized
+from streaming.follow import follow
+from streaming.ids import new_id
+from streaming.log import fold_text
+
+router = APIRouter()
+
+TRANSPORTS = ("websocket", "sse")
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _grant(runtime: Runtime, authorization: str | None, token: str | None = None) -> Grant:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("use 'Authorization: Bearer <token>'")
+        token = value.strip()
+    if not token:
+        raise Unauthorized("a token is required (Authorization: Bearer <token>)")
+    return verify_token(runtime.settings.secret_bytes, token)
+
+
+# --- negotiate -------------------------------------------------------------------------------------
+
+
+class NegotiateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    brand: str = Field(min_length=1, max_length=64)
+    conversation_id: str | None = Field(default=None, max_length=128)
+    token: str | None = Field(default=None, max_length=2048)
+    failed: list[str] = Field(default_factory=list, max_length=8)
+
+
+@router.post("/v1/negotiate")
+async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
+    runtime = _runtime(request)
+    brand = runtime.brand(body.brand)
+    if body.conversation_id is not None:
+        if not body.token:
+            raise Forbidden("continuing a conversation needs its token")
+        try:
+            grant = verify_token(runtime.settings.secret_bytes, body.token)
+        except Unauthorized as exc:
+            raise Forbidden(f"cannot continue this conversation: {exc.message}") from None
+        require_conversation(grant, body.conversation_id)
+        if grant.brand != brand.id:
+            raise Forbidden("this conversation belongs to another brand")
+        conversation_id = body.conversation_id
+    else:
+        conversation_id = new_id("c")
+    token = issue_token(runtime.settings.secret_bytes, conversation_id, brand.id, runtime.settings.token_ttl_s)
+    failed = {f for f in body.failed if f in TRANSPORTS}
+    order = [t for t in TRANSPORTS if t not in failed] + [t for t in TRANSPORTS if t in failed]
+    urls = {"websocket": "/v1/ws", "sse": f"/v1/conversations/{conversation_id}/messages"}
+    if failed:
+        logger.bind(conversation_id=conversation_id).info("client reports failed transports: {}", sorted(failed))
+    return {
+        "conversation_id": conversation_id,
+        "token": token,
+        "expires_in_s": runtime.settings.token_ttl_s,
+        "transports": [{"transport": t, "url": urls[t]} for t in order],
+        "heartbeat_ms": runtime.settings.heartbeat_ms,
+        "resume_window_s": runtime.settings.resume_window_s,
+        "brand": {
+            "id": brand.id,
+            "name": brand.name,
+            "persona_name": brand.persona_name,
+            "theme": brand.theme.model_dump(),
+            "provider": runtime.provider.name,
+        },
+    }
+
+
+# --- SSE: send, follow, cancel ---------------------------------------------------------------------
+
+
+class SendMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_message_id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1)
+
+
+@router.post("/v1/conversations/{conversation_id}/messages", status_code=202)
+async def post_message(
+    request: Request,
+    conversation_id: str,
+    body: Annotated[SendMessage, Body()],
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, str]:
+    runtime = _runtime(request)
+    grant = _grant(runtime, authorization)
+    require_conversation(grant, conversation_id)
+    limit = runtime.settings.max_message_chars
+    if len(body.text) > limit:
+        raise PayloadTooLarge(f"text is too long ({len(body.text)} characters, the limit is {limit})")
+    if not body.text.strip():
+        raise BadRequest("text is empty")
+    submission = await runtime.manager.submit(
+        conversation_id=conversation_id,
+        brand=runtime.brand(grant.brand),
+        client_message_id=body.client_message_id,
+        text=body.text,
+    )
+    logger.bind(conversation_id=conversation_id, stream_id=submission.stream_id, transport="sse").info(
+        "send accepted (new={})", submission.created
+    )
+    return {"stream_id": submission.stream_id, "events_url": f"/v1/streams/{submission.stream_id}/events"}
+
+
+async def _stream_of_grant(runtime: Runtime, grant: Grant, stream_id: str) -> bool:
+    """True when the stream exists and is the grant's; False when the buffer lacks it."""
+    info = await runtime.buffer.stream_info(stream_id)
+    if info is None:
+        return False
+    if info.conversation_id != grant.conversation_id:
+        raise Forbidden("this stream belongs to another conversation", stream_id=stream_id)
+    return True
+
+
+@router.get("/v1/streams/{stream_id}/events")
+async def stream_events(
+    request: Request,
+    stream_id: str,
+    authorization: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query(max_length=2048)] = None,
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+) -> EventStreamResponse:
+    runtime = _runtime(request)
+    grant = _grant(runtime, authorization, token)
+    start = after_seq or 0
+    if last_event_id:
+        # EventSource sends the last id it saw on reconnect; it wins over the query string.
+        try:
+            start = int(last_event_id)
+        except ValueError:
+            raise BadRequest("Last-Event-ID must be a sequence number") from None
+        if start < 0:
+            raise BadRequest("Last-Event-ID must not be negative")
+    log = logger.bind(stream_id=stream_id, conversation_id=grant.conversation_id, transport="sse")
+    if not await _stream_of_grant(runtime, grant, stream_id):
+        events = _expired(stream_id)
+    else:
+        events = follow(runtime.buffer, stream_id, start, idle_poll_s=max(0.2, min(5.0, runtime.heartbeat_s)))
+        if start:
+            log.info("resume after seq {}", start)
+    runtime.connections += 1
+
+    def on_close(outcome: str) -> None:
+        runtime.connections -= 1
+        log.info("sse stream closed: {}", outcome)
+
+    return EventStreamResponse(
+        events,
+        stream_id=stream_id,
+        heartbeat_s=runtime.heartbeat_s,
+        send_timeout_s=runtime.settings.send_timeout_s,
+        shutting_down=runtime.shutting_down,
+        on_close=on_close,
+    )
+
+
+async def _expired(stream_id: str) -> Any:
+    raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
+    yield  # pragma: no cover - makes this an async generator
+
+
+@router.post("/v1/streams/{stream_id}/cancel", status_code=202)
+async def cancel_stream(
+    request: Request, stream_id: str, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, str]:
+    runtime = _runtime(request)
+    grant = _grant(runtime, authorization)
+    if not await _stream_of_grant(runtime, grant, stream_id):
+        raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
+    await runtime.manager.cancel(stream_id)
+    return {"stream_id": stream_id, "status": "cancelling"}
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+
+@router.get("/v1/conversations/{conversation_id}")
+async def conversation_history(
+    request: Request, conversation_id: str, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    grant = _grant(runtime, authorization)
+    require_conversation(grant, conversation_id)
+    turns = []
+    for turn in await runtime.buffer.history(conversation_id):
+        if turn.get("role") == "assistant" and "status" not in turn:
+            # Still streaming (or its instance died): show the text so far.
+            turn["status"] = "streaming"
+            try:
+                turn["text"] = fold_text(await runtime.buffer.read_after(turn["stream_id"], 0))
+            except StreamExpired:
+                turn["text"], turn["status"] = "", "error"
+        turns.append(turn)
+    return {"conversation_id": conversation_id, "turns": turns}
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> dict[str, str]:
+    return {"status": "ok", "instance": _runtime(request).settings.instance_id}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    reason = await runtime.readiness()
+    if reason is None:
+        return JSONResponse({"status": "ready", "instance": runtime.settings.instance_id})
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)

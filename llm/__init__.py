@@ -1,0 +1,1 @@
+"""Model providers: OpenAI (and compatible servers) through the official SDK, and the offline demo."""

@@ -1,0 +1,46 @@
+"""The provider contract: open a streaming reply, iterate its pieces.
+
+``open_reply`` returns once the upstream accepted the request (response headers arrived), so the
+caller can time the connect phase apart from the first token and the gaps between tokens. Both the
+call and the iteration raise only :class:`llm.exceptions.UpstreamError` subclasses; cancelling
+either closes the upstream HTTP response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from persona.brand import Brand
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A bit of reply text, or (``finish_reason`` set) the upstream's end of the reply."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    brand: Brand
+    messages: list[dict[str, Any]]
+    max_tokens: int = 512
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ChatProvider(Protocol):
+    name: str
+
+    async def open_reply(self, request: ReplyRequest) -> AsyncIterator[Piece]:
+        """Start a reply; returns an async iterator of pieces (close it with ``aclose``)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise if the provider is unusable (for ``/readyz``)."""
+
+    async def close(self) -> None:
+        """Release connections."""

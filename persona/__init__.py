@@ -1,0 +1,1 @@
+"""Brands as data, and prompt assembly from them."""

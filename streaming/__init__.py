@@ -1,0 +1,1 @@
+"""The streaming core: stream log rules, buffer backends, fan-out, generation jobs."""

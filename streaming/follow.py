@@ -1,0 +1,60 @@
+"""Replay-then-follow, the same for every backend.
+
+::
+
+    follower                 buffer                         writer (any instance)
+       │  subscribe(stream) ───▶ live events now reach us
+       │  read_after(N) ───────▶ events N+1 … K (the log)
+       │◀── yield N+1 … K
+       │                          ◀── append K+1 + publish ── │
+       │◀── live K+1 (Cursor drops duplicates of the replay)
+       │  gap / lag / quiet for idle_poll_s ─▶ read_after(cursor) again
+
+Subscribing *before* reading the log means no event can fall between the two; the
+:class:`~streaming.log.Cursor` drops the overlap. A lost live message (Redis reconnect, queue
+overflow) shows up as a gap, a lag flag or silence, and each triggers a re-read of the log, so
+the iterator ends with the terminal event even if live delivery fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from streaming.events import StoredEvent
+from streaming.log import Cursor, Verdict, check_replay
+
+if TYPE_CHECKING:
+    from streaming.buffer import StreamBuffer
+
+
+async def follow(
+    buffer: StreamBuffer, stream_id: str, after_seq: int, *, idle_poll_s: float
+) -> AsyncIterator[StoredEvent]:
+    """Yield every event with ``seq > after_seq`` exactly once, in order, up to the terminal one.
+
+    Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
+    Cancelling (or closing the generator) is safe and unsubscribes."""
+    cursor = Cursor(after_seq)
+    async with buffer.subscribe(stream_id) as sub:
+        events = await buffer.read_after(stream_id, after_seq)
+        check_replay(stream_id, after_seq, events)
+        for event in cursor.take(events):
+            yield event
+        while not cursor.finished:
+            event = await sub.get(timeout=idle_poll_s)
+            if event is not None:
+                verdict = cursor.judge(event)
+                if verdict is Verdict.DUPLICATE:
+                    continue
+                if verdict is Verdict.DELIVER:
+                    cursor.advance(event)
+                    yield event
+                    continue
+            # A gap, a lag or a quiet spell: the log is the truth, read it again.
+            sub.clear_lag()
+            start = cursor.after_seq
+            events = await buffer.read_after(stream_id, start)
+            check_replay(stream_id, start, events)
+            for replayed in cursor.take(events):
+                yield replayed

@@ -1,0 +1,296 @@
+"""``redis://`` — the shared buffer: any instance can replay and follow any stream.
+
+Layout (prefix ``bc:``)::
+
+    bc:s:{stream_id}          Redis Stream; entry id "{seq}-0", fields t=type, d=json
+    bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), end=1 once terminal
+    bc:ch:{stream_id}         pub/sub channel: live events, one "seq type json" line each
+    bc:c:{conv}:msgs          hash: client_message_id -> stream_id (idempotent sends)
+    bc:c:{conv}:turns         list of JSON turns
+    bc:c:{conv}:replies       hash: stream_id -> {"text", "status"} once the reply ended
+    bc:cancel                 pub/sub channel: stream ids whose generation should stop
+
+Why the entry id is the seq: ``XADD`` refuses an id not above the last one, so a second writer
+can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``. Appends after the
+first use ``NOMKSTREAM``: if Redis lost the stream (restart without persistence) the writer is
+told instead of silently re-creating a stream with a missing head.
+
+Live delivery costs one pub/sub connection per instance, not one per follower: the reader task
+subscribes to a stream's channel when its first local follower arrives (ref-counted) and fans
+events out in memory (:mod:`streaming.fanout`). redis-py's asyncio ``PubSub`` allows
+``subscribe()`` from one task while another awaits ``get_message()`` on the same connection
+(commands are written, replies arrive as messages), which is what encode/broadcaster relies on
+too; we wait for the server's subscribe confirmation before reading the log so nothing falls
+between the two. On a reader reconnect every follower is marked lagged and re-reads the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from loguru import logger
+from redis.exceptions import RedisError
+
+from streaming.buffer import StreamInfo
+from streaming.events import StoredEvent
+from streaming.exceptions import StreamExpired
+from streaming.fanout import Fanout, Subscription
+
+PREFIX = "bc:"
+CANCEL_CHANNEL = PREFIX + "cancel"
+
+
+def _skey(stream_id: str) -> str:
+    return f"{PREFIX}s:{stream_id}"
+
+
+def _mkey(stream_id: str) -> str:
+    return f"{PREFIX}s:{stream_id}:m"
+
+
+def _channel(stream_id: str) -> str:
+    return f"{PREFIX}ch:{stream_id}"
+
+
+def _ckey(conversation_id: str, part: str) -> str:
+    return f"{PREFIX}c:{conversation_id}:{part}"
+
+
+def _encode_live(events: Sequence[StoredEvent]) -> str:
+    return "\n".join(f"{e.seq} {e.type} {e.data}" for e in events)
+
+
+def _decode_live(payload: str) -> list[StoredEvent]:
+    out = []
+    for line in payload.split("\n"):
+        seq, kind, data = line.split(" ", 2)
+        out.append(StoredEvent(int(seq), kind, data))
+    return out
+
+
+class RedisBuffer:
+    def __init__(
+        self,
+        url: str,
+        *,
+        conversation_ttl_s: int = 86_400,
+        subscription_maxsize: int = 256,
+        max_connections: int = 64,
+        subscribe_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._conversation_ttl_s = conversation_ttl_s
+        self._subscription_maxsize = subscription_maxsize
+        self._subscribe_timeout_s = subscribe_timeout_s
+        # Bounded pool: a burst waits for a connection instead of opening thousands.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=max_connections, timeout=5
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._pubsub = self._redis.pubsub()
+        self._fanout = Fanout()
+        self._refs: dict[str, int] = {}
+        self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._sub_lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._cancel_handler: Callable[[str], Awaitable[None]] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._redis.ping()
+        await self._pubsub.subscribe(CANCEL_CHANNEL)
+        self._reader = asyncio.create_task(self._read_forever(), name="redis-buffer-reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+        await self._pool.disconnect()
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    # --- streams ------------------------------------------------------------------------------
+    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+        mkey = _mkey(stream_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(mkey, mapping={"c": conversation_id, "at": f"{time.time():.3f}"})
+            pipe.expire(mkey, ttl_s)
+            await pipe.execute()
+
+    async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
+        if not events:
+            return
+        skey, mkey = _skey(stream_id), _mkey(stream_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for event in events:
+                pipe.xadd(skey, {"t": event.type, "d": event.data}, id=f"{event.seq}-0", nomkstream=event.seq > 1)
+            if events[0].seq == 1:
+                # The stream key is born with the meta key's lifetime.
+                pipe.ttl(mkey)
+            if expire_after_s is not None:
+                pipe.hset(mkey, "end", "1")
+                pipe.expire(skey, expire_after_s)
+                pipe.expire(mkey, expire_after_s)
+            pipe.publish(_channel(stream_id), _encode_live(events))
+            results = await pipe.execute()
+        if any(r is None for r in results[: len(events)]):
+            raise StreamExpired(f"stream {stream_id} vanished from Redis", stream_id=stream_id)
+        if events[0].seq == 1 and expire_after_s is None:
+            ttl = results[len(events)]
+            await self._redis.expire(skey, ttl if isinstance(ttl, int) and ttl > 0 else 3600)
+
+    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(_mkey(stream_id))
+            pipe.xrange(_skey(stream_id), min=f"{after_seq + 1}-0", max="+")
+            exists, entries = await pipe.execute()
+        if not exists:
+            raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
+        return [StoredEvent(int(eid.split("-", 1)[0]), f["t"], f["d"]) for eid, f in entries]
+
+    async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        meta = await self._redis.hgetall(_mkey(stream_id))
+        if not meta:
+            return None
+        return StreamInfo(stream_id, meta["c"], float(meta.get("at", 0)), meta.get("end") == "1")
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(stream_id, self._subscription_maxsize)
+        await self._acquire_channel(stream_id)
+        self._fanout.add(sub)
+        try:
+            yield sub
+        finally:
+            self._fanout.remove(sub)
+            await self._release_channel(stream_id)
+
+    async def _acquire_channel(self, stream_id: str) -> None:
+        async with self._sub_lock:
+            count = self._refs.get(stream_id, 0)
+            self._refs[stream_id] = count + 1
+            if count:
+                return
+            channel = _channel(stream_id)
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirm[channel] = confirmed
+            try:
+                await self._pubsub.subscribe(channel)
+                async with asyncio.timeout(self._subscribe_timeout_s):
+                    await confirmed
+            except BaseException:
+                self._refs[stream_id] -= 1
+                if not self._refs[stream_id]:
+                    del self._refs[stream_id]
+                raise
+            finally:
+                self._confirm.pop(channel, None)
+
+    async def _release_channel(self, stream_id: str) -> None:
+        async with self._sub_lock:
+            count = self._refs.get(stream_id, 0) - 1
+            if count > 0:
+                self._refs[stream_id] = count
+                return
+            self._refs.pop(stream_id, None)
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(_channel(stream_id))
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                logger.warning("redis reader lost its connection: {!r}; followers will re-read the log", exc)
+                self._fanout.mark_all_lagged()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "subscribe":
+            future = self._confirm.get(channel)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        if kind != "message":
+            return
+        if channel == CANCEL_CHANNEL:
+            if self._cancel_handler is not None:
+                task = asyncio.create_task(self._cancel_handler(message["data"]))
+                self._handler_tasks.add(task)
+                task.add_done_callback(self._handler_tasks.discard)
+            return
+        stream_id = channel[len(PREFIX) + 3 :]
+        try:
+            events = _decode_live(message["data"])
+        except ValueError:
+            logger.error("malformed live message on {}", channel)
+            return
+        self._fanout.publish(stream_id, events)
+
+    # --- conversations ------------------------------------------------------------------------
+    async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
+        key = _ckey(conversation_id, "msgs")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, client_message_id, stream_id)
+            pipe.hget(key, client_message_id)
+            pipe.expire(key, self._conversation_ttl_s)
+            _, winner, _ = await pipe.execute()
+        return str(winner)
+
+    async def add_turn(self, conversation_id: str, turn: dict[str, Any]) -> None:
+        key = _ckey(conversation_id, "turns")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, json.dumps(turn))
+            pipe.expire(key, self._conversation_ttl_s)
+            await pipe.execute()
+
+    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: str) -> None:
+        key = _ckey(conversation_id, "replies")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, stream_id, json.dumps({"text": text, "status": status}))
+            pipe.expire(key, self._conversation_ttl_s)
+            await pipe.execute()
+
+    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(_ckey(conversation_id, "turns"), 0, -1)
+            pipe.hgetall(_ckey(conversation_id, "replies"))
+            raw_turns, replies = await pipe.execute()
+        out = []
+        for raw in raw_turns:
+            turn = json.loads(raw)
+            if turn.get("role") == "assistant" and turn.get("stream_id") in replies:
+                turn.update(json.loads(replies[turn["stream_id"]]))
+            out.append(turn)
+        return out
+
+    # --- control ------------------------------------------------------------------------------
+    async def request_cancel(self, stream_id: str) -> None:
+        await self._redis.publish(CANCEL_CHANNEL, stream_id)
+
+    def on_cancel(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        self._cancel_handler = callback
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"channels": len(self._refs), "followers": len(self._fanout)}
