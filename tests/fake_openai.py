@@ -168,8 +168,9 @@ class Reset:
 
     ``SO_LINGER`` is set to ``(on, 0)`` and the transport is aborted, so the kernel sends a RST
     instead of a FIN and the client sees "connection reset by peer", not a clean end of stream.
-    ``pause_s`` is a short wait between the last chunk and the RST, so that the client has read
-    the chunks before the reset (otherwise the client's kernel may drop them unread).
+    ``pause_s`` is an optional wait between the last chunk and the RST.  It is not needed on
+    Linux loopback (the client still reads the chunks that arrived before the RST), but gives
+    the client time to act on the chunks first if a test wants that.
 
     Non-streaming: half of the JSON body, then the RST.
     """

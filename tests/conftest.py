@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support import RedisProcess, RunningServer, start_server
+
+
+@pytest.fixture(scope="session")
+def redis_proc() -> Iterator[RedisProcess]:
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_proc: RedisProcess) -> str:
+    """A clean Redis database for one test (sync, so async fixtures may request it too)."""
+    client = redis.Redis.from_url(redis_proc.url)
+    client.flushdb()
+    client.close()
+    return redis_proc.url
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[ServerFactory]:
+    """Start real uvicorn servers on ephemeral ports; all are stopped after the test."""
+    started: list[RunningServer] = []
+
+    async def factory(**overrides: Any) -> RunningServer:
+        server = await start_server(**overrides)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in reversed(started):
+        await server.stop()
+
+
+@pytest.fixture
+async def server(servers: ServerFactory) -> RunningServer:
+    """One server on embedded defaults (memory buffer, offline provider, fast token pace)."""
+    return await servers()

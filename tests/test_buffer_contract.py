@@ -1,0 +1,228 @@
+"""One contract, every backend: the same tests run against memory:// and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from streaming.buffer import StreamBuffer, make_buffer
+from streaming.events import StoredEvent
+from streaming.exceptions import StreamExpired
+from streaming.follow import follow
+from streaming.log import StreamWriter
+from tests.support import T, RedisProcess
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def buffer(request: pytest.FixtureRequest) -> AsyncIterator[StreamBuffer]:
+    if request.param == "memory":
+        buf = make_buffer("memory://", subscription_maxsize=8)
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        buf = make_buffer(url, subscription_maxsize=8)
+    await buf.start()
+    yield buf
+    await buf.close()
+
+
+async def new_stream(buffer: StreamBuffer, stream_id: str = "s_1", ttl_s: int = 60) -> StreamWriter:
+    await buffer.create_stream(stream_id, "c_1", ttl_s)
+    writer = StreamWriter(stream_id)
+    await buffer.append(stream_id, [writer.start("c_1", "m_1")])
+    return writer
+
+
+async def collect(it: AsyncIterator[StoredEvent], timeout: float = 5.0) -> list[StoredEvent]:
+    out = []
+    async with asyncio.timeout(timeout * T):
+        async for event in it:
+            out.append(event)
+    return out
+
+
+async def test_appended_events_are_read_back_after_any_seq(buffer: StreamBuffer) -> None:
+    writer = await new_stream(buffer)
+    await buffer.append("s_1", [writer.delta("a"), writer.delta("b")])
+    await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
+    assert [e.seq for e in await buffer.read_after("s_1", 0)] == [1, 2, 3, 4]
+    assert [e.seq for e in await buffer.read_after("s_1", 2)] == [3, 4]
+    assert await buffer.read_after("s_1", 4) == []
+    info = await buffer.stream_info("s_1")
+    assert info is not None and info.terminal and info.conversation_id == "c_1"
+
+
+async def test_an_unknown_stream_is_reported_expired_not_empty(buffer: StreamBuffer) -> None:
+    with pytest.raises(StreamExpired):
+        await buffer.read_after("s_nope", 0)
+    assert await buffer.stream_info("s_nope") is None
+    with pytest.raises(StreamExpired):
+        await collect(follow(buffer, "s_nope", 0, idle_poll_s=0.2))
+
+
+async def test_a_follower_gets_the_replay_then_live_events_to_the_terminal(buffer: StreamBuffer) -> None:
+    writer = await new_stream(buffer)
+    await buffer.append("s_1", [writer.delta("early ")])
+    follower = asyncio.create_task(collect(follow(buffer, "s_1", 1, idle_poll_s=5)))
+    await asyncio.sleep(0.05 * T)  # let the follower subscribe and replay; live events follow
+    for word in ["live ", "words"]:
+        await buffer.append("s_1", [writer.delta(word)])
+    await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
+    events = await follower
+    assert [e.seq for e in events] == [2, 3, 4, 5]
+    assert events[-1].payload()["text"] == "early live words"
+
+
+async def test_many_followers_of_one_stream_each_get_every_event_once(buffer: StreamBuffer) -> None:
+    writer = await new_stream(buffer)
+    followers = [asyncio.create_task(collect(follow(buffer, "s_1", 0, idle_poll_s=5))) for _ in range(50)]
+    for i in range(20):
+        await buffer.append("s_1", [writer.delta(f"{i} ")])
+    await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
+    for events in await asyncio.gather(*followers):
+        assert [e.seq for e in events] == list(range(1, 23))
+
+
+async def test_a_follower_that_falls_behind_its_queue_rereads_the_log_and_loses_nothing(buffer: StreamBuffer) -> None:
+    # The subscription holds 8 events; 100 arrive while the follower is not reading.
+    writer = await new_stream(buffer)
+    it = follow(buffer, "s_1", 0, idle_poll_s=5)
+    first = await anext(it)
+    assert first.seq == 1
+    for i in range(100):
+        await buffer.append("s_1", [writer.delta(f"{i} ")])
+    await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
+    rest = await collect(it)
+    assert [e.seq for e in rest] == list(range(2, 103))
+
+
+async def test_a_follower_of_a_quiet_stream_still_sees_the_end_when_live_delivery_is_lost(buffer: StreamBuffer) -> None:
+    writer = await new_stream(buffer)
+    it = follow(buffer, "s_1", 0, idle_poll_s=0.1)
+    assert (await anext(it)).seq == 1
+    # Write the terminal event behind the follower's back: no live message reaches it.
+    event = writer.done("stop")
+    if hasattr(buffer, "_fanout"):
+        saved = buffer._fanout.publish
+        buffer._fanout.publish = lambda *a, **k: None  # type: ignore[method-assign]
+        try:
+            await buffer.append("s_1", [event], expire_after_s=60)
+            await asyncio.sleep(0.05 * T)  # the Redis reader drops it now, too
+        finally:
+            buffer._fanout.publish = saved  # type: ignore[method-assign]
+    rest = await collect(it, timeout=2)
+    assert [e.seq for e in rest] == [2]
+
+
+async def test_a_stream_expires_after_its_resume_window(buffer: StreamBuffer) -> None:
+    writer = await new_stream(buffer)
+    await buffer.append("s_1", [writer.done("stop")], expire_after_s=1)
+    assert len(await buffer.read_after("s_1", 0)) == 2
+    await asyncio.sleep(1.2)
+    with pytest.raises(StreamExpired):
+        await buffer.read_after("s_1", 0)
+
+
+async def test_claiming_a_client_message_id_twice_returns_the_first_stream(buffer: StreamBuffer) -> None:
+    winners = await asyncio.gather(*(buffer.claim_message("c_1", "m_1", f"s_{i}") for i in range(10)))
+    assert len(set(winners)) == 1
+    assert await buffer.claim_message("c_1", "m_1", "s_late") == winners[0]
+    assert await buffer.claim_message("c_2", "m_1", "s_other") == "s_other"
+
+
+async def test_history_keeps_turns_in_order_with_final_reply_text(buffer: StreamBuffer) -> None:
+    await buffer.add_turn("c_1", {"role": "user", "text": "hi", "client_message_id": "m_1"})
+    await buffer.add_turn("c_1", {"role": "assistant", "stream_id": "s_1"})
+    assert (await buffer.history("c_1"))[1] == {"role": "assistant", "stream_id": "s_1"}
+    await buffer.finish_reply("c_1", "s_1", "hello!", "done")
+    assert await buffer.history("c_1") == [
+        {"role": "user", "text": "hi", "client_message_id": "m_1"},
+        {"role": "assistant", "stream_id": "s_1", "text": "hello!", "status": "done"},
+    ]
+    assert await buffer.history("c_unknown") == []
+
+
+async def test_a_cancel_request_reaches_the_registered_handler(buffer: StreamBuffer) -> None:
+    received: asyncio.Queue[str] = asyncio.Queue(maxsize=4)
+
+    async def handler(stream_id: str) -> None:
+        received.put_nowait(stream_id)
+
+    buffer.on_cancel(handler)
+    await buffer.request_cancel("s_9")
+    async with asyncio.timeout(2 * T):
+        assert await received.get() == "s_9"
+
+
+async def test_a_redis_that_lost_the_stream_is_reported_instead_of_a_partial_replay(redis_url: str) -> None:
+    """Redis restarted without persistence mid-reply: the writer and every reader are told."""
+    buf = make_buffer(redis_url)
+    await buf.start()
+    try:
+        writer = await new_stream(buf)
+        await buf.append("s_1", [writer.delta("a")])
+        raw = aioredis.from_url(redis_url)
+        await raw.flushdb()
+        await raw.aclose()
+        with pytest.raises(StreamExpired):
+            await buf.append("s_1", [writer.delta("b")])
+        with pytest.raises(StreamExpired):
+            await buf.read_after("s_1", 1)
+    finally:
+        await buf.close()
+
+
+async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url: str) -> None:
+    buf = make_buffer(redis_url)
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        for i in range(10):
+            await new_stream(buf, f"s_{i}")
+        followers = [
+            asyncio.create_task(collect(follow(buf, f"s_{i % 10}", 0, idle_poll_s=30), timeout=20)) for i in range(1000)
+        ]
+        async with asyncio.timeout(10 * T):
+            while len(buf._fanout) < 1000:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+        clients = await raw.client_list()
+        pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]
+        assert len(pubsub_clients) == 1
+        assert int(pubsub_clients[0]["sub"]) == 11  # ten stream channels + the cancel channel
+        assert len(clients) <= 66  # the bounded pool (64) + the pub/sub connection + this client
+        for i in range(10):
+            await buf.append(f"s_{i}", [StreamWriter(f"s_{i}", seq=1, _started=True).done("stop")], expire_after_s=60)
+        results = await asyncio.gather(*followers)
+        assert all([e.seq for e in r] == [1, 2] for r in results)
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[RedisProcess]:
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+async def test_followers_recover_after_the_redis_reader_loses_its_connection(own_redis: RedisProcess) -> None:
+    buf = make_buffer(own_redis.url)
+    await buf.start()
+    raw = aioredis.from_url(own_redis.url)
+    try:
+        writer = await new_stream(buf)
+        it = follow(buf, "s_1", 0, idle_poll_s=0.3)
+        assert (await anext(it)).seq == 1
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for word in ["after ", "reconnect"]:
+            await buf.append("s_1", [writer.delta(word)])
+        await buf.append("s_1", [writer.done("stop")], expire_after_s=60)
+        rest = await collect(it, timeout=5)
+        assert [e.seq for e in rest] == [2, 3, 4]
+    finally:
+        await raw.aclose()
+        await buf.close()
