@@ -116,8 +116,11 @@ class WsConnection:
             await asyncio.gather(*self.forwarders.values(), return_exceptions=True)
         self.log.info("disconnect: {} {}", close.code, close.reason)
         if self.ws.application_state == WebSocketState.CONNECTED and self.ws.client_state == WebSocketState.CONNECTED:
+            # A client that stopped reading cannot take a close frame either: give up after the
+            # write deadline; returning makes uvicorn close the transport.
             with contextlib.suppress(Exception):
-                await self.ws.close(close.code, close.reason)
+                async with asyncio.timeout(self.settings.send_timeout_s):
+                    await self.ws.close(close.code, close.reason)
 
     # --- phases ---------------------------------------------------------------------------------
     async def _hello(self) -> Grant:
@@ -271,8 +274,11 @@ class WsConnection:
     async def _sender(self) -> None:
         heartbeat_s = self.rt.heartbeat_s
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the queue handing over an item, and this task would never end.
             try:
-                frame = await asyncio.wait_for(self.outbox.get(), timeout=heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):
+                    frame = await self.outbox.get()
             except TimeoutError:
                 frame = server_frame("ping")
             try:

@@ -99,8 +99,8 @@ class OfflineProvider:
         rng = random.Random(text)
         words = split_words(text)
         for count, word in enumerate(words, start=1):
-            if self._delay_s:
-                await asyncio.sleep(self._delay_s * rng.uniform(0.6, 1.4))
+            # Even at zero delay, yield to the event loop per word like a network read would.
+            await asyncio.sleep(self._delay_s * rng.uniform(0.6, 1.4) if self._delay_s else 0)
             yield Piece(text=word)
             if count >= max_tokens:
                 yield Piece(finish_reason="length")

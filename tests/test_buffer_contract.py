@@ -13,7 +13,7 @@ from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
 from streaming.log import StreamWriter
-from tests.support import T, RedisProcess
+from tests.support import RedisProcess, T
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
+
 from llm.offline import compose_answer
 from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, read_sse
-
-import httpx
 
 
 async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_the_deltas(server: RunningServer) -> None:

@@ -1,0 +1,528 @@
+"""Upstream (model provider) faults, end to end: the real server, the real ``openai`` SDK, a fake provider.
+
+Each test points a real server at :class:`tests.fake_openai.FakeOpenAI`, makes the fake misbehave in
+one way (stall, drip, drop, reset, garbage, error status), and checks what a client sees on the wire
+(PROTOCOL.md §3): a well-formed stream that ends with exactly one defined terminal event, within the
+deadline that governs that fault, and ``done.text`` equal to what the deltas add up to.
+
+The server's deadlines are set to fractions of the time unit ``T`` so every fault ends quickly; the
+elapsed-time assertions are behaviour bounds ("ended by this deadline, not by some later one"), not
+benchmarks, hence the generous ``MARGIN``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from persona.prompt import system_prompt
+from tests.conftest import ServerFactory
+from tests.fake_openai import (
+    CloseWithoutDone,
+    FakeOpenAI,
+    InStreamError,
+    MalformedChunk,
+    RecordedRequest,
+    Reply,
+    Reset,
+    Scenario,
+    StallAfter,
+    StallBeforeHeaders,
+    Status,
+    split_words,
+)
+from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+
+pytestmark = pytest.mark.timeout(20)
+
+CONNECT_S = 0.3 * T
+FIRST_TOKEN_S = 0.5 * T
+STALL_S = 0.5 * T
+TOTAL_S = 4.0 * T
+RETRY_MAX_WAIT_S = 1.0 * T
+RETRY_PAUSE_S = 0.25  # the job's pause before its one retry when the upstream gave no retry-after
+MARGIN = 1.0 * T
+
+QUESTION = "How long does shipping take?"
+REPLY_TEXT = "We roast on Mondays and Thursdays and ship within a day of roasting."
+LONG_TEXT = " ".join(f"word{i}" for i in range(40))
+
+
+class TimedFakeOpenAI(FakeOpenAI):
+    """The fake, also noting when each request arrived (``RecordedRequest`` carries no time)."""
+
+    def __init__(self, default: Scenario | None = None) -> None:
+        super().__init__(default)
+        self.arrived_at: list[float] = []
+
+    def _record(self, record: RecordedRequest) -> None:
+        self.arrived_at.append(time.monotonic())
+        super()._record(record)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[TimedFakeOpenAI]:
+    async with TimedFakeOpenAI() as server:
+        yield server
+        assert server.errors == []
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+def start(fake: TimedFakeOpenAI, servers: ServerFactory) -> StartServer:
+    """Start a server whose model provider is the fake, with short deadlines (overridable).
+
+    Requests ``fake`` before ``servers`` so that teardown stops the servers first, then the fake."""
+
+    async def factory(**overrides: Any) -> RunningServer:
+        settings: dict[str, Any] = {
+            "llm_provider": "openai",
+            "openai_api_key": "test",
+            "openai_base_url": fake.base_url,
+            "upstream_connect_timeout_s": CONNECT_S,
+            "upstream_first_token_timeout_s": FIRST_TOKEN_S,
+            "upstream_stall_timeout_s": STALL_S,
+            "upstream_total_deadline_s": TOTAL_S,
+            "upstream_retry_max_wait_s": RETRY_MAX_WAIT_S,
+            **overrides,
+        }
+        return await servers(**settings)
+
+    return factory
+
+
+# --- clients -----------------------------------------------------------------------------------------
+
+
+async def ws_turn(server: RunningServer, brand: str = "demo", text: str = QUESTION) -> tuple[list[dict[str, Any]], float]:
+    """Send one message over WebSocket; the stream's events to the terminal one, and the seconds it took."""
+    n = await negotiate(server.base_url, brand)
+    async with WsClient.connect(server.ws_url, n["token"]) as client:
+        started = time.monotonic()
+        await client.send({"type": "send", "client_message_id": "m1", "text": text})
+        accepted = await client.recv()
+        assert accepted["type"] == "accepted", accepted
+        events = await client.stream(accepted["stream_id"], timeout=15)
+        elapsed = time.monotonic() - started
+    return events, elapsed
+
+
+async def sse_send(server: RunningServer, n: dict[str, Any], text: str = QUESTION) -> str:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
+        response = await http.post(
+            f"/v1/conversations/{n['conversation_id']}/messages",
+            json={"client_message_id": "m1", "text": text},
+            headers={"Authorization": f"Bearer {n['token']}"},
+        )
+    assert response.status_code == 202, response.text
+    stream_id: str = response.json()["stream_id"]
+    return stream_id
+
+
+async def sse_turn(server: RunningServer, brand: str = "demo", text: str = QUESTION) -> tuple[list[dict[str, Any]], float]:
+    """Send one message over SSE; the stream's events to the terminal one, and the seconds it took."""
+    n = await negotiate(server.base_url, brand)
+    started = time.monotonic()
+    stream_id = await sse_send(server, n, text)
+    reader = await read_sse(server.base_url, stream_id, n["token"], timeout=15)
+    elapsed = time.monotonic() - started
+    assert reader.status == 200, reader.events
+    return [e.data for e in reader.events], elapsed
+
+
+TURNS = {"websocket": ws_turn, "sse": sse_turn}
+
+
+def assert_done(events: list[dict[str, Any]], finish_reason: str) -> dict[str, Any]:
+    """A well-formed stream ending in ``done`` with ``finish_reason``, whose text equals the deltas."""
+    assert_well_formed(events)
+    done = events[-1]
+    assert done["type"] == "done", done
+    assert done["finish_reason"] == finish_reason, done
+    assert done["text"] == joined_text(events)
+    return done
+
+
+def assert_error(events: list[dict[str, Any]], code: str, *, retryable: bool | None = None) -> dict[str, Any]:
+    """A well-formed stream ending in ``error`` with ``code`` (and ``retryable`` when given)."""
+    assert_well_formed(events)
+    error = events[-1]
+    assert error["type"] == "error", error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    if retryable is not None:
+        assert error["retryable"] is retryable, error
+    return error
+
+
+def fallback_text(server: RunningServer) -> str:
+    text = server.runtime.brands["fallback-demo"].fallbacks.error
+    assert text
+    return text
+
+
+def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "delta"]
+
+
+def retry_counts(requests: list[RecordedRequest]) -> list[str]:
+    """The SDK's own retry counter per request; absent counts as "0" (max_retries=0 sends "0" or nothing)."""
+    return [r.headers.get("x-stainless-retry-count", "0") for r in requests]
+
+
+# --- a normal reply ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_request_without_sdk_retries(
+    fake: TimedFakeOpenAI, start: StartServer, transport: str
+) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=REPLY_TEXT))
+    events, elapsed = await TURNS[transport](server)
+    done = assert_done(events, "stop")
+    assert done["text"] == REPLY_TEXT
+    assert elapsed < MARGIN
+
+    assert len(fake.requests) == 1
+    request = fake.requests[0]
+    assert request.path == "/v1/chat/completions"
+    assert request.json is not None
+    assert request.json["stream"] is True
+    assert request.json["stream_options"] == {"include_usage": True}
+    messages = request.json["messages"]
+    assert messages[0] == {"role": "system", "content": system_prompt(server.runtime.brands["demo"])}
+    assert messages[-1] == {"role": "user", "content": QUESTION}
+    assert retry_counts(fake.requests) == ["0"]
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+# --- stall before headers (connect deadline) -----------------------------------------------------------
+
+
+async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_retryable_timeout_error(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_timeout", retryable=True)
+    assert deltas(events) == []
+    assert len(fake.requests) == 2
+    assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_it_has_one(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
+    events, elapsed = await ws_turn(server, brand="fallback-demo")
+    done = assert_done(events, "fallback")
+    assert done["text"] == fallback_text(server)
+    assert [e["type"] for e in events] == ["start", "delta", "done"]
+    assert len(fake.requests) == 2
+    assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+# --- stall mid-reply (stall deadline) ----------------------------------------------------------------------
+
+
+async def test_a_stall_after_some_text_ends_in_a_timeout_error_without_retry_and_closes_the_upstream_socket(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_timeout", retryable=True)
+    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:3])
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_sse(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
+    events, elapsed = await sse_turn(server, brand="fallback-demo")
+    fallback = fallback_text(server)
+    done = assert_done(events, "fallback")
+    assert done["text"] == fallback
+    assert deltas(events), "the partial text was streamed before the stall"
+    retract = events[-2]
+    assert retract["type"] == "retract", [e["type"] for e in events]
+    assert retract["text"] == fallback
+    assert retract["reason"]
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+# --- broken streams ---------------------------------------------------------------------------------------
+
+
+async def test_an_upstream_that_closes_without_done_ends_in_an_unavailable_error_at_once_over_sse(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(CloseWithoutDone(chunks=2, text=REPLY_TEXT))
+    events, elapsed = await sse_turn(server)
+    assert_error(events, "upstream_unavailable")
+    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S, "the early close is noticed, not left to the stall deadline"
+
+
+async def test_a_connection_reset_mid_reply_ends_in_an_error_at_once(fake: TimedFakeOpenAI, start: StartServer) -> None:
+    server = await start()
+    fake.enqueue(Reset(chunks=2, text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_unavailable")
+    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S
+
+
+async def test_a_malformed_chunk_mid_reply_ends_in_an_upstream_error_at_once(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(MalformedChunk(chunks=2, text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_error")
+    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_an_error_object_inside_the_stream_ends_in_an_upstream_error(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(InStreamError(chunks=2, text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_error")
+    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
+    assert len(fake.requests) == 1
+    assert elapsed < STALL_S
+
+
+# --- failures before any text: one retry --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first", [Status(500), Status(503), Reset(chunks=0)], ids=["status-500", "status-503", "reset-before-text"]
+)
+async def test_a_failure_before_any_text_is_retried_once_and_only_the_second_attempt_is_shown(
+    fake: TimedFakeOpenAI, start: StartServer, first: Scenario
+) -> None:
+    server = await start()
+    fake.enqueue(first, Reply(text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    done = assert_done(events, "stop")
+    assert done["text"] == REPLY_TEXT
+    assert len(fake.requests) == 2
+    assert [type(r.scenario) for r in fake.requests] == [type(first), Reply]
+    assert retry_counts(fake.requests) == ["0", "0"], "the job retries, not the SDK"
+    assert elapsed < RETRY_PAUSE_S + MARGIN
+
+
+async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_over_sse(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    retry_after = 0.3 * T
+    fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
+    events, elapsed = await sse_turn(server)
+    done = assert_done(events, "stop")
+    assert done["text"] == REPLY_TEXT
+    assert len(fake.requests) == 2
+    assert fake.arrived_at[1] - fake.arrived_at[0] >= retry_after
+    assert elapsed < retry_after + MARGIN
+
+
+async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retryable_rate_limited_error(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
+    retry_after = 2 * RETRY_MAX_WAIT_S
+    assert retry_after < TOTAL_S - MARGIN
+    fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "rate_limited", retryable=True)
+    assert deltas(events) == []
+    assert len(fake.requests) == 1
+    assert fake.pending == 1, "the good reply was never asked for"
+    assert elapsed < MARGIN
+
+
+async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(fake: TimedFakeOpenAI, start: StartServer) -> None:
+    server = await start()
+    fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_error", retryable=False)
+    assert len(fake.requests) == 1
+    assert elapsed < MARGIN
+
+
+# --- slow replies: per-gap stall deadline, total deadline, first-token deadline ----------------------------------
+
+
+async def test_a_slow_drip_with_gaps_under_the_stall_deadline_completes_over_sse(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    text = "one two three four five six"  # 5 gaps of 0.6 x STALL_S: 3 x STALL_S in all
+    fake.enqueue(Reply(text=text, delay_s=0.6 * STALL_S))
+    events, elapsed = await sse_turn(server)
+    done = assert_done(events, "stop")
+    assert done["text"] == text
+    assert len(fake.requests) == 1
+    assert elapsed > 2 * STALL_S, "the whole reply took longer than one stall deadline"
+
+
+async def test_a_slow_drip_beyond_the_total_deadline_ends_in_a_timeout_error_at_the_deadline(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    total_s = 1.0 * T
+    server = await start(upstream_total_deadline_s=total_s)
+    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.6 * STALL_S))
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_timeout", retryable=True)
+    assert deltas(events), "text was streaming when the deadline hit"
+    assert LONG_TEXT.startswith(joined_text(events))
+    assert len(fake.requests) == 1
+    assert total_s <= elapsed < total_s + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a_timeout_error(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    late = Reply(text=REPLY_TEXT, first_delay_s=4 * FIRST_TOKEN_S)
+    fake.enqueue(late, late)
+    events, elapsed = await ws_turn(server)
+    assert_error(events, "upstream_timeout", retryable=True)
+    assert deltas(events) == []
+    assert len(fake.requests) == 2
+    assert elapsed < 2 * FIRST_TOKEN_S + RETRY_PAUSE_S + MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+# --- odd but valid endings ------------------------------------------------------------------------------------
+
+
+async def test_a_reply_without_the_usage_chunk_completes_normally(fake: TimedFakeOpenAI, start: StartServer) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=REPLY_TEXT, include_usage=False))
+    events, _ = await ws_turn(server)
+    done = assert_done(events, "stop")
+    assert done["text"] == REPLY_TEXT
+    assert len(fake.requests) == 1
+
+
+async def test_an_upstream_length_finish_reason_ends_with_done_length(fake: TimedFakeOpenAI, start: StartServer) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
+    events, _ = await ws_turn(server)
+    done = assert_done(events, "length")
+    assert done["text"] == REPLY_TEXT
+
+
+# --- cancel and disconnect -----------------------------------------------------------------------------------
+
+
+async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+    n = await negotiate(server.base_url)
+    async with WsClient.connect(server.ws_url, n["token"]) as client:
+        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
+        accepted = await client.recv()
+        stream_id = accepted["stream_id"]
+        seen = 0
+
+        def second_delta(frame: dict[str, Any]) -> bool:
+            nonlocal seen
+            seen += frame["type"] == "delta"
+            return seen >= 2
+
+        await client.recv_until(second_delta, timeout=5)
+        started = time.monotonic()
+        await client.send({"type": "cancel", "stream_id": stream_id})
+        await client.recv_until(lambda f: f.get("stream_id") == stream_id and f["type"] in ("done", "error"))
+        elapsed = time.monotonic() - started
+    events = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
+    done = assert_done(events, "cancelled")
+    assert done["text"] and LONG_TEXT.startswith(done["text"])
+    assert done["text"] != LONG_TEXT
+    assert elapsed < MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+    n = await negotiate(server.base_url)
+    stream_id = await sse_send(server, n)
+    first = await read_sse(server.base_url, stream_id, n["token"], stop_after=3, timeout=5)  # start + 2 deltas
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
+        response = await http.post(f"/v1/streams/{stream_id}/cancel", headers={"Authorization": f"Bearer {n['token']}"})
+    assert response.status_code == 202, response.text
+    rest = await read_sse(server.base_url, stream_id, n["token"], after_seq=first.events[-1].id, timeout=5)
+    elapsed = time.monotonic() - started
+    events = [e.data for e in first.events + rest.events]
+    done = assert_done(events, "cancelled")
+    assert done["text"] and LONG_TEXT.startswith(done["text"])
+    assert done["text"] != LONG_TEXT
+    assert elapsed < MARGIN
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_over_sse(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
+    server = await start()
+    text = " ".join(f"piece{i}" for i in range(12))
+    fake.enqueue(Reply(text=text, delay_s=0.05 * T))
+    n = await negotiate(server.base_url)
+    async with WsClient.connect(server.ws_url, n["token"]) as client:
+        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
+        accepted = await client.recv()
+        stream_id = accepted["stream_id"]
+        seen = 0
+
+        def second_delta(frame: dict[str, Any]) -> bool:
+            nonlocal seen
+            seen += frame["type"] == "delta"
+            return seen >= 2
+
+        await client.recv_until(second_delta, timeout=5)
+    first_part = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
+    assert first_part[-1]["type"] == "delta"
+
+    # The upstream request runs to its end with nobody listening.
+    await fake.wait_for_open_connections(0, timeout=5 * T)
+    rest = await read_sse(server.base_url, stream_id, n["token"], after_seq=first_part[-1]["seq"], timeout=5)
+    events = first_part + [e.data for e in rest.events]
+    done = assert_done(events, "stop")
+    assert done["text"] == text
+    assert len(fake.requests) == 1
