@@ -74,10 +74,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 __all__ = ["create_app", "describe_validation_error"]
 
 
+_app: FastAPI | None = None
+
+
 def __getattr__(name: str) -> FastAPI:
-    # `uvicorn api.main:app` — built lazily so importing this module (tests) reads no environment.
+    # `uvicorn api.main:app`: built on first access, so importing this module (tests) reads no environment.
+    global _app
     if name == "app":
-        global app
-        app = create_app()
-        return app
+        if _app is None:
+            _app = create_app()
+        return _app
     raise AttributeError(name)

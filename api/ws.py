@@ -155,6 +155,7 @@ class WsConnection:
             if len(data) > self.settings.max_frame_bytes:
                 raise _Close(CLOSE_TOO_LARGE, "frame too large")
             return "\x00binary"  # fails JSON parsing: answered as a bad frame
+        assert isinstance(text, str)
         if len(text) > self.settings.max_frame_bytes or len(text.encode()) > self.settings.max_frame_bytes:
             raise _Close(CLOSE_TOO_LARGE, "frame too large")
         return text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import openai
 from loguru import logger
@@ -93,7 +93,7 @@ class OpenAIProvider:
         try:
             stream = await self._client.chat.completions.create(
                 model=self.model,
-                messages=request.messages,  # type: ignore[arg-type]
+                messages=cast(Any, request.messages),
                 stream=True,
                 stream_options={"include_usage": True},
                 max_tokens=request.max_tokens,

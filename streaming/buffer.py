@@ -10,7 +10,7 @@ Backends: ``memory://`` (:mod:`streaming.memory`, one process) and ``redis://`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -81,16 +81,8 @@ class StreamBuffer(Protocol):
     async def request_cancel(self, stream_id: str) -> None:
         """Ask whichever instance runs the stream's generation to cancel it."""
 
-    def on_cancel(self, callback: Callable[[str], Awaitable[None]]) -> None:
+    def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         """Register the local handler for cancel requests (from any instance)."""
-
-
-def follow_events(
-    buffer: StreamBuffer, stream_id: str, after_seq: int, *, idle_poll_s: float
-) -> AsyncIterator[StoredEvent]:
-    from streaming.follow import follow
-
-    return follow(buffer, stream_id, after_seq, idle_poll_s=idle_poll_s)
 
 
 def make_buffer(url: str, **options: Any) -> StreamBuffer:

@@ -44,8 +44,8 @@ class Subscription:
     def clear_lag(self) -> None:
         self._lagged.clear()
 
-    async def get(self, timeout: float) -> StoredEvent | None:
-        """The next live event, or ``None`` after ``timeout`` seconds or when lagged.
+    async def get(self, wait_s: float) -> StoredEvent | None:
+        """The next live event, or ``None`` after ``wait_s`` seconds or when lagged.
 
         Cancelling is safe: no event is consumed unless returned."""
         if self._lagged.is_set():
@@ -55,7 +55,7 @@ class Subscription:
         getter = asyncio.ensure_future(self._queue.get())
         lag = asyncio.ensure_future(self._lagged.wait())
         try:
-            await asyncio.wait({getter, lag}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, lag}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lag.cancel()
             if not getter.done():

@@ -42,14 +42,14 @@ async def follow(
         for event in cursor.take(events):
             yield event
         while not cursor.finished:
-            event = await sub.get(timeout=idle_poll_s)
-            if event is not None:
-                verdict = cursor.judge(event)
+            live = await sub.get(idle_poll_s)
+            if live is not None:
+                verdict = cursor.judge(live)
                 if verdict is Verdict.DUPLICATE:
                     continue
                 if verdict is Verdict.DELIVER:
-                    cursor.advance(event)
-                    yield event
+                    cursor.advance(live)
+                    yield live
                     continue
             # A gap, a lag or a quiet spell: the log is the truth, read it again.
             sub.clear_lag()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class MemoryBuffer:
         self._streams: dict[str, _Stream] = {}
         self._conversations: dict[str, _Conversation] = {}
         self._fanout = Fanout()
-        self._cancel_handler: Callable[[str], Awaitable[None]] | None = None
+        self._cancel_handler: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -148,7 +148,7 @@ class MemoryBuffer:
         if self._cancel_handler is not None:
             await self._cancel_handler(stream_id)
 
-    def on_cancel(self, callback: Callable[[str], Awaitable[None]]) -> None:
+    def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         self._cancel_handler = callback
 
     # --- housekeeping -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -99,7 +99,7 @@ class RedisBuffer:
         self._confirm: dict[str, asyncio.Future[None]] = {}
         self._sub_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
-        self._cancel_handler: Callable[[str], Awaitable[None]] | None = None
+        self._cancel_handler: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class RedisBuffer:
                 await self._reader
             self._reader = None
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
         await self._pool.disconnect()
 
@@ -165,7 +165,7 @@ class RedisBuffer:
         meta = await self._redis.hgetall(_mkey(stream_id))
         if not meta:
             return None
-        return StreamInfo(stream_id, meta["c"], float(meta.get("at", 0)), meta.get("end") == "1")
+        return StreamInfo(stream_id, str(meta["c"]), float(meta.get("at", 0)), meta.get("end") == "1")
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
@@ -235,7 +235,7 @@ class RedisBuffer:
             return
         if channel == CANCEL_CHANNEL:
             if self._cancel_handler is not None:
-                task = asyncio.create_task(self._cancel_handler(message["data"]))
+                task: asyncio.Task[None] = asyncio.create_task(self._cancel_handler(message["data"]))
                 self._handler_tasks.add(task)
                 task.add_done_callback(self._handler_tasks.discard)
             return
@@ -288,7 +288,7 @@ class RedisBuffer:
     async def request_cancel(self, stream_id: str) -> None:
         await self._redis.publish(CANCEL_CHANNEL, stream_id)
 
-    def on_cancel(self, callback: Callable[[str], Awaitable[None]]) -> None:
+    def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         self._cancel_handler = callback
 
     @property

@@ -458,11 +458,11 @@ class FakeOpenAI:
         """Scenarios queued and not yet used."""
         return len(self._queue)
 
-    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:
         """Wait until at least ``n`` requests have been received; ``TimeoutError`` otherwise."""
         await self._wait(lambda: len(self.requests) >= n, timeout, f"{n} requests (got {len(self.requests)})")
 
-    async def wait_for_open_connections(self, n: int = 0, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_for_open_connections(self, n: int = 0, timeout: float = 5.0) -> None:
         """Wait until exactly ``n`` client sockets are open (default: all closed)."""
         await self._wait(
             lambda: self.open_connections == n,

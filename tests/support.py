@@ -68,8 +68,18 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir, "--loglevel", "warning",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -268,29 +278,33 @@ async def read_sse(
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
     reader = SseReader()
-    async with asyncio.timeout(timeout * T), httpx.AsyncClient(base_url=base_url, timeout=None) as client:
-        async with client.stream("GET", f"/v1/streams/{stream_id}/events", headers=headers, params=params) as resp:
-            reader.status = resp.status_code
-            reader.headers = dict(resp.headers)
-            if resp.status_code != 200:
-                await resp.aread()
-                reader.events.append(SseEvent("http_error", resp.json()))
-                return reader
-            fields: dict[str, str] = {}
-            async for line in resp.aiter_lines():
-                if line.startswith(":"):
-                    reader.comments.append(line[1:].strip())
-                elif line == "":
-                    if "data" in fields:
-                        ev = SseEvent(fields.get("event", "message"), json.loads(fields["data"]))
-                        ev.id = int(fields["id"]) if "id" in fields else None
-                        reader.events.append(ev)
-                        if stop_after is not None and len(reader.events) >= stop_after:
-                            return reader
-                    fields = {}
-                else:
-                    name, _, value = line.partition(":")
-                    fields[name] = value[1:] if value.startswith(" ") else value
+    url = f"/v1/streams/{stream_id}/events"
+    async with (
+        asyncio.timeout(timeout * T),
+        httpx.AsyncClient(base_url=base_url, timeout=None) as client,
+        client.stream("GET", url, headers=headers, params=params) as resp,
+    ):
+        reader.status = resp.status_code
+        reader.headers = dict(resp.headers)
+        if resp.status_code != 200:
+            await resp.aread()
+            reader.events.append(SseEvent("http_error", resp.json()))
+            return reader
+        fields: dict[str, str] = {}
+        async for line in resp.aiter_lines():
+            if line.startswith(":"):
+                reader.comments.append(line[1:].strip())
+            elif line == "":
+                if "data" in fields:
+                    ev = SseEvent(fields.get("event", "message"), json.loads(fields["data"]))
+                    ev.id = int(fields["id"]) if "id" in fields else None
+                    reader.events.append(ev)
+                    if stop_after is not None and len(reader.events) >= stop_after:
+                        return reader
+                fields = {}
+            else:
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
     return reader
 
 

@@ -8,7 +8,9 @@ from llm.offline import compose_answer
 from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, read_sse
 
 
-async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_the_deltas(server: RunningServer) -> None:
+async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_the_deltas(
+    server: RunningServer,
+) -> None:
     n = await negotiate(server.base_url)
     question = "How long does shipping take?"
     async with WsClient.connect(server.ws_url, n["token"]) as client:
@@ -41,4 +43,8 @@ async def test_an_sse_turn_streams_the_same_events_with_ids(server: RunningServe
     assert [e.id for e in reader.events] == [e["seq"] for e in events]
     assert [e.event for e in reader.events] == [e["type"] for e in events]
     assert_well_formed(events)
-    assert joined_text(events) == events[-1]["text"] == compose_answer(server.runtime.brands["demo"], "Do you have decaf beans?")
+    assert (
+        joined_text(events)
+        == events[-1]["text"]
+        == compose_answer(server.runtime.brands["demo"], "Do you have decaf beans?")
+    )

@@ -100,7 +100,9 @@ def start(fake: TimedFakeOpenAI, servers: ServerFactory) -> StartServer:
 # --- clients -----------------------------------------------------------------------------------------
 
 
-async def ws_turn(server: RunningServer, brand: str = "demo", text: str = QUESTION) -> tuple[list[dict[str, Any]], float]:
+async def ws_turn(
+    server: RunningServer, brand: str = "demo", text: str = QUESTION
+) -> tuple[list[dict[str, Any]], float]:
     """Send one message over WebSocket; the stream's events to the terminal one, and the seconds it took."""
     n = await negotiate(server.base_url, brand)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
@@ -125,7 +127,9 @@ async def sse_send(server: RunningServer, n: dict[str, Any], text: str = QUESTIO
     return stream_id
 
 
-async def sse_turn(server: RunningServer, brand: str = "demo", text: str = QUESTION) -> tuple[list[dict[str, Any]], float]:
+async def sse_turn(
+    server: RunningServer, brand: str = "demo", text: str = QUESTION
+) -> tuple[list[dict[str, Any]], float]:
     """Send one message over SSE; the stream's events to the terminal one, and the seconds it took."""
     n = await negotiate(server.base_url, brand)
     started = time.monotonic()
@@ -368,7 +372,9 @@ async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retrya
     assert elapsed < MARGIN
 
 
-async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(fake: TimedFakeOpenAI, start: StartServer) -> None:
+async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
     server = await start()
     fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
     events, elapsed = await ws_turn(server)
@@ -434,7 +440,9 @@ async def test_a_reply_without_the_usage_chunk_completes_normally(fake: TimedFak
     assert len(fake.requests) == 1
 
 
-async def test_an_upstream_length_finish_reason_ends_with_done_length(fake: TimedFakeOpenAI, start: StartServer) -> None:
+async def test_an_upstream_length_finish_reason_ends_with_done_length(
+    fake: TimedFakeOpenAI, start: StartServer
+) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
     events, _ = await ws_turn(server)
