@@ -13,7 +13,6 @@ from api.auth import Grant, issue_token, require_conversation, verify_token
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
 from streaming.exceptions import BadRequest, Forbidden, PayloadTooLarge, StreamExpired, Unauthorized
-from streaming.follow import follow
 from streaming.ids import new_id
 from streaming.log import fold_text
 
@@ -159,7 +158,7 @@ async def stream_events(
     if not await _stream_of_grant(runtime, grant, stream_id):
         events = _expired(stream_id)
     else:
-        events = follow(runtime.buffer, stream_id, start, idle_poll_s=max(0.2, min(5.0, runtime.heartbeat_s)))
+        events = runtime.follow(stream_id, start)
         if start:
             log.info("resume after seq {}", start)
     runtime.connections += 1
@@ -209,11 +208,17 @@ async def conversation_history(
     for turn in await runtime.buffer.history(conversation_id):
         if turn.get("role") == "assistant" and "status" not in turn:
             # Still streaming (or its instance died): show the text so far.
-            turn["status"] = "streaming"
             try:
-                turn["text"] = fold_text(await runtime.buffer.read_after(turn["stream_id"], 0))
+                events = await runtime.buffer.read_after(turn["stream_id"], 0)
             except StreamExpired:
                 turn["text"], turn["status"] = "", "error"
+                turns.append(turn)
+                continue
+            turn["text"] = fold_text(events)
+            if events and events[-1].terminal:
+                turn["status"] = "error" if events[-1].type == "error" else "done"
+            else:
+                turn["status"] = "streaming"
         turns.append(turn)
     return {"conversation_id": conversation_id, "turns": turns}
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,9 @@ from api.settings import Settings
 from llm.base import ChatProvider
 from persona.brand import Brand, load_brands
 from streaming.buffer import StreamBuffer, make_buffer
+from streaming.events import StoredEvent
 from streaming.exceptions import NotFound
+from streaming.follow import follow
 from streaming.jobs import Deadlines, GenerationManager
 
 # Every live runtime in this process, so the uvicorn shutdown hook can find its own.
@@ -59,7 +61,11 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         brands = load_brands(settings.brands_dir)
-        buffer = make_buffer(settings.buffer_url, conversation_ttl_s=settings.conversation_ttl_s)
+        buffer = make_buffer(
+            settings.buffer_url,
+            conversation_ttl_s=settings.conversation_ttl_s,
+            resume_window_s=settings.resume_window_s,
+        )
         provider = make_provider(settings)
         manager = GenerationManager(
             buffer=buffer,
@@ -142,8 +148,16 @@ class Runtime:
             self._ready_cache = (time.monotonic(), reason)
         return reason
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        return asyncio.create_task(coro, name=name)
+    def follow(self, stream_id: str, after_seq: int) -> AsyncIterator[StoredEvent]:
+        """Replay-then-follow a stream for a connection (see ``streaming/follow.py``)."""
+        return follow(
+            self.buffer,
+            stream_id,
+            after_seq,
+            idle_poll_s=max(0.2, min(5.0, self.heartbeat_s)),
+            # A live job always ends by its total deadline; this much later, its instance is gone.
+            lost_after_s=self.settings.upstream_total_deadline_s + self.settings.shutdown_grace_s + 30,
+        )
 
 
 def install_uvicorn_shutdown_hook() -> None:

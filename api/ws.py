@@ -46,7 +46,6 @@ from streaming.exceptions import (
     ShuttingDown,
     StreamExpired,
 )
-from streaming.follow import follow
 from streaming.tasks import race
 
 if TYPE_CHECKING:
@@ -259,7 +258,7 @@ class WsConnection:
 
     async def _forwarder(self, stream_id: str, after_seq: int) -> None:
         try:
-            async for event in follow(self.rt.buffer, stream_id, after_seq, idle_poll_s=self._idle_poll_s):
+            async for event in self.rt.follow(stream_id, after_seq):
                 self._enqueue(event.data)
         except StreamExpired as exc:
             self._enqueue(
@@ -267,10 +266,6 @@ class WsConnection:
             )
         except _Close:
             pass  # slow consumer: close already requested
-
-    @property
-    def _idle_poll_s(self) -> float:
-        return max(0.2, min(5.0, self.rt.heartbeat_s))
 
     async def _sender(self) -> None:
         heartbeat_s = self.rt.heartbeat_s

@@ -61,6 +61,10 @@ class StreamBuffer(Protocol):
     async def stream_info(self, stream_id: str) -> StreamInfo | None:
         """Metadata of a stream, or ``None`` when the buffer does not hold it."""
 
+    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
+        """End a stream whose writer is gone with a retryable ``error``, atomically: a no-op if
+        the stream already ended, and safe to race with other followers doing the same."""
+
     def subscribe(self, stream_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Receive live events of a stream; active (nothing missed) once entered."""
 

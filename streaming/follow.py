@@ -18,6 +18,7 @@ the iterator ends with the terminal event even if live delivery fails.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -29,11 +30,19 @@ if TYPE_CHECKING:
 
 
 async def follow(
-    buffer: StreamBuffer, stream_id: str, after_seq: int, *, idle_poll_s: float
+    buffer: StreamBuffer,
+    stream_id: str,
+    after_seq: int,
+    *,
+    idle_poll_s: float,
+    lost_after_s: float | None = None,
 ) -> AsyncIterator[StoredEvent]:
     """Yield every event with ``seq > after_seq`` exactly once, in order, up to the terminal one.
 
-    Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
+    ``lost_after_s``: a stream that is still open that long after it was created has lost its
+    generation job (its instance crashed: a live job always ends by its total deadline); the
+    follower then ends it with a retryable ``error`` (``generation_lost``) so no client waits for
+    ever. Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
     Cancelling (or closing the generator) is safe and unsubscribes."""
     cursor = Cursor(after_seq)
     async with buffer.subscribe(stream_id) as sub:
@@ -52,9 +61,16 @@ async def follow(
                     yield live
                     continue
             # A gap, a lag or a quiet spell: the log is the truth, read it again.
+            quiet = live is None and not sub.lagged
             sub.clear_lag()
             start = cursor.after_seq
             events = await buffer.read_after(stream_id, start)
             check_replay(stream_id, start, events)
             for replayed in cursor.take(events):
                 yield replayed
+            if quiet and not events and lost_after_s is not None:
+                info = await buffer.stream_info(stream_id)
+                if info is not None and not info.terminal and time.time() - info.created_at > lost_after_s:
+                    await buffer.end_abandoned(
+                        stream_id, "generation_lost", "the reply was interrupted on the server; send it again"
+                    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.buffer import StreamInfo
-from streaming.events import StoredEvent
+from streaming.events import ErrorEvent, StoredEvent, encode
 from streaming.exceptions import StreamExpired
 from streaming.fanout import Fanout, Subscription
 
@@ -43,12 +43,14 @@ class MemoryBuffer:
         url: str = "memory://",
         *,
         conversation_ttl_s: int = 86_400,
+        resume_window_s: int = 600,
         sweep_interval_s: float = 30.0,
         subscription_maxsize: int = 256,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self._conversation_ttl_s = conversation_ttl_s
+        self._resume_window_s = resume_window_s
         self._sweep_interval_s = sweep_interval_s
         self._subscription_maxsize = subscription_maxsize
         self._clock = clock
@@ -102,6 +104,17 @@ class MemoryBuffer:
         except StreamExpired:
             return None
         return StreamInfo(stream_id, stream.conversation_id, stream.created_at, stream.terminal)
+
+    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
+        try:
+            stream = self._stream(stream_id)
+        except StreamExpired:
+            return
+        if stream.terminal:
+            return
+        seq = len(stream.events) + 1
+        event = encode(ErrorEvent(stream_id=stream_id, seq=seq, code=code, message=message, retryable=True))
+        await self.append(stream_id, [event], expire_after_s=self._resume_window_s)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:

@@ -74,18 +74,36 @@ def _decode_live(payload: str) -> list[StoredEvent]:
     return out
 
 
+# Ends a stream whose writer is gone: atomic, so racing followers add one terminal event at most.
+_END_ABANDONED = """
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('HGET', KEYS[2], 'end') == '1' then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 1
+if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
+local data = cjson.encode({type='error', stream_id=ARGV[1], seq=seq, code=ARGV[2], message=ARGV[3], retryable=true})
+redis.call('XADD', KEYS[1], seq .. '-0', 't', 'error', 'd', data)
+redis.call('HSET', KEYS[2], 'end', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', KEYS[3], seq .. ' error ' .. data)
+return seq
+"""
+
+
 class RedisBuffer:
     def __init__(
         self,
         url: str,
         *,
         conversation_ttl_s: int = 86_400,
+        resume_window_s: int = 600,
         subscription_maxsize: int = 256,
         max_connections: int = 64,
         subscribe_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self._conversation_ttl_s = conversation_ttl_s
+        self._resume_window_s = resume_window_s
         self._subscription_maxsize = subscription_maxsize
         self._subscribe_timeout_s = subscribe_timeout_s
         # Bounded pool: a burst waits for a connection instead of opening thousands.
@@ -166,6 +184,11 @@ class RedisBuffer:
         if not meta:
             return None
         return StreamInfo(stream_id, str(meta["c"]), float(meta.get("at", 0)), meta.get("end") == "1")
+
+    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
+        keys = [_skey(stream_id), _mkey(stream_id), _channel(stream_id)]
+        args = [stream_id, code, message, str(self._resume_window_s)]
+        await self._redis.eval(_END_ABANDONED, len(keys), *keys, *args)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:

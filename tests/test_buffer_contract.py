@@ -226,3 +226,19 @@ async def test_followers_recover_after_the_redis_reader_loses_its_connection(own
     finally:
         await raw.aclose()
         await buf.close()
+
+
+async def test_a_stream_whose_writer_died_is_ended_by_its_follower_with_a_retryable_error(buffer: StreamBuffer) -> None:
+    """The instance running the job crashed (no graceful shutdown): followers must not wait for ever."""
+    writer = await new_stream(buffer)
+    await buffer.append("s_1", [writer.delta("half a repl")])
+    events = await collect(follow(buffer, "s_1", 0, idle_poll_s=0.1, lost_after_s=0.2), timeout=5)
+    assert [e.type for e in events] == ["start", "delta", "error"]
+    assert [e.seq for e in events] == [1, 2, 3]
+    last = events[-1].payload()
+    assert last["code"] == "generation_lost" and last["retryable"] is True and last["seq"] == 3
+    # Ending it again is a no-op: one terminal event at most.
+    await buffer.end_abandoned("s_1", "generation_lost", "again")
+    assert len(await buffer.read_after("s_1", 0)) == 3
+    info = await buffer.stream_info("s_1")
+    assert info is not None and info.terminal
