@@ -27,6 +27,7 @@ from loguru import logger
 from llm.base import ChatProvider, Piece, ReplyRequest
 from llm.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from persona.brand import Brand
+from persona.guard import GuardFactory, GuardStep, pass_through
 from persona.prompt import build_messages
 from streaming.buffer import StreamBuffer
 from streaming.events import FinishReason, StoredEvent
@@ -59,7 +60,22 @@ class _StreamFull(Exception):
     pass
 
 
+class _GuardViolation(Exception):
+    def __init__(self, rule: str, fallback: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.fallback = fallback
+
+
 class JobHooks(Protocol):
+    """Lifecycle callbacks for monitoring (metrics, tracing). Called synchronously; must be cheap.
+
+    Events and their fields: ``stream_started`` (stream_id, conversation_id, brand), ``first_token``
+    (stream_id, brand, seconds), ``token_gap`` (brand, seconds), ``upstream_error`` (stream_id,
+    brand, code, status, retryable), ``upstream_retry`` (stream_id, brand, code, wait_s),
+    ``guard_fallback`` (stream_id, brand, rule), ``stream_ended`` (stream_id, brand, terminal,
+    outcome, seconds)."""
+
     def __call__(self, event: str, **fields: Any) -> None: ...
 
 
@@ -143,6 +159,7 @@ class GenerationManager:
         stream_max_events: int = 5_000,
         stream_max_chars: int = 40_000,
         hooks: JobHooks | None = None,
+        guard_factory: GuardFactory = pass_through,
     ) -> None:
         self.buffer = buffer
         self.provider = provider
@@ -152,6 +169,7 @@ class GenerationManager:
         self.stream_max_events = stream_max_events
         self.stream_max_chars = stream_max_chars
         self._hooks = hooks
+        self._guard_factory = guard_factory
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
         buffer.on_cancel(self._cancel_local)
@@ -234,6 +252,7 @@ class GenerationManager:
         batcher = DeltaBatcher(job.writer, lambda events: self.buffer.append(job.stream_id, events))
         finish: FinishReason = "stop"
         failure: UpstreamError | None = None
+        violation: _GuardViolation | None = None
         try:
             try:
                 async with asyncio.timeout(self.deadlines.total_s):
@@ -248,16 +267,34 @@ class GenerationManager:
             finish = "cancelled"
         except _StreamFull:
             finish = "length"
+        except _GuardViolation as exc:
+            violation = exc
+            log.info("guardrail fallback: {}", exc.rule)
+            self._hook("guard_fallback", stream_id=job.stream_id, brand=job.brand.id, rule=exc.rule)
         except UpstreamError as exc:
             failure = exc
             log.warning("upstream failed: {!r}", exc)
+            self._hook(
+                "upstream_error",
+                stream_id=job.stream_id,
+                brand=job.brand.id,
+                code=exc.code,
+                status=exc.status,
+                retryable=exc.retryable,
+            )
         except Exception as exc:
             failure = UpstreamUnavailable(f"internal error: {type(exc).__name__}")
             log.exception("generation failed")
-        await self._finish(job, batcher, finish, failure, log)
+        await self._finish(job, batcher, finish, failure, violation, log)
 
     async def _finish(
-        self, job: _Job, batcher: DeltaBatcher, finish: FinishReason, failure: UpstreamError | None, log: Any
+        self,
+        job: _Job,
+        batcher: DeltaBatcher,
+        finish: FinishReason,
+        failure: UpstreamError | None,
+        violation: _GuardViolation | None,
+        log: Any,
     ) -> None:
         writer = job.writer
         try:
@@ -270,10 +307,10 @@ class GenerationManager:
                 raise
             if job.cancel_reason == "shutdown":
                 events = [writer.error("shutting_down", "the server restarted before the reply ended", retryable=True)]
+            elif violation is not None:
+                events = [*_replace_with(writer, violation.rule, violation.fallback), writer.done("fallback")]
             elif failure is not None and job.brand.fallbacks.error:
-                fallback = job.brand.fallbacks.error
-                first = writer.retract(failure.code, fallback) if writer.text else writer.delta(fallback)
-                events = [first, writer.done("fallback")]
+                events = [*_replace_with(writer, failure.code, job.brand.fallbacks.error), writer.done("fallback")]
             elif failure is not None:
                 events = [writer.error(failure.code, failure.message, retryable=failure.retryable)]
             else:
@@ -289,6 +326,7 @@ class GenerationManager:
                 brand=job.brand.id,
                 outcome=terminal.get("finish_reason") or terminal.get("code"),
                 terminal=terminal["type"],
+                seconds=time.monotonic() - job.started_at,
             )
         except StreamExpired:
             log.error("the buffer lost the stream before it ended; nothing more can be written")
@@ -313,6 +351,7 @@ class GenerationManager:
                 if wait_s > self.deadlines.retry_max_wait_s or wait_s >= remaining:
                     raise
                 logger.bind(stream_id=job.stream_id).info("retrying upstream in {:.2f} s after {!r}", wait_s, exc)
+                self._hook("upstream_retry", stream_id=job.stream_id, brand=job.brand.id, code=exc.code, wait_s=wait_s)
                 await asyncio.sleep(wait_s)
 
     async def _stream_once(self, job: _Job, batcher: DeltaBatcher, request: ReplyRequest) -> FinishReason:
@@ -323,9 +362,11 @@ class GenerationManager:
                 pieces = await self.provider.open_reply(request)
         except TimeoutError:
             raise UpstreamTimeout("connect", d.connect_s) from None
+        guard = self._guard_factory(job.brand)  # per attempt: held-back text of a failed attempt is dropped
+        last_text_at: float | None = None
         try:
             while True:
-                if batcher.text_so_far:
+                if last_text_at is not None:
                     phase, limit = "stall", d.stall_s
                 else:
                     phase = "first_token"
@@ -334,22 +375,42 @@ class GenerationManager:
                 if piece is None:
                     raise UpstreamUnavailable("the model provider ended the reply without a finish reason")
                 if piece.text:
+                    now = time.monotonic()
                     if job.first_token_at is None:
-                        job.first_token_at = time.monotonic()
+                        job.first_token_at = now
                         self._hook(
                             "first_token",
                             stream_id=job.stream_id,
                             brand=job.brand.id,
-                            seconds=job.first_token_at - job.started_at,
+                            seconds=now - job.started_at,
                         )
-                    batcher.push(piece.text)
+                    elif last_text_at is not None:
+                        self._hook("token_gap", brand=job.brand.id, seconds=now - last_text_at)
+                    last_text_at = now
+                    _apply(guard.feed(piece.text), batcher, job)
                 if piece.finish_reason:
+                    _apply(guard.finish(piece.finish_reason), batcher, job)
                     return "length" if piece.finish_reason == "length" else "stop"
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+
+def _apply(step: GuardStep, batcher: DeltaBatcher, job: _Job) -> None:
+    if step.release:
+        batcher.push(step.release)
+    if step.violation:
+        fallback = step.fallback or job.brand.fallbacks.off_brand or job.brand.fallbacks.off_topic or ""
+        raise _GuardViolation(step.violation, fallback)
+
+
+def _replace_with(writer: StreamWriter, reason: str, text: str) -> list[StoredEvent]:
+    """Withdraw what was streamed (if anything) in favour of ``text``."""
+    if writer.text:
+        return [writer.retract(reason, text)]
+    return [writer.delta(text)] if text else []
 
 
 async def _next_piece(pieces: AsyncIterator[Piece], phase: str, limit: float) -> Piece | None:
