@@ -16,6 +16,7 @@ def main() -> None:
         ws_max_size=settings.max_frame_bytes + 1024,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 10,
         proxy_headers=True,
+        log_config=None,  # logging is ours (api/logs.py): loguru, JSON off a terminal
     )
 
 

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.logs import setup_logging
 from api.routes import router
 from api.runtime import Runtime, install_uvicorn_shutdown_hook
 from api.settings import Settings
@@ -82,6 +83,8 @@ def __getattr__(name: str) -> FastAPI:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app()
+            settings = Settings()
+            setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+            _app = create_app(settings)
         return _app
     raise AttributeError(name)

@@ -69,8 +69,9 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     failed = {f for f in body.failed if f in TRANSPORTS}
     order = [t for t in TRANSPORTS if t not in failed] + [t for t in TRANSPORTS if t in failed]
     urls = {"websocket": "/v1/ws", "sse": f"/v1/conversations/{conversation_id}/messages"}
-    if failed:
-        logger.bind(conversation_id=conversation_id).info("client reports failed transports: {}", sorted(failed))
+    for transport in sorted(failed):
+        logger.bind(conversation_id=conversation_id, transport=transport).info("downgrade report: {} failed", transport)
+        runtime.hooks.emit("downgrade", transport=transport, reason="client_reported", brand=brand.id)
     return {
         "conversation_id": conversation_id,
         "token": token,
@@ -158,14 +159,24 @@ async def stream_events(
     if not await _stream_of_grant(runtime, grant, stream_id):
         events = _expired(stream_id)
     else:
-        events = runtime.follow(stream_id, start)
-        if start:
-            log.info("resume after seq {}", start)
+        events = runtime.follow(stream_id, start, transport="sse")
+    log.info("connect")
     runtime.connections += 1
+    runtime.hooks.emit("connection_opened", transport="sse", conversation_id=grant.conversation_id, brand=grant.brand)
 
     def on_close(outcome: str) -> None:
         runtime.connections -= 1
-        log.info("sse stream closed: {}", outcome)
+        log.info("disconnect: {}", outcome)
+        if outcome == "slow_consumer":
+            runtime.hooks.emit("slow_consumer", transport="sse", stream_id=stream_id)
+        runtime.hooks.emit(
+            "connection_closed",
+            transport="sse",
+            conversation_id=grant.conversation_id,
+            brand=grant.brand,
+            code=None,
+            reason=outcome,
+        )
 
     return EventStreamResponse(
         events,

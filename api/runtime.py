@@ -8,10 +8,12 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 
+from api.hooks import HookRegistry, load_hook, log_hook
+from api.metrics import DatadogMetrics, TimedBuffer
 from api.settings import Settings
 from llm.base import ChatProvider
 from persona.brand import Brand, load_brands
@@ -55,6 +57,8 @@ class Runtime:
     manager: GenerationManager
     app: Any = None
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    hooks: HookRegistry = field(default_factory=HookRegistry)
+    metrics: DatadogMetrics | None = None
     connections: int = 0
     _ready_cache: tuple[float, str | None] = (0.0, None)
 
@@ -66,6 +70,20 @@ class Runtime:
             conversation_ttl_s=settings.conversation_ttl_s,
             resume_window_s=settings.resume_window_s,
         )
+        hooks = HookRegistry()
+        hooks.add(log_hook)
+        metrics = None
+        if settings.metrics_on:
+            metrics = DatadogMetrics(
+                host=settings.dd_agent_host or "127.0.0.1",
+                port=settings.dd_dogstatsd_port,
+                instance=settings.instance_id,
+            )
+            hooks.add(metrics)
+            backend = settings.buffer_url.split(":", 1)[0]
+            buffer = cast(StreamBuffer, TimedBuffer(buffer, metrics.buffer_timer(backend)))
+        for path in settings.hooks:
+            hooks.add(load_hook(path))
         provider = make_provider(settings)
         manager = GenerationManager(
             buffer=buffer,
@@ -81,8 +99,9 @@ class Runtime:
             max_reply_tokens=settings.max_reply_tokens,
             stream_max_events=settings.stream_max_events,
             stream_max_chars=settings.stream_max_chars,
+            hooks=hooks,
         )
-        return cls(settings, brands, buffer, provider, manager)
+        return cls(settings, brands, buffer, provider, manager, hooks=hooks, metrics=metrics)
 
     @property
     def heartbeat_s(self) -> float:
@@ -126,6 +145,8 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.provider.close()
         await self.buffer.close()
+        if self.metrics is not None:
+            self.metrics.close()
         RUNTIMES.discard(self)
 
     async def readiness(self) -> str | None:
@@ -148,8 +169,18 @@ class Runtime:
             self._ready_cache = (time.monotonic(), reason)
         return reason
 
-    def follow(self, stream_id: str, after_seq: int) -> AsyncIterator[StoredEvent]:
-        """Replay-then-follow a stream for a connection (see ``streaming/follow.py``)."""
+    def follow(self, stream_id: str, after_seq: int, transport: str) -> AsyncIterator[StoredEvent]:
+        """Replay-then-follow a stream for a connection (see ``streaming/follow.py``).
+
+        A follow from ``after_seq > 0`` is a resume: logged and counted with the events replayed."""
+
+        def on_replay(count: int) -> None:
+            if after_seq > 0:
+                logger.bind(stream_id=stream_id, transport=transport, seq=after_seq).info(
+                    "resume after seq {}: {} events replayed", after_seq, count
+                )
+                self.hooks.emit("resume", transport=transport, stream_id=stream_id, after_seq=after_seq, replayed=count)
+
         return follow(
             self.buffer,
             stream_id,
@@ -157,6 +188,7 @@ class Runtime:
             idle_poll_s=max(0.2, min(5.0, self.heartbeat_s)),
             # A live job always ends by its total deadline; this much later, its instance is gone.
             lost_after_s=self.settings.upstream_total_deadline_s + self.settings.shutdown_grace_s + 30,
+            on_replay=on_replay,
         )
 
 

@@ -61,11 +61,19 @@ class Settings(BaseSettings):
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
 
+    # --- observability ---------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: str = "auto"  # auto (JSON unless on a terminal) | json | pretty
+    dd_agent_host: str | None = None  # Datadog's own variable names
+    dd_dogstatsd_port: int = 8125
+    metrics_enabled: bool | None = None  # None: on when DD_AGENT_HOST is set
+    hooks: list[str] = []  # "package.module:function" monitoring hooks loaded at start-up
+
     # --- brands --------------------------------------------------------------------------
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "hooks", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
@@ -77,6 +85,10 @@ class Settings(BaseSettings):
         """The token-signing key. Unset means a random per-process key: fine for one instance,
         wrong for several (tokens would not verify across instances), hence the start-up warning."""
         return (self.session_secret or _PROCESS_SECRET).encode()
+
+    @property
+    def metrics_on(self) -> bool:
+        return self.metrics_enabled if self.metrics_enabled is not None else bool(self.dd_agent_host)
 
     @property
     def provider_name(self) -> str:

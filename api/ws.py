@@ -92,11 +92,18 @@ class WsConnection:
 
     async def run(self) -> None:
         await self.ws.accept()
+        self.log.info("connect")
         close = _Close(1000, "")
         try:
             self.grant = await self._hello()
             self.log = self.log.bind(conversation_id=self.grant.conversation_id)
             self.log.info("hello accepted")
+            self.rt.hooks.emit(
+                "connection_opened",
+                transport="websocket",
+                conversation_id=self.grant.conversation_id,
+                brand=self.grant.brand,
+            )
             await self.ws.send_text(
                 server_frame(
                     "welcome", conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms
@@ -114,6 +121,17 @@ class WsConnection:
                 task.cancel()
             await asyncio.gather(*self.forwarders.values(), return_exceptions=True)
         self.log.info("disconnect: {} {}", close.code, close.reason)
+        if close.code == CLOSE_SLOW_CONSUMER:
+            self.rt.hooks.emit("slow_consumer", transport="websocket", conversation_id=self._conversation_id)
+        if self.grant is not None:
+            self.rt.hooks.emit(
+                "connection_closed",
+                transport="websocket",
+                conversation_id=self.grant.conversation_id,
+                brand=self.grant.brand,
+                code=close.code,
+                reason=close.reason,
+            )
         if self.ws.application_state == WebSocketState.CONNECTED and self.ws.client_state == WebSocketState.CONNECTED:
             # A client that stopped reading cannot take a close frame either: give up after the
             # write deadline; returning makes uvicorn close the transport.
@@ -168,6 +186,10 @@ class WsConnection:
             await self.ws.send_text(frame)
         else:
             self._enqueue(frame)
+
+    @property
+    def _conversation_id(self) -> str | None:
+        return self.grant.conversation_id if self.grant else None
 
     def _enqueue(self, frame: str) -> None:
         try:
@@ -258,7 +280,7 @@ class WsConnection:
 
     async def _forwarder(self, stream_id: str, after_seq: int) -> None:
         try:
-            async for event in self.rt.follow(stream_id, after_seq):
+            async for event in self.rt.follow(stream_id, after_seq, transport="websocket"):
                 self._enqueue(event.data)
         except StreamExpired as exc:
             self._enqueue(
@@ -281,6 +303,9 @@ class WsConnection:
                 async with asyncio.timeout(self.settings.send_timeout_s):
                     await self.ws.send_text(frame)
             except TimeoutError:
+                self.log.warning(
+                    "heartbeat/write timeout: the client stopped reading for {} s", self.settings.send_timeout_s
+                )
                 self._request_close(_Close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
                 return
             except (WebSocketDisconnect, RuntimeError, OSError):

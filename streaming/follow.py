@@ -19,7 +19,7 @@ the iterator ends with the terminal event even if live delivery fails.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from streaming.events import StoredEvent
@@ -36,19 +36,24 @@ async def follow(
     *,
     idle_poll_s: float,
     lost_after_s: float | None = None,
+    on_replay: Callable[[int], None] | None = None,
 ) -> AsyncIterator[StoredEvent]:
     """Yield every event with ``seq > after_seq`` exactly once, in order, up to the terminal one.
 
     ``lost_after_s``: a stream that is still open that long after it was created has lost its
     generation job (its instance crashed: a live job always ends by its total deadline); the
     follower then ends it with a retryable ``error`` (``generation_lost``) so no client waits for
-    ever. Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
+    ever. ``on_replay(n)`` is told how many logged events the first read replayed.
+    Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
     Cancelling (or closing the generator) is safe and unsubscribes."""
     cursor = Cursor(after_seq)
     async with buffer.subscribe(stream_id) as sub:
         events = await buffer.read_after(stream_id, after_seq)
         check_replay(stream_id, after_seq, events)
-        for event in cursor.take(events):
+        replay = cursor.take(events)
+        if on_replay is not None:
+            on_replay(len(replay))
+        for event in replay:
             yield event
         while not cursor.finished:
             live = await sub.get(idle_poll_s)
