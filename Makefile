@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck format install install-dev clean
+.PHONY: run run-cluster test lint typecheck format install install-dev clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install-dev: $(VENV)/.dev
 ## make run: the server on embedded defaults (memory buffer, offline provider, demo brand) + demo page
 run: $(VENV)/.runtime
 	HOST=$(HOST) PORT=$(PORT) $(PY) -m api
+
+## make run-cluster: nginx :8000 (no sticky sessions) → two instances :8001/:8002 → redis-server :6390
+run-cluster: $(VENV)/.dev
+	PORT=$(PORT) $(PY) -m deploy.cluster
 
 ## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server)
 test: $(VENV)/.dev lint typecheck
