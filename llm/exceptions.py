@@ -6,8 +6,8 @@ Tree::
     ├── UpstreamTimeout          connect / first_token / stall / deadline
     ├── UpstreamRateLimited      429 (retry_after_s from ``retry-after``)
     ├── UpstreamStatusError      any other HTTP error status
-    ├── UpstreamUnavailable      connection refused / reset / closed early
-    └── UpstreamProtocolError    malformed chunk, in-stream ``{"error": …}``, stream cut before its end
+    ├── UpstreamUnavailable      connection refused or reset, stream cut before its end
+    └── UpstreamProtocolError    malformed chunk, in-stream ``{"error": …}``
 
 A stream that fails ends with an ``error`` event whose ``code`` is the class's code.
 """

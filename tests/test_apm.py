@@ -1,0 +1,93 @@
+"""Datadog APM: the server runs under ``ddtrace-run`` and its spans reach an agent.
+
+The agent is a stand-in HTTP server that records what ddtrace sends; the server is a real
+``python -m api`` process on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import T, free_port
+
+
+class FakeAgent:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line = head.split(b"\r\n", 1)[0].decode()
+        length = next(
+            (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
+        )
+        if length:
+            await reader.readexactly(length)
+        self.requests.append(request_line)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> FakeAgent:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.skipif(
+    shutil.which("ddtrace-run", path=str(Path(sys.executable).parent)) is None, reason="ddtrace is not installed"
+)
+async def test_under_ddtrace_run_request_spans_are_sent_to_the_agent() -> None:
+    port = free_port()
+    async with FakeAgent() as agent:
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "DD_TRACE_ENABLED": "true",
+            "DD_TRACE_AGENT_URL": f"http://127.0.0.1:{agent.port}",
+            "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+            "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+            "DD_TRACE_STARTUP_LOGS": "false",
+            "DD_SERVICE": "brandchat-test",
+            "LOG_LEVEL": "WARNING",
+        }
+        ddtrace_run = str(Path(sys.executable).parent / "ddtrace-run")
+        proc = await asyncio.create_subprocess_exec(
+            ddtrace_run, sys.executable, "-m", "api", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                async with asyncio.timeout(20 * T):
+                    while True:
+                        try:
+                            if (await http.get("/healthz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            await asyncio.sleep(0.1)
+                r = await http.post("/v1/negotiate", json={"brand": "demo"})
+                assert r.status_code == 200
+            async with asyncio.timeout(20 * T):
+                while not any("/traces" in line for line in agent.requests):
+                    await asyncio.sleep(0.1)
+        finally:
+            proc.terminate()
+            async with asyncio.timeout(30 * T):
+                await proc.wait()
+    assert any(
+        line.startswith("PUT /v0.") or line.startswith("POST /v0.") for line in agent.requests if "/traces" in line
+    )
