@@ -46,9 +46,7 @@ class StatsdListener(asyncio.DatagramProtocol):
         return {s["name"] for s in self.samples}
 
     def find(self, name: str, **tags: str) -> list[dict[str, Any]]:
-        return [
-            s for s in self.samples if s["name"] == name and all(s["tags"].get(k) == v for k, v in tags.items())
-        ]
+        return [s for s in self.samples if s["name"] == name and all(s["tags"].get(k) == v for k, v in tags.items())]
 
     async def wait_for(self, name: str, timeout: float = 5.0, **tags: str) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout * T):
