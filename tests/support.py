@@ -196,6 +196,16 @@ async def negotiate(base_url: str, brand: str = "demo", **extra: Any) -> dict[st
         return result
 
 
+async def post_message(base_url: str, negotiated: dict[str, Any], text: str, cmid: str = "m1") -> httpx.Response:
+    """Send a user message the SSE way: ``POST /v1/conversations/{id}/messages`` with the Bearer token."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=20 * T) as client:
+        return await client.post(
+            f"/v1/conversations/{negotiated['conversation_id']}/messages",
+            json={"client_message_id": cmid, "text": text},
+            headers={"Authorization": f"Bearer {negotiated['token']}"},
+        )
+
+
 class WsClient:
     """A protocol-speaking WebSocket client that keeps every frame it received."""
 

@@ -6,14 +6,23 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 import websockets
 
 from deploy.cluster import NginxProcess, nginx_binary
 from llm.offline import compose_answer
 from tests.conftest import ServerFactory
-from tests.support import RunningServer, T, WsClient, assert_well_formed, free_port, joined_text, negotiate, read_sse
+from tests.support import (
+    RunningServer,
+    T,
+    WsClient,
+    assert_well_formed,
+    free_port,
+    joined_text,
+    negotiate,
+    post_message,
+    read_sse,
+)
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 
@@ -82,12 +91,7 @@ async def test_sse_through_the_load_balancer_is_not_buffered_and_any_instance_se
     nginx, instances = cluster
     base = f"http://127.0.0.1:{nginx.port}"
     n = await negotiate(base)
-    async with httpx.AsyncClient(base_url=base) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": QUESTION},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(base, n, QUESTION)
     stream_id = r.json()["stream_id"]
     # The first events arrive while the reply is still being generated: nginx does not buffer.
     partial = await read_sse(base, stream_id, n["token"], stop_after=3)

@@ -21,7 +21,7 @@ from api.metrics import METRICS, full_name
 from api.settings import PROJECT_ROOT
 from tests.conftest import ServerFactory
 from tests.fake_openai import FakeOpenAI, StallBeforeHeaders, Status
-from tests.support import T, WsClient, negotiate, read_sse
+from tests.support import T, WsClient, negotiate, post_message, read_sse
 
 # --- a DogStatsD agent stand-in: a UDP socket that parses what arrives ---------------------------
 
@@ -142,12 +142,7 @@ async def test_resumes_downgrades_cancels_and_slow_consumers_are_counted(
 async def test_a_websocket_slow_consumer_is_counted(servers: ServerFactory, statsd: StatsdListener) -> None:
     server = await servers(**metric_settings(statsd, outbox_max_frames=1, offline_token_delay_ms=0))
     n = await negotiate(server.base_url)
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": "shipping?"},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(server.base_url, n, "shipping?")
     stream_id = r.json()["stream_id"]
     async with asyncio.timeout(5 * T):
         while server.runtime.manager.running:

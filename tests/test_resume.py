@@ -14,7 +14,7 @@ from websockets.uri import parse_uri
 
 from llm.offline import compose_answer
 from tests.conftest import ServerFactory
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 SLOW = {"offline_token_delay_ms": 25}
@@ -61,12 +61,7 @@ async def test_a_reply_dropped_on_websocket_resumes_over_sse_with_last_event_id(
 async def test_a_reply_dropped_on_sse_resumes_over_websocket(servers: ServerFactory) -> None:
     server = await servers(**SLOW)
     n = await negotiate(server.base_url)
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": QUESTION},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(server.base_url, n, QUESTION)
     stream_id = r.json()["stream_id"]
     partial = await read_sse(server.base_url, stream_id, n["token"], stop_after=5)
     first = [e.data for e in partial.events]
@@ -182,12 +177,7 @@ async def test_fifty_concurrent_clients_each_stream_a_whole_reply_with_no_loss(
     async def over_sse(i: int) -> None:
         n = await negotiate(server.base_url)
         question = questions[i % len(questions)]
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=20 * T) as http:
-            r = await http.post(
-                f"/v1/conversations/{n['conversation_id']}/messages",
-                json={"client_message_id": f"m{i}", "text": question},
-                headers={"Authorization": f"Bearer {n['token']}"},
-            )
+        r = await post_message(server.base_url, n, question, cmid=f"m{i}")
         reader = await read_sse(server.base_url, r.json()["stream_id"], n["token"], timeout=30)
         events = [e.data for e in reader.events]
         assert_well_formed(events)

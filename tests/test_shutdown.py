@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 import websockets
 
 from llm.offline import compose_answer
 from tests.conftest import ServerFactory
-from tests.support import T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from tests.support import T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 
@@ -53,12 +52,7 @@ async def test_a_reply_still_running_after_the_grace_period_ends_with_a_retryabl
     a = await servers(buffer_url=redis_url, offline_token_delay_ms=200, shutdown_grace_s=0.3)
     b = await servers(buffer_url=redis_url)
     n = await negotiate(a.base_url)
-    async with httpx.AsyncClient(base_url=a.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": QUESTION},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(a.base_url, n, QUESTION)
     stream_id = r.json()["stream_id"]
     await a.stop()
     reader = await read_sse(b.base_url, stream_id, n["token"], after_seq=0)
@@ -71,12 +65,7 @@ async def test_a_reply_still_running_after_the_grace_period_ends_with_a_retryabl
 async def test_an_open_sse_response_ends_at_shutdown_instead_of_holding_the_server(servers: ServerFactory) -> None:
     a = await servers(offline_token_delay_ms=300, shutdown_grace_s=0.2)
     n = await negotiate(a.base_url)
-    async with httpx.AsyncClient(base_url=a.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": QUESTION},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(a.base_url, n, QUESTION)
     reading = asyncio.create_task(read_sse(a.base_url, r.json()["stream_id"], n["token"], timeout=20))
     async with asyncio.timeout(5 * T):
         while a.runtime.connections == 0:
@@ -101,10 +90,5 @@ async def test_once_shutdown_began_new_messages_are_refused_with_503_and_websock
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m2", "text": "hi"},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(server.base_url, n, "hi", cmid="m2")
     assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"

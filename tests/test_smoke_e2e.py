@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
 from llm.offline import compose_answer
-from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 
 
 async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_the_deltas(
@@ -26,12 +24,7 @@ async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_
 
 async def test_an_sse_turn_streams_the_same_events_with_ids(server: RunningServer) -> None:
     n = await negotiate(server.base_url)
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": "Do you have decaf beans?"},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    r = await post_message(server.base_url, n, "Do you have decaf beans?")
     assert r.status_code == 202
     body = r.json()
     assert body["events_url"] == f"/v1/streams/{body['stream_id']}/events"
