@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run run-cluster test lint typecheck format install install-dev clean
+.PHONY: run run-cluster bench test lint typecheck format install install-dev clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: $(VENV)/.runtime
 ## make run-cluster: nginx :8000 (no sticky sessions) → two instances :8001/:8002 → redis-server :6390
 run-cluster: $(VENV)/.dev
 	PORT=$(PORT) $(PY) -m deploy.cluster
+
+## make bench: N concurrent clients; direct streaming (baseline) vs memory vs Redis buffer
+bench: $(VENV)/.dev
+	$(PY) -m bench.stream_bench --clients $${CLIENTS:-200}
 
 ## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server)
 test: $(VENV)/.dev lint typecheck

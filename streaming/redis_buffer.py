@@ -202,33 +202,42 @@ class RedisBuffer:
             await self._release_channel(stream_id)
 
     async def _acquire_channel(self, stream_id: str) -> None:
+        """Subscribe to the stream's channel (first local follower only) and wait until Redis
+        confirmed it. The lock covers only the bookkeeping and the SUBSCRIBE write, not the wait,
+        so hundreds of followers arriving together subscribe in one burst instead of in turn."""
+        channel = _channel(stream_id)
         async with self._sub_lock:
             count = self._refs.get(stream_id, 0)
             self._refs[stream_id] = count + 1
-            if count:
-                return
-            channel = _channel(stream_id)
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirm[channel] = confirmed
-            try:
-                await self._pubsub.subscribe(channel)
-                async with asyncio.timeout(self._subscribe_timeout_s):
-                    await confirmed
-            except BaseException:
-                self._refs[stream_id] -= 1
-                if not self._refs[stream_id]:
-                    del self._refs[stream_id]
-                raise
-            finally:
-                self._confirm.pop(channel, None)
+            confirmed = self._confirm.get(channel)
+            if count == 0 or confirmed is None:
+                confirmed = asyncio.get_running_loop().create_future()
+                self._confirm[channel] = confirmed
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    self._drop_ref(stream_id)
+                    raise
+        try:
+            async with asyncio.timeout(self._subscribe_timeout_s):
+                await asyncio.shield(confirmed)
+        except BaseException:
+            await self._release_channel(stream_id)
+            raise
+
+    def _drop_ref(self, stream_id: str) -> int:
+        count = self._refs.get(stream_id, 0) - 1
+        if count > 0:
+            self._refs[stream_id] = count
+        else:
+            self._refs.pop(stream_id, None)
+            self._confirm.pop(_channel(stream_id), None)
+        return count
 
     async def _release_channel(self, stream_id: str) -> None:
         async with self._sub_lock:
-            count = self._refs.get(stream_id, 0) - 1
-            if count > 0:
-                self._refs[stream_id] = count
+            if self._drop_ref(stream_id) > 0:
                 return
-            self._refs.pop(stream_id, None)
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(_channel(stream_id))
 
