@@ -31,8 +31,8 @@ class StreamInfo:
 class StreamBuffer(Protocol):
     """What the server needs from a buffer backend. All methods are coroutine-safe.
 
-    Cancelling any coroutine here is safe: an append is either wholly written or not at all
-    (Redis pipelines are ``MULTI``/``EXEC``), and reads have no side effects."""
+    Cancelling any coroutine here is safe: reads have no side effects, and a cancelled append may
+    still be written (its events are numbered, so a retry cannot duplicate them)."""
 
     url: str
 

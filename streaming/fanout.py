@@ -100,6 +100,10 @@ class Fanout:
             for event in batch:
                 sub.push(event)
 
+    def mark_lagged(self, stream_id: str) -> None:
+        for sub in self._subs.get(stream_id, ()):
+            sub.mark_lagged()
+
     def mark_all_lagged(self) -> None:
         for subs in self._subs.values():
             for sub in subs:

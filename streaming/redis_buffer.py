@@ -20,8 +20,9 @@ subscribes to a stream's channel when its first local follower arrives (ref-coun
 events out in memory (:mod:`streaming.fanout`). redis-py's asyncio ``PubSub`` allows
 ``subscribe()`` from one task while another awaits ``get_message()`` on the same connection
 (commands are written, replies arrive as messages), which is what encode/broadcaster relies on
-too; we wait for the server's subscribe confirmation before reading the log so nothing falls
-between the two. On a reader reconnect every follower is marked lagged and re-reads the log.
+too. A follower reads the log without waiting for the subscription to be confirmed; when the
+confirmation arrives its followers re-read the log once, so nothing published in between is lost.
+On a reader reconnect every follower is marked lagged and re-reads the log, too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -90,6 +92,14 @@ return seq
 """
 
 
+@dataclass
+class _Append:
+    stream_id: str
+    events: list[StoredEvent]
+    expire_after_s: int | None
+    done: asyncio.Future[None]
+
+
 class RedisBuffer:
     def __init__(
         self,
@@ -99,13 +109,11 @@ class RedisBuffer:
         resume_window_s: int = 600,
         subscription_maxsize: int = 256,
         max_connections: int = 64,
-        subscribe_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self._conversation_ttl_s = conversation_ttl_s
         self._resume_window_s = resume_window_s
         self._subscription_maxsize = subscription_maxsize
-        self._subscribe_timeout_s = subscribe_timeout_s
         # Bounded pool: a burst waits for a connection instead of opening thousands.
         self._pool = aioredis.BlockingConnectionPool.from_url(
             url, decode_responses=True, max_connections=max_connections, timeout=5
@@ -114,24 +122,33 @@ class RedisBuffer:
         self._pubsub = self._redis.pubsub()
         self._fanout = Fanout()
         self._refs: dict[str, int] = {}
-        self._confirm: dict[str, asyncio.Future[None]] = {}
         self._sub_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._cancel_handler: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._appends: list[_Append] = []
+        self._append_wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._stream_ttl_s = 3600
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._redis.ping()
         await self._pubsub.subscribe(CANCEL_CHANNEL)
         self._reader = asyncio.create_task(self._read_forever(), name="redis-buffer-reader")
+        self._writer = asyncio.create_task(self._write_forever(), name="redis-buffer-writer")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._writer = None
+        for item in self._appends:
+            if not item.done.done():
+                item.done.set_exception(ConnectionError("the Redis buffer is closed"))
+        self._appends = []
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
@@ -147,28 +164,70 @@ class RedisBuffer:
             pipe.hset(mkey, mapping={"c": conversation_id, "at": f"{time.time():.3f}"})
             pipe.expire(mkey, ttl_s)
             await pipe.execute()
+        # Every stream gets the same lifetime (deadline + resume window); the stream key, born on
+        # the first append, takes the latest value seen here.
+        self._stream_ttl_s = ttl_s
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
+        """Queue the events for the instance-wide writer and wait until Redis has them.
+
+        Appends from every stream on this instance are written together: while one pipeline is in
+        flight the next batch gathers, so a busy instance sends one round trip for many streams
+        (redis-py spends far more CPU per pipeline than per command). One writer per stream (the
+        job) awaits each append before the next, so per-stream order is kept."""
         if not events:
             return
-        skey, mkey = _skey(stream_id), _mkey(stream_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for event in events:
-                pipe.xadd(skey, {"t": event.type, "d": event.data}, id=f"{event.seq}-0", nomkstream=event.seq > 1)
-            if events[0].seq == 1:
-                # The stream key is born with the meta key's lifetime.
-                pipe.ttl(mkey)
-            if expire_after_s is not None:
-                pipe.hset(mkey, "end", "1")
-                pipe.expire(skey, expire_after_s)
-                pipe.expire(mkey, expire_after_s)
-            pipe.publish(_channel(stream_id), _encode_live(events))
-            results = await pipe.execute()
-        if any(r is None for r in results[: len(events)]):
-            raise StreamExpired(f"stream {stream_id} vanished from Redis", stream_id=stream_id)
-        if events[0].seq == 1 and expire_after_s is None:
-            ttl = results[len(events)]
-            await self._redis.expire(skey, ttl if isinstance(ttl, int) and ttl > 0 else 3600)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._appends.append(_Append(stream_id, list(events), expire_after_s, done))
+        self._append_wake.set()
+        await done
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._append_wake.wait()
+            self._append_wake.clear()
+            batch, self._appends = self._appends, []
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[_Append]) -> None:
+        spans: list[tuple[int, int]] = []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item in batch:
+                    skey, mkey = _skey(item.stream_id), _mkey(item.stream_id)
+                    spans.append((len(pipe), len(item.events)))
+                    for event in item.events:
+                        pipe.xadd(
+                            skey, {"t": event.type, "d": event.data}, id=f"{event.seq}-0", nomkstream=event.seq > 1
+                        )
+                    if item.events[0].seq == 1:
+                        # The stream key is born with the meta key's lifetime.
+                        pipe.expire(skey, self._stream_ttl_s)
+                    if item.expire_after_s is not None:
+                        pipe.hset(mkey, "end", "1")
+                        pipe.expire(skey, item.expire_after_s)
+                        pipe.expire(mkey, item.expire_after_s)
+                    pipe.publish(_channel(item.stream_id), _encode_live(item.events))
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            return
+        for item, (start, count) in zip(batch, spans, strict=True):
+            if item.done.done():
+                continue  # its caller was cancelled
+            written = results[start : start + count]
+            error = next((r for r in written if isinstance(r, Exception)), None)
+            if error is not None:
+                item.done.set_exception(error)
+            elif any(r is None for r in written):
+                item.done.set_exception(
+                    StreamExpired(f"stream {item.stream_id} vanished from Redis", stream_id=item.stream_id)
+                )
+            else:
+                item.done.set_result(None)
 
     async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -202,28 +261,21 @@ class RedisBuffer:
             await self._release_channel(stream_id)
 
     async def _acquire_channel(self, stream_id: str) -> None:
-        """Subscribe to the stream's channel (first local follower only) and wait until Redis
-        confirmed it. The lock covers only the bookkeeping and the SUBSCRIBE write, not the wait,
-        so hundreds of followers arriving together subscribe in one burst instead of in turn."""
-        channel = _channel(stream_id)
+        """Subscribe to the stream's channel when its first local follower arrives.
+
+        We do not wait for Redis to confirm: the follower reads the log at once, and when the
+        confirmation arrives (:meth:`_dispatch`) every follower of that stream is marked lagged and
+        re-reads the log, which covers anything published before the subscription was live. So
+        hundreds of followers arriving together cost no round trip each."""
         async with self._sub_lock:
             count = self._refs.get(stream_id, 0)
             self._refs[stream_id] = count + 1
-            confirmed = self._confirm.get(channel)
-            if count == 0 or confirmed is None:
-                confirmed = asyncio.get_running_loop().create_future()
-                self._confirm[channel] = confirmed
+            if count == 0:
                 try:
-                    await self._pubsub.subscribe(channel)
+                    await self._pubsub.subscribe(_channel(stream_id))
                 except BaseException:
                     self._drop_ref(stream_id)
                     raise
-        try:
-            async with asyncio.timeout(self._subscribe_timeout_s):
-                await asyncio.shield(confirmed)
-        except BaseException:
-            await self._release_channel(stream_id)
-            raise
 
     def _drop_ref(self, stream_id: str) -> int:
         count = self._refs.get(stream_id, 0) - 1
@@ -231,7 +283,6 @@ class RedisBuffer:
             self._refs[stream_id] = count
         else:
             self._refs.pop(stream_id, None)
-            self._confirm.pop(_channel(stream_id), None)
         return count
 
     async def _release_channel(self, stream_id: str) -> None:
@@ -259,9 +310,9 @@ class RedisBuffer:
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "subscribe":
-            future = self._confirm.get(channel)
-            if future is not None and not future.done():
-                future.set_result(None)
+            if channel != CANCEL_CHANNEL:
+                # Live from now on: whatever was published before is in the log; re-read it.
+                self._fanout.mark_lagged(channel[len(PREFIX) + 3 :])
             return
         if kind != "message":
             return
