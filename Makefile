@@ -32,9 +32,19 @@ run-cluster: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m bench.stream_bench --clients $${CLIENTS:-200}
 
-## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server)
+## make eval: scenario checks per brand against the configured provider (offline demo by default)
+.PHONY: eval bench-guard
+eval: $(VENV)/.runtime
+	$(PY) -m eval $(EVAL_ARGS)
+
+## make bench-guard: the streaming guard's cost per token, side by side with the pass-through guard
+bench-guard: $(VENV)/.runtime
+	$(PY) -m bench.guard_bench
+
+## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server, headless chromium) + the JS client's unit tests
 test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest
+	node --test tests/js/
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,7 @@ Events (fields):
 ``upstream_error``     stream_id, brand, code, status, retryable
 ``upstream_retry``     stream_id, brand, code, wait_s
 ``guard_fallback``     stream_id, brand, rule
+``off_topic``          stream_id, brand, score, threshold, terms, action (end-of-reply relevance check)
 ``stream_ended``       stream_id, brand, terminal (done|error), outcome, seconds
 =====================  ================================================================
 

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.logs import setup_logging
+from api.openai_compat import router as openai_router
 from api.routes import router
 from api.runtime import Runtime, install_uvicorn_shutdown_hook
 from api.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(error_body("bad_request", "; ".join(parts) or "malformed request"), status_code=422)
 
     app.include_router(router)
+    app.include_router(openai_router)
     app.add_api_websocket_route("/v1/ws", websocket_endpoint)
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")

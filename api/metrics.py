@@ -36,6 +36,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "resume.events_replayed": ("histogram", ("transport",)),
     "transport.downgrade": ("count", ("transport", "reason", "brand")),
     "guard.fallback": ("count", ("brand", "rule")),
+    "guard.off_topic": ("count", ("brand", "action")),
     "connection.slow_consumer": ("count", ("transport",)),
     "buffer.latency_ms": ("histogram", ("op", "backend")),
 }
@@ -119,6 +120,9 @@ class DatadogMetrics:
 
     def _on_guard_fallback(self, f: dict[str, Any]) -> None:
         self._count("guard.fallback", brand=f["brand"], rule=f["rule"])
+
+    def _on_off_topic(self, f: dict[str, Any]) -> None:
+        self._count("guard.off_topic", brand=f["brand"], action=f.get("action") or "log")
 
     def _on_stream_ended(self, f: dict[str, Any]) -> None:
         brand, outcome = f["brand"], f["outcome"]

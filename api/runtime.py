@@ -17,6 +17,7 @@ from api.metrics import DatadogMetrics, TimedBuffer
 from api.settings import Settings
 from llm.base import ChatProvider
 from persona.brand import Brand, load_brands
+from persona.guard import brand_guard
 from streaming.buffer import StreamBuffer, make_buffer
 from streaming.events import StoredEvent
 from streaming.exceptions import NotFound
@@ -100,6 +101,7 @@ class Runtime:
             stream_max_events=settings.stream_max_events,
             stream_max_chars=settings.stream_max_chars,
             hooks=hooks,
+            guard_factory=brand_guard,
         )
         return cls(settings, brands, buffer, provider, manager, hooks=hooks, metrics=metrics)
 

@@ -29,6 +29,8 @@ class ReplyRequest:
     brand: Brand
     messages: list[dict[str, Any]]
     max_tokens: int = 512
+    model: str | None = None  # the brand's model; None: the provider's default
+    temperature: float | None = None  # None: the provider's default
     metadata: dict[str, str] = field(default_factory=dict)
 
 

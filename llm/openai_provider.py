@@ -91,12 +91,16 @@ class OpenAIProvider:
 
     async def open_reply(self, request: ReplyRequest) -> AsyncIterator[Piece]:
         try:
+            extra: dict[str, Any] = {}
+            if request.temperature is not None:
+                extra["temperature"] = request.temperature
             stream = await self._client.chat.completions.create(
-                model=self.model,
+                model=request.model or self.model,
                 messages=cast(Any, request.messages),
                 stream=True,
                 stream_options={"include_usage": True},
                 max_tokens=request.max_tokens,
+                **extra,
             )
         except Exception as exc:
             raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc

@@ -1,62 +1,278 @@
 """A brand is data: a YAML file under ``BRANDS_DIR`` validated by :class:`Brand`.
 
-Minimal for now (voice, knowledge, fallbacks); grown into the full persona file later. A bad
-brand file fails start-up with the file and field named; it never half-loads.
+Everything that makes a bot sound like *this* brand lives in its file: persona, voice traits and
+tone-of-voice guide, do / don't rules (a don't may carry a regex the guard enforces), banned
+phrases, allowed topics, length, sign-off and emoji policy, tagged few-shot examples, knowledge
+snippets, fallback replies, the API key for the OpenAI-compatible endpoint (by environment
+variable name, never the secret itself), allowed origins, model settings, and a version.
+
+Loading is all-or-nothing: a bad file raises :class:`BrandFileError` naming the file, the field
+and its line, and the server does not start. ``brands/brand.schema.json`` is generated from this
+model (``python -m persona.schema``) so editors can validate brand files as they type.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+_SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
-class Snippet(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Voice(_Strict):
+    traits: list[str] = Field(min_length=1, description="Adjectives for the voice, most important first.")
+    guide: str = Field(
+        default="", description="The tone-of-voice guide in prose, as a copywriter would brief a new hire."
+    )
+
+
+class DontRule(_Strict):
+    rule: str = Field(description="The rule in words; it goes into the system prompt.")
+    pattern: str | None = Field(
+        default=None,
+        description="Optional regular expression (case-insensitive) the streaming guard enforces; "
+        "a reply that matches is replaced by the off_brand fallback. Keep it within one sentence.",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class Rules(_Strict):
+    do: list[str] = Field(default_factory=list)
+    dont: list[DontRule] = Field(
+        default_factory=list,
+        description="A plain string, or {rule, pattern} when the guard can enforce it.",
+    )
+
+    @field_validator("dont", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"rule": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class LengthPolicy(_Strict):
+    max_sentences: int = Field(
+        default=4, ge=1, le=30, description="Longest reply, in sentences (prompted and evaluated)."
+    )
+
+
+class SignOff(_Strict):
+    text: str | None = Field(default=None, description="How the persona signs off, e.g. '— Juniper'.")
+    use: Literal["never", "always"] = "never"
+
+
+class EmojiPolicy(_Strict):
+    policy: Literal["none", "sparingly", "free"] = Field(
+        default="sparingly",
+        description="none: the guard treats any emoji as off-brand; sparingly: at most one per reply.",
+    )
+    allowed: list[str] = Field(default_factory=list, description="Emoji that fit the brand (with 'sparingly').")
+
+
+class Example(_Strict):
+    user: str
+    assistant: str
+    tags: list[str] = Field(default_factory=list, description="Topics; used to pick the examples for a question.")
+    pinned: bool = Field(default=False, description="Always included in the prompt (never evicted).")
+
+
+class Snippet(_Strict):
     topic: str
     text: str
     keywords: list[str] = Field(default_factory=list)
 
 
-class Fallbacks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    off_topic: str | None = None
-    off_brand: str | None = None
-    error: str | None = None
-    truncated: str | None = None
+class Fallbacks(_Strict):
+    off_topic: str = Field(description="When the question or the answer is outside the allowed topics.")
+    off_brand: str = Field(description="When the guard stops a reply that broke a rule (banned phrase, filler …).")
+    error: str | None = Field(default=None, description="When the model failed; unset means a retryable error event.")
+    truncated: str | None = Field(
+        default=None, description="When a reply cut by the length limit has no whole sentence."
+    )
 
 
-class Theme(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApiAccess(_Strict):
+    key_env: str | None = Field(
+        default=None, description="Environment variable holding this brand's key for POST /v1/chat/completions."
+    )
+    dev_key: str | None = Field(
+        default=None,
+        description="Used only while key_env is unset: a published, non-secret key for local development. "
+        "Never put a real key in a brand file.",
+    )
+
+
+class ModelSettings(_Strict):
+    model: str | None = Field(default=None, description="Model name sent upstream; unset means OPENAI_MODEL.")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_reply_tokens: int | None = Field(default=None, ge=16, le=16_384, description="Unset means MAX_REPLY_TOKENS.")
+    context_window: int = Field(default=16_384, ge=1_024, description="The model's context size in tokens.")
+    history_max_tokens: int = Field(
+        default=3_000, ge=0, description="At most this many tokens of conversation history (cost and focus)."
+    )
+    margin_tokens: int = Field(
+        default=256, ge=0, description="Kept free for the request's overhead and estimate error."
+    )
+    examples_per_reply: int = Field(
+        default=2, ge=0, le=10, description="Few-shot examples picked per question, besides pinned."
+    )
+    knowledge_per_reply: int = Field(default=3, ge=0, le=10, description="Knowledge snippets retrieved per question.")
+
+
+class OffTopicCheck(_Strict):
+    action: Literal["log", "fallback"] = Field(
+        default="log", description="log: count and log an off-topic reply; fallback: also replace it (retract)."
+    )
+    threshold: float = Field(
+        default=0.2, ge=0, le=1, description="Replies whose domain coverage is below this are off-topic."
+    )
+    min_terms: int = Field(default=8, ge=1, description="Shorter replies are not judged.")
+
+
+class GuardSettings(_Strict):
+    holdback_chars: int = Field(
+        default=64,
+        ge=16,
+        le=400,
+        description="Unfinished-sentence text held back before release (and ≥ longest phrase).",
+    )
+    competitors: list[str] = Field(default_factory=list, description="Names the bot never mentions.")
+    builtin_filler: bool = Field(default=True, description="Also block the built-in generic filler phrases.")
+    off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
+
+
+class OfflinePhrasing(_Strict):
+    """How the offline demo provider dresses knowledge snippets in the brand's voice."""
+
+    openers: list[str] = Field(default_factory=list, description="One is picked per question (deterministically).")
+    intro: str = Field(default="", description="Said after the greeting when the user only says hello.")
+    recall_name: str = Field(default="You told me your name is {name}.", description="'{name}' is replaced.")
+    recall_unknown: str = Field(default="I don't think you've told me your name yet.")
+
+
+class Theme(_Strict):
     primary_color: str = "#3b2f2f"
     accent_color: str = "#c8742c"
 
 
-class Brand(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+class Brand(_Strict):
+    id: str = Field(pattern=_SLUG, description="Slug; equals the file name without .yaml.")
+    version: str = Field(description="Bump on every change; logged with each reply's prompt.")
     name: str
     persona_name: str
-    voice: list[str] = Field(default_factory=list)
-    system: str = ""
+    voice: Voice
+    instructions: str = Field(default="", description="Anything else the model must know, in plain words.")
+    rules: Rules = Field(default_factory=Rules)
+    banned_phrases: list[str] = Field(default_factory=list, description="Never said; the guard enforces them.")
+    allowed_topics: list[str] = Field(default_factory=list)
+    length: LengthPolicy = Field(default_factory=LengthPolicy)
+    sign_off: SignOff = Field(default_factory=SignOff)
+    emoji: EmojiPolicy = Field(default_factory=EmojiPolicy)
     greeting: str = "Hi!"
-    no_match: str = "I'm not sure about that one."
+    no_match: str = Field(
+        default="I'm not sure about that one.", description="The offline demo's answer when nothing matches."
+    )
+    examples: list[Example] = Field(default_factory=list)
     knowledge: list[Snippet] = Field(default_factory=list)
-    fallbacks: Fallbacks = Field(default_factory=Fallbacks)
+    fallbacks: Fallbacks
+    api: ApiAccess = Field(default_factory=ApiAccess)
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Sites allowed to embed this brand's chat; empty means ALLOWED_ORIGINS."
+    )
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    offline: OfflinePhrasing = Field(default_factory=OfflinePhrasing)
     theme: Theme = Field(default_factory=Theme)
-    version: str = "1"
+
+    _api_key: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _sign_off_has_text(self) -> Brand:
+        if self.sign_off.use == "always" and not self.sign_off.text:
+            raise ValueError("sign_off.use is 'always' but sign_off.text is empty")
+        return self
+
+    @property
+    def api_key(self) -> str | None:
+        """The key for the OpenAI-compatible endpoint (resolved by :meth:`resolve_api_key`)."""
+        return self._api_key
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        value = env.get(self.api.key_env) if self.api.key_env else None
+        self._api_key = value or self.api.dev_key or None
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """True when the brand names no origins, or ``origin`` is one of them."""
+        return not self.allowed_origins or "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+# --- loading -------------------------------------------------------------------------------------
 
 
 class BrandFileError(ValueError):
-    def __init__(self, path: Path, problem: str) -> None:
+    """A brand file (or the brands directory) is unusable. ``problems`` are ``(field, line, message)``."""
+
+    def __init__(self, path: Path, problem: str, problems: list[tuple[str, int | None, str]] | None = None) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
+        self.problems = problems or []
+
+    def __repr__(self) -> str:
+        return f"BrandFileError({str(self.path)!r}, problems={self.problems!r})"
 
 
-def load_brand(path: Path) -> Brand:
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                    child = v
+                    line = k.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            child = node.value[key]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _format(path: Path, problems: list[tuple[str, int | None, str]]) -> str:
+    parts = [f"{field} (line {line}): {msg}" if line else f"{field}: {msg}" for field, line, msg in problems]
+    return "invalid brand file: " + "; ".join(parts)
+
+
+def parse_brand(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Brand:
+    """Validate brand YAML; raises :class:`BrandFileError` with every problem, its field and line."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BrandFileError(path, f"not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -64,20 +280,40 @@ def load_brand(path: Path) -> Brand:
     try:
         brand = Brand.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
-        raise BrandFileError(path, problems) from None
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            field = ".".join(str(p) for p in loc) or "(root)"
+            problems.append((field, _line_of(root, loc), err["msg"]))
+        raise BrandFileError(path, _format(path, problems), problems) from None
     if brand.id != path.stem:
-        raise BrandFileError(path, f"id {brand.id!r} does not match the file name {path.stem!r}")
+        problems = [("id", _line_of(root, ("id",)), f"{brand.id!r} does not match the file name {path.stem!r}")]
+        raise BrandFileError(path, _format(path, problems), problems)
+    # The brand's own canned words must pass its own guard, or every fallback would be a violation.
+    from persona.checks import self_check
+
+    problems = [(field, _line_of(root, tuple(field_loc)), msg) for field, field_loc, msg in self_check(brand)]
+    if problems:
+        raise BrandFileError(path, _format(path, problems), problems)
+    brand.resolve_api_key(environ)
     return brand
 
 
-def load_brands(directory: Path) -> dict[str, Brand]:
+def load_brand(path: Path, environ: Mapping[str, str] | None = None) -> Brand:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BrandFileError(path, f"cannot read the file: {exc}") from None
+    return parse_brand(text, path, environ)
+
+
+def load_brands(directory: Path, environ: Mapping[str, str] | None = None) -> dict[str, Brand]:
     """Every ``*.yaml`` brand in ``directory``; raises :class:`BrandFileError` on the first bad one."""
     if not directory.is_dir():
         raise BrandFileError(directory, "BRANDS_DIR is not a directory")
-    brands = {}
+    brands: dict[str, Brand] = {}
     for path in sorted(directory.glob("*.yaml")):
-        brand = load_brand(path)
+        brand = load_brand(path, environ)
         brands[brand.id] = brand
     if not brands:
         raise BrandFileError(directory, "no brand files (*.yaml) found")

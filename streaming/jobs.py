@@ -27,8 +27,8 @@ from loguru import logger
 from llm.base import ChatProvider, Piece, ReplyRequest
 from llm.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from persona.brand import Brand
-from persona.guard import GuardFactory, GuardStep, pass_through
-from persona.prompt import build_messages
+from persona.guard import ABORTED, GuardContext, GuardFactory, GuardStep, ReplyGuard, pass_through
+from persona.prompt import assemble
 from streaming.buffer import StreamBuffer
 from streaming.events import FinishReason, StoredEvent
 from streaming.exceptions import ShuttingDown, StreamExpired
@@ -73,8 +73,9 @@ class JobHooks(Protocol):
     Events and their fields: ``stream_started`` (stream_id, conversation_id, brand), ``first_token``
     (stream_id, brand, seconds), ``token_gap`` (brand, seconds), ``upstream_error`` (stream_id,
     brand, code, status, retryable), ``upstream_retry`` (stream_id, brand, code, wait_s),
-    ``guard_fallback`` (stream_id, brand, rule), ``stream_ended`` (stream_id, brand, terminal,
-    outcome, seconds)."""
+    ``guard_fallback`` (stream_id, brand, rule), ``off_topic`` (stream_id, brand, score, threshold,
+    terms, action: the end-of-reply relevance check, see ``persona/checks.py``), ``stream_ended``
+    (stream_id, brand, terminal, outcome, seconds)."""
 
     def __call__(self, event: str, **fields: Any) -> None: ...
 
@@ -86,6 +87,7 @@ class _Job:
     brand: Brand
     writer: StreamWriter
     messages: list[dict[str, Any]]
+    guard_context: GuardContext = field(default_factory=GuardContext)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -186,11 +188,21 @@ class GenerationManager:
                 logger.exception("job hook {} failed", event)
 
     # --- submit / cancel ------------------------------------------------------------------------
-    async def submit(self, *, conversation_id: str, brand: Brand, client_message_id: str, text: str) -> Submission:
+    async def submit(
+        self,
+        *,
+        conversation_id: str,
+        brand: Brand,
+        client_message_id: str,
+        text: str,
+        history: list[dict[str, Any]] | None = None,
+    ) -> Submission:
         """Start a reply for a user message, or return the stream that message already started.
 
-        Raises :class:`ShuttingDown` once shutdown began. Cancelling before it returns may leave
-        an unanswered claim; the stream then ends by its deadline-based TTL."""
+        ``history`` (stored-turn shape) replaces the conversation's stored turns in the prompt: the
+        OpenAI-compatible endpoint passes the turns its client sent. Raises :class:`ShuttingDown`
+        once shutdown began. Cancelling before it returns may leave an unanswered claim; the stream
+        then ends by its deadline-based TTL."""
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; send again to another instance")
         stream_id = new_id("s")
@@ -201,15 +213,29 @@ class GenerationManager:
         if winner != stream_id:
             logger.bind(conversation_id=conversation_id, stream_id=winner).info("duplicate send, first stream returned")
             return Submission(winner, created=False)
-        history = await self.buffer.history(conversation_id)
-        messages = build_messages(brand, history, text)
+        if history is None:
+            history = await self.buffer.history(conversation_id)
+        prompt = assemble(brand, history, text, max_reply_tokens=self.max_reply_tokens)
+        logger.bind(conversation_id=conversation_id, stream_id=stream_id, brand=brand.id).debug(
+            "prompt v{}: {} tokens of {}, {} exchanges kept, {} summarised, {} facts, {} examples",
+            brand.version,
+            prompt.tokens,
+            prompt.limit,
+            prompt.kept,
+            prompt.evicted,
+            len(prompt.knowledge),
+            len(prompt.examples),
+        )
+        # What the guard's end-of-reply relevance check may count as on-topic besides the brand's words.
+        recent = [str(m.get("content") or "") for m in prompt.history_messages[-4:]]
+        guard_context = GuardContext(question=text, context=(*(s.text for s in prompt.knowledge), *recent))
         await self.buffer.add_turn(
             conversation_id, {"role": "user", "text": text, "client_message_id": client_message_id}
         )
         await self.buffer.add_turn(conversation_id, {"role": "assistant", "stream_id": stream_id})
         writer = StreamWriter(stream_id, max_events=self.stream_max_events, max_chars=self.stream_max_chars)
         await self.buffer.append(stream_id, [writer.start(conversation_id, client_message_id)])
-        job = _Job(stream_id, conversation_id, brand, writer, messages)
+        job = _Job(stream_id, conversation_id, brand, writer, prompt.messages, guard_context)
         self._jobs[stream_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"job-{stream_id}")
         self._hook("stream_started", stream_id=stream_id, conversation_id=conversation_id, brand=brand.id)
@@ -337,7 +363,14 @@ class GenerationManager:
 
     async def _generate(self, job: _Job, batcher: DeltaBatcher) -> FinishReason:
         """Run the upstream call, retrying once if it fails before any text was produced."""
-        request = ReplyRequest(brand=job.brand, messages=job.messages, max_tokens=self.max_reply_tokens)
+        settings = job.brand.model
+        request = ReplyRequest(
+            brand=job.brand,
+            messages=job.messages,
+            max_tokens=settings.max_reply_tokens or self.max_reply_tokens,
+            model=settings.model,
+            temperature=settings.temperature,
+        )
         attempt = 0
         while True:
             try:
@@ -362,7 +395,8 @@ class GenerationManager:
                 pieces = await self.provider.open_reply(request)
         except TimeoutError:
             raise UpstreamTimeout("connect", d.connect_s) from None
-        guard = self._guard_factory(job.brand)  # per attempt: held-back text of a failed attempt is dropped
+        # Per attempt: held-back text of a failed attempt is dropped (or released by _release_held).
+        guard = self._guard_factory(job.brand, job.guard_context)
         last_text_at: float | None = None
         try:
             while True:
@@ -387,15 +421,35 @@ class GenerationManager:
                     elif last_text_at is not None:
                         self._hook("token_gap", brand=job.brand.id, seconds=now - last_text_at)
                     last_text_at = now
-                    _apply(guard.feed(piece.text), batcher, job)
+                    self._guard_step(guard.feed(piece.text), batcher, job)
                 if piece.finish_reason:
-                    _apply(guard.finish(piece.finish_reason), batcher, job)
+                    self._guard_step(guard.finish(piece.finish_reason), batcher, job)
                     return "length" if piece.finish_reason == "length" else "stop"
+        except (UpstreamError, asyncio.CancelledError):
+            # Failed, cancelled or out of time: the client keeps the checked text so far, as it
+            # would without a holdback window (and text shown means no retry, as before).
+            _release_held(guard, batcher)
+            raise
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    def _guard_step(self, step: GuardStep, batcher: DeltaBatcher, job: _Job) -> None:
+        for note in step.notes:
+            logger.bind(stream_id=job.stream_id, brand=job.brand.id).info(
+                "guard note {}: {}", note.event, ", ".join(f"{k}={v}" for k, v in note.fields.items())
+            )
+            self._hook(note.event, stream_id=job.stream_id, brand=job.brand.id, **note.fields)
+        _apply(step, batcher, job)
+
+
+def _release_held(guard: ReplyGuard, batcher: DeltaBatcher) -> None:
+    step = guard.finish(ABORTED)
+    if step.release and not step.violation:
+        with contextlib.suppress(Exception):  # a full stream or a failed buffer: the terminal path reports it
+            batcher.push(step.release)
 
 
 def _apply(step: GuardStep, batcher: DeltaBatcher, job: _Job) -> None:

@@ -20,7 +20,7 @@ from api.logs import setup_logging
 from api.metrics import METRICS, full_name
 from api.settings import PROJECT_ROOT
 from tests.conftest import ServerFactory
-from tests.fake_openai import FakeOpenAI, StallBeforeHeaders, Status
+from tests.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
 from tests.support import T, WsClient, negotiate, post_message, read_sse
 
 # --- a DogStatsD agent stand-in: a UDP socket that parses what arrives ---------------------------
@@ -307,3 +307,26 @@ def test_a_hook_path_that_cannot_be_loaded_fails_start_up_with_its_name() -> Non
         load_hook("no_such_module:hook")
     with pytest.raises(ValueError, match="must look like"):
         load_hook("just_a_name")
+
+
+async def test_guardrail_fallbacks_and_off_topic_replies_are_counted_by_rule(
+    servers: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
+) -> None:
+    server = await servers(
+        **metric_settings(statsd, llm_provider="openai", openai_api_key="test", openai_base_url=fake.base_url)
+    )
+    fake.enqueue(
+        Reply(text="As an AI language model, I cannot taste coffee. Our beans ship Mondays."),
+        Reply(
+            text="The capital of France is Paris. Its museums, boulevards, bridges and cathedrals attract "
+            "millions of tourists, historians and painters every single summer."
+        ),
+    )
+    n = await negotiate(server.base_url)
+    events = await ws_turn(server.base_url, server.ws_url, n["token"], "tell me about your beans")
+    assert events[-1]["finish_reason"] == "fallback"
+    fallback = await statsd.wait_for(full_name("guard.fallback"), brand="demo")
+    assert fallback[0]["tags"]["rule"]
+    events = await ws_turn(server.base_url, server.ws_url, n["token"], "which beans do you roast?", cmid="m2")
+    assert events[-1]["type"] == "done"
+    await statsd.wait_for(full_name("guard.off_topic"), brand="demo")

@@ -1,0 +1,147 @@
+"""The guard end to end: a real server, the real ``openai`` SDK, and a fake model that says things
+it should not. What clients see on the wire: ``retract`` + ``done{fallback}``, only moderated text
+(live, resumed, and in history), the upstream call stopped, off-topic replies counted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+
+pytestmark = pytest.mark.timeout(30)
+
+RECORDED: list[tuple[str, dict[str, Any]]] = []
+
+
+def recording_hook(event: str, fields: dict[str, Any]) -> None:
+    RECORDED.append((event, dict(fields)))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as server:
+        yield server
+        assert server.errors == []
+
+
+@pytest.fixture
+async def server(fake: FakeOpenAI, servers: ServerFactory) -> RunningServer:
+    RECORDED.clear()
+    running = await servers(
+        llm_provider="openai",
+        openai_api_key="test",
+        openai_base_url=fake.base_url,
+        hooks=["tests.test_guard_e2e:recording_hook"],
+    )
+    async with httpx.AsyncClient(base_url=running.base_url, timeout=5 * T) as http:
+        assert (await http.get("/readyz")).status_code == 200  # warms the SDK client
+    return running
+
+
+async def ws_turn(server: RunningServer, n: dict[str, Any], text: str, cmid: str = "m1") -> list[dict[str, Any]]:
+    async with WsClient.connect(server.ws_url, n["token"]) as client:
+        await client.send({"type": "send", "client_message_id": cmid, "text": text})
+        accepted = await client.recv()
+        return await client.stream(accepted["stream_id"], timeout=15)
+
+
+def chat_requests(fake: FakeOpenAI) -> list[dict[str, Any]]:
+    return [r.json for r in fake.requests if r.path == "/v1/chat/completions" and r.json is not None]
+
+
+CLEAN_START = "We roast on Mondays and Thursdays and ship within a day of roasting. "
+FILLER_LATE = CLEAN_START + "As an AI language model, I cannot taste coffee, " + " ".join(["but"] * 60)
+
+
+async def test_filler_mid_reply_is_retracted_for_the_fallback_and_never_reaches_the_client(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
+    fake.enqueue(Reply(text=FILLER_LATE, delay_s=0.01 * T))
+    n = await negotiate(server.base_url)
+    events = await ws_turn(server, n, "How long does shipping take?")
+    assert_well_formed(events)
+    fallback = server.runtime.brands["demo"].fallbacks.off_brand
+    streamed = "".join(e["text"] for e in events if e["type"] == "delta")
+    assert streamed == CLEAN_START, "the clean sentence went out, nothing of the filler"
+    assert [e["type"] for e in events[-2:]] == ["retract", "done"]
+    assert events[-2]["reason"] == "filler" and events[-2]["text"] == fallback
+    assert events[-1]["finish_reason"] == "fallback" and events[-1]["text"] == fallback == joined_text(events)
+    # The upstream call was stopped, not read to its end.
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+    assert ("guard_fallback", {"stream_id": events[0]["stream_id"], "brand": "demo", "rule": "filler"}) in RECORDED
+
+    # A client resuming anywhere (from the start, or mid-stream, over SSE) sees only moderated text.
+    for after in (0, 2):
+        reader = await read_sse(server.base_url, events[0]["stream_id"], n["token"], after_seq=after)
+        replay = [e.data for e in reader.events]
+        assert replay == events[after:]
+        assert "language model" not in "".join(e.get("text", "") for e in replay)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
+        history = (
+            await http.get(
+                f"/v1/conversations/{n['conversation_id']}", headers={"Authorization": f"Bearer {n['token']}"}
+            )
+        ).json()
+    assert history["turns"][1]["text"] == fallback, "memory keeps the moderated reply"
+
+
+async def test_a_violation_in_the_first_sentence_needs_no_retract(fake: FakeOpenAI, server: RunningServer) -> None:
+    fake.enqueue(Reply(text="Honestly, Starbucks beans are fine too. " + CLEAN_START))
+    n = await negotiate(server.base_url)
+    events = await ws_turn(server, n, "Which beans?")
+    fallback = server.runtime.brands["demo"].fallbacks.off_brand
+    assert [e["type"] for e in events] == ["start", "delta", "done"]
+    assert events[1]["text"] == fallback
+    assert events[-1]["finish_reason"] == "fallback"
+
+
+async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_bank(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
+    lasagna = (
+        "Lasagna is layered with pasta sheets, ricotta, marinara and mozzarella. Bake it for forty minutes "
+        "until the cheese bubbles and browns."
+    )
+    fake.enqueue(Reply(text=lasagna), Reply(text=lasagna))
+    demo = await ws_turn(server, await negotiate(server.base_url), "What should I cook tonight?")
+    assert demo[-1]["finish_reason"] == "stop" and demo[-1]["text"] == lasagna
+    bank = await ws_turn(server, await negotiate(server.base_url, "meridian"), "What should I cook tonight?")
+    assert bank[-1]["finish_reason"] == "fallback"
+    assert bank[-1]["text"] == server.runtime.brands["meridian"].fallbacks.off_topic
+    assert bank[-2]["type"] == "retract" and bank[-2]["reason"] == "off_topic"
+    noted = [(f["brand"], f["action"]) for event, f in RECORDED if event == "off_topic"]
+    assert noted == [("demo", "log"), ("meridian", "fallback")]
+    assert all(f["score"] < f["threshold"] for event, f in RECORDED if event == "off_topic")
+
+
+async def test_a_reply_cut_by_length_ends_on_its_last_whole_sentence(fake: FakeOpenAI, server: RunningServer) -> None:
+    fake.enqueue(Reply(text="We roast on Mondays. Orders over $35 ship", finish_reason="length"))
+    events = await ws_turn(server, await negotiate(server.base_url), "shipping?")
+    assert_well_formed(events)
+    assert events[-1]["finish_reason"] == "length"
+    assert events[-1]["text"] == joined_text(events) == "We roast on Mondays. "
+
+
+async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_conversation_memory(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
+    fake.enqueue(Reply(text="Nice to meet you, Priya."), Reply(text="You're Priya."))
+    n = await negotiate(server.base_url)
+    await ws_turn(server, n, "Hi, my name is Priya.", "m1")
+    await ws_turn(server, n, "How long does shipping take?", "m2")
+    first, second = chat_requests(fake)
+    assert first["temperature"] == 0.7, "the brand's model settings"
+    messages = second["messages"]
+    assert any(m.get("name") == "example_user" for m in messages)
+    assert any(m["role"] == "system" and "[shipping]" in m["content"] for m in messages)
+    assert messages[-3:] == [
+        {"role": "user", "content": "Hi, my name is Priya."},
+        {"role": "assistant", "content": "Nice to meet you, Priya."},
+        {"role": "user", "content": "How long does shipping take?"},
+    ]
