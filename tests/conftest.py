@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
 
-from tests.support import RedisProcess, RunningServer, start_server
+from tests.support import RedisProcess, RunningServer, server_pool
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +31,8 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 @pytest.fixture
 async def servers() -> AsyncIterator[ServerFactory]:
     """Start real uvicorn servers on ephemeral ports; all are stopped after the test."""
-    started: list[RunningServer] = []
-
-    async def factory(**overrides: Any) -> RunningServer:
-        server = await start_server(**overrides)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in reversed(started):
-        await server.stop()
+    async with server_pool() as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,23 @@ async def start_server(port: int = 0, **overrides: Any) -> RunningServer:
                 raise RuntimeError("server exited during start-up")
             await asyncio.sleep(0.01)
     return running
+
+
+@contextlib.asynccontextmanager
+async def server_pool() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    """A factory of servers (``factory(**settings)``); every server it started is stopped on exit."""
+    started: list[RunningServer] = []
+
+    async def factory(**overrides: Any) -> RunningServer:
+        server = await start_server(**overrides)
+        started.append(server)
+        return server
+
+    try:
+        yield factory
+    finally:
+        for server in reversed(started):
+            await server.stop()
 
 
 # --- protocol clients -------------------------------------------------------------------------------

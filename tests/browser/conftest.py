@@ -29,7 +29,7 @@ import pytest_asyncio
 from api.settings import PROJECT_ROOT
 from tests.browser.helpers import CHROMIUM_ARGS, DESKTOP, PAGES, RECORDER, WidgetPage, chromium_path
 from tests.conftest import ServerFactory
-from tests.support import RunningServer, T, start_server
+from tests.support import T, server_pool
 
 
 def _missing(reason: str) -> None:
@@ -69,16 +69,8 @@ def static_dir(tmp_path: Path) -> Path:
 @pytest_asyncio.fixture(loop_scope="module")
 async def servers() -> AsyncIterator[ServerFactory]:
     """``tests/conftest.py``'s factory, on the module's loop (the loop the browser lives on)."""
-    started: list[RunningServer] = []
-
-    async def factory(**overrides: Any) -> RunningServer:
-        server = await start_server(**overrides)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in reversed(started):
-        await server.stop()
+    async with server_pool() as factory:
+        yield factory
 
 
 @pytest_asyncio.fixture(loop_scope="module")
