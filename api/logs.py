@@ -70,10 +70,15 @@ def setup_logging(*, instance: str, level: str = "INFO", fmt: str = "auto", stre
         logger.add(_json_sink(stream), level=level, backtrace=False, diagnose=False)
     else:
         logger.add(stream, level=level, format=PRETTY_FORMAT, backtrace=False, diagnose=False)
-    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    # The stdlib level must be the real one, not 0: uvicorn wraps the app in its (costly)
+    # per-message trace middleware when the effective level of its logger is TRACE (5) or lower.
+    std_level = logging.getLevelName(level.upper())
+    std_level = std_level if isinstance(std_level, int) else logging.INFO
+    logging.basicConfig(handlers=[InterceptHandler()], level=std_level, force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "redis", "openai", "httpx", "httpx2"):
         std = logging.getLogger(name)
         std.handlers = [InterceptHandler()]
         std.propagate = False
+        std.setLevel(std_level)
     # Per-request access lines duplicate our lifecycle events; keep them at WARNING+.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from api.settings import Settings
 from llm.base import ChatProvider
 from persona.brand import Brand, load_brands
 from persona.guard import brand_guard
+from persona.tokens import count_tokens
 from streaming.buffer import StreamBuffer, make_buffer
 from streaming.events import StoredEvent
 from streaming.exceptions import NotFound
@@ -122,6 +123,8 @@ class Runtime:
                 "verify on other instances or after a restart"
             )
         await self.buffer.start()
+        # Load the tokenizer's tables now, not inside the first request (it blocks for ~0.5 s).
+        await asyncio.to_thread(count_tokens, "warm up")
         RUNTIMES.add(self)
         logger.info(
             "ready: instance={} buffer={} provider={} brands={}",
