@@ -287,51 +287,28 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
 # --- broken streams ---------------------------------------------------------------------------------------
 
 
-async def test_an_upstream_that_closes_without_done_ends_in_an_unavailable_error_at_once_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+@pytest.mark.parametrize(
+    ("fault", "turn", "code"),
+    [
+        pytest.param(
+            CloseWithoutDone(chunks=2, text=REPLY_TEXT), "sse", "upstream_unavailable", id="close-without-done"
+        ),
+        pytest.param(Reset(chunks=2, text=REPLY_TEXT), "ws", "upstream_unavailable", id="connection-reset"),
+        pytest.param(MalformedChunk(chunks=2, text=REPLY_TEXT), "ws", "upstream_error", id="malformed-chunk"),
+        pytest.param(InStreamError(chunks=2, text=REPLY_TEXT), "ws", "upstream_error", id="in-stream-error"),
+    ],
+)
+async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_partial_text(
+    fake: TimedFakeOpenAI, start: StartServer, fault: Scenario, turn: str, code: str
 ) -> None:
     server = await start()
-    fake.enqueue(CloseWithoutDone(chunks=2, text=REPLY_TEXT))
-    events, elapsed = await sse_turn(server)
-    assert_error(events, "upstream_unavailable")
+    fake.enqueue(fault)
+    events, elapsed = await (sse_turn(server) if turn == "sse" else ws_turn(server))
+    assert_error(events, code)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1
-    assert elapsed < MARGIN
-
-
-async def test_a_connection_reset_mid_reply_ends_in_an_error_at_once(fake: TimedFakeOpenAI, start: StartServer) -> None:
-    server = await start()
-    fake.enqueue(Reset(chunks=2, text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
-    assert_error(events, "upstream_unavailable")
-    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1
-    assert elapsed < MARGIN
-
-
-async def test_a_malformed_chunk_mid_reply_ends_in_an_upstream_error_at_once(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(MalformedChunk(chunks=2, text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
-    assert_error(events, "upstream_error")
-    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1
+    assert len(chat_requests(fake)) == 1  # text was streamed: no retry
     assert elapsed < MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
-
-
-async def test_an_error_object_inside_the_stream_ends_in_an_upstream_error(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(InStreamError(chunks=2, text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
-    assert_error(events, "upstream_error")
-    assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1
-    assert elapsed < MARGIN
 
 
 # --- failures before any text: one retry --------------------------------------------------------------------
