@@ -52,6 +52,10 @@ class NegotiateRequest(BaseModel):
 async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     runtime = _runtime(request)
     brand = runtime.brand(body.brand)
+    origin = request.headers.get("origin")
+    if origin and not brand.origin_allowed(origin):
+        # A brand's chat works only on the brand's own sites (brand file: allowed_origins).
+        raise Forbidden(f"origin {origin!r} is not allowed for brand {brand.id!r}")
     if body.conversation_id is not None:
         if not body.token:
             raise Forbidden("continuing a conversation needs its token")

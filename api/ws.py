@@ -96,6 +96,9 @@ class WsConnection:
         close = _Close(1000, "")
         try:
             self.grant = await self._hello()
+            origin = self.ws.headers.get("origin")
+            if origin and not self.rt.brand(self.grant.brand).origin_allowed(origin):
+                raise _Close(4403, "origin not allowed for this brand")
             self.log = self.log.bind(conversation_id=self.grant.conversation_id)
             self.log.info("hello accepted")
             self.rt.hooks.emit(
