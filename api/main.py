@@ -17,7 +17,6 @@ from api.routes import router
 from api.runtime import Runtime, install_uvicorn_shutdown_hook
 from api.settings import Settings
 from api.ws import websocket_endpoint
-from streaming.events import describe_validation_error
 from streaming.exceptions import ChatError
 
 
@@ -74,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-__all__ = ["create_app", "describe_validation_error"]
+__all__ = ["create_app"]
 
 
 _app: FastAPI | None = None

@@ -180,11 +180,3 @@ class MemoryBuffer:
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             self.sweep()
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {
-            "streams": len(self._streams),
-            "conversations": len(self._conversations),
-            "followers": len(self._fanout),
-        }

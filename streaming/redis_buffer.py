@@ -373,7 +373,3 @@ class RedisBuffer:
 
     def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         self._cancel_handler = callback
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {"channels": len(self._refs), "followers": len(self._fanout)}
