@@ -43,6 +43,7 @@ from streaming.exceptions import (
     CLOSE_TOO_LARGE,
     CLOSE_UNAUTHORIZED,
     ChatError,
+    Forbidden,
     ShuttingDown,
     StreamExpired,
 )
@@ -267,8 +268,6 @@ class WsConnection:
         if info is None:
             raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
         if info.conversation_id != self.grant.conversation_id:
-            from streaming.exceptions import Forbidden
-
             raise Forbidden("this stream belongs to another conversation", stream_id=stream_id)
 
     def _forward(self, stream_id: str, after_seq: int) -> None:

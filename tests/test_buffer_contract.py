@@ -65,12 +65,12 @@ async def test_an_unknown_stream_is_reported_expired_not_empty(buffer: StreamBuf
 async def test_a_follower_gets_the_replay_then_live_events_to_the_terminal(buffer: StreamBuffer) -> None:
     writer = await new_stream(buffer)
     await buffer.append("s_1", [writer.delta("early ")])
-    follower = asyncio.create_task(collect(follow(buffer, "s_1", 1, idle_poll_s=5)))
-    await asyncio.sleep(0.05 * T)  # let the follower subscribe and replay; live events follow
+    it = follow(buffer, "s_1", 1, idle_poll_s=5)
+    replayed = await anext(it)  # subscribed and replayed; what follows is written after this point
     for word in ["live ", "words"]:
         await buffer.append("s_1", [writer.delta(word)])
     await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
-    events = await follower
+    events = [replayed, *await collect(it)]
     assert [e.seq for e in events] == [2, 3, 4, 5]
     assert events[-1].payload()["text"] == "early live words"
 
@@ -104,14 +104,20 @@ async def test_a_follower_of_a_quiet_stream_still_sees_the_end_when_live_deliver
     assert (await anext(it)).seq == 1
     # Write the terminal event behind the follower's back: no live message reaches it.
     event = writer.done("stop")
-    if hasattr(buffer, "_fanout"):
-        saved = buffer._fanout.publish
-        buffer._fanout.publish = lambda *a, **k: None  # type: ignore[method-assign]
-        try:
-            await buffer.append("s_1", [event], expire_after_s=60)
-            await asyncio.sleep(0.05 * T)  # the Redis reader drops it now, too
-        finally:
-            buffer._fanout.publish = saved  # type: ignore[method-assign]
+    fanout = buffer._fanout  # type: ignore[attr-defined]
+    dropped = asyncio.Event()
+
+    def drop(*args: object, **kwargs: object) -> None:
+        dropped.set()
+
+    saved = fanout.publish
+    fanout.publish = drop
+    try:
+        await buffer.append("s_1", [event], expire_after_s=60)
+        async with asyncio.timeout(2 * T):
+            await dropped.wait()  # memory: at once; Redis: when the reader gets the live message
+    finally:
+        fanout.publish = saved
     rest = await collect(it, timeout=2)
     assert [e.seq for e in rest] == [2]
 
@@ -120,9 +126,11 @@ async def test_a_stream_expires_after_its_resume_window(buffer: StreamBuffer) ->
     writer = await new_stream(buffer)
     await buffer.append("s_1", [writer.done("stop")], expire_after_s=1)
     assert len(await buffer.read_after("s_1", 0)) == 2
-    await asyncio.sleep(1.2)
     with pytest.raises(StreamExpired):
-        await buffer.read_after("s_1", 0)
+        async with asyncio.timeout(3 * T):
+            while True:  # gone once its one-second window has passed
+                await buffer.read_after("s_1", 0)
+                await asyncio.sleep(0.05)
 
 
 async def test_claiming_a_client_message_id_twice_returns_the_first_stream(buffer: StreamBuffer) -> None:

@@ -440,6 +440,11 @@ async def test_an_upstream_length_finish_reason_ends_with_done_length(
     assert done["text"] == REPLY_TEXT
 
 
+def second_delta(frame: dict[str, Any]) -> bool:
+    """``start`` is seq 1, so the second delta is seq 3."""
+    return frame["type"] == "delta" and frame["seq"] >= 3
+
+
 # --- cancel and disconnect -----------------------------------------------------------------------------------
 
 
@@ -453,13 +458,6 @@ async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_
         await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
         accepted = await client.recv()
         stream_id = accepted["stream_id"]
-        seen = 0
-
-        def second_delta(frame: dict[str, Any]) -> bool:
-            nonlocal seen
-            seen += frame["type"] == "delta"
-            return seen >= 2
-
         await client.recv_until(second_delta, timeout=5)
         started = time.monotonic()
         await client.send({"type": "cancel", "stream_id": stream_id})
@@ -506,13 +504,6 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
         await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
         accepted = await client.recv()
         stream_id = accepted["stream_id"]
-        seen = 0
-
-        def second_delta(frame: dict[str, Any]) -> bool:
-            nonlocal seen
-            seen += frame["type"] == "delta"
-            return seen >= 2
-
         await client.recv_until(second_delta, timeout=5)
     first_part = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
     assert first_part[-1]["type"] == "delta"
