@@ -1,23 +1,25 @@
-"""``python -m api``: serve with the settings' host/port and a frame-size limit for WebSockets."""
+"""``python -m api``: serve with the settings' host/port, our graceful shutdown and frame limit."""
 
 from __future__ import annotations
 
-import uvicorn
-
+from api.app import create_app
+from api.logs import setup_logging
+from api.server import build_server
 from api.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run(
-        "api.main:app",
+    setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+    server = build_server(
+        create_app(settings),
+        settings,
         host=settings.host,
         port=settings.port,
-        ws_max_size=settings.max_frame_bytes + 1024,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 10,
         proxy_headers=True,
         log_config=None,  # logging is ours (api/logs.py): loguru, JSON off a terminal
     )
+    server.run()
 
 
 if __name__ == "__main__":

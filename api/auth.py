@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from streaming.exceptions import Forbidden, Unauthorized
+from api.exceptions import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)

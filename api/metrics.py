@@ -9,14 +9,23 @@ names, and a test checks that they use only names listed here.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from datadog.dogstatsd.base import DogStatsd
 
+from streaming.buffer import StreamBuffer
+from streaming.contract import CancelHandler, ReplyStatus, StreamInfo, Turn
+from streaming.events import StoredEvent
+from streaming.fanout import Subscription
+
 NAMESPACE = "brandchat"
+# Short enough that a dashboard is live, long enough that a busy instance sends few packets.
+FLUSH_INTERVAL_S = 0.3
 
 # name (without namespace) → (type, tags)
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -49,8 +58,8 @@ def full_name(name: str) -> str:
 class DatadogMetrics:
     """A hook (``metrics(event, fields)``) that emits DogStatsD metrics."""
 
-    def __init__(self, *, host: str, port: int, instance: str, flush_interval_s: float = 0.3) -> None:
-        # Buffered: metrics leave in batches every flush_interval_s from a background thread, so the
+    def __init__(self, *, host: str, port: int, instance: str) -> None:
+        # Buffered: metrics leave in batches every FLUSH_INTERVAL_S from a background thread, so the
         # per-token histogram costs a list append on the event loop, not a syscall.
         self.statsd = DogStatsd(
             host=host,
@@ -59,7 +68,7 @@ class DatadogMetrics:
             constant_tags=[f"instance:{instance}"],
             disable_telemetry=True,
             disable_buffering=False,
-            flush_interval=flush_interval_s,
+            flush_interval=FLUSH_INTERVAL_S,
             origin_detection_enabled=False,
         )
         self._active: Counter[tuple[str, str]] = Counter()
@@ -150,27 +159,75 @@ def _tags(tags: dict[str, Any]) -> list[str]:
 
 
 class TimedBuffer:
-    """Wraps a buffer backend and reports how long each operation took. Used only with metrics on."""
+    """A :class:`StreamBuffer` that reports how long each data operation of the backend it wraps
+    took (``buffer.latency_ms`` by op). Used only with metrics on; lifecycle and control calls pass
+    straight through."""
 
-    TIMED = frozenset(
-        {"create_stream", "append", "read_after", "stream_info", "claim_message", "add_turn", "finish_reply", "history"}
-    )
-
-    def __init__(self, inner: Any, record: Callable[[str, float], None]) -> None:
+    def __init__(self, inner: StreamBuffer, record: Callable[[str, float], None]) -> None:
         self._inner = inner
         self._record = record
+        self.url = inner.url
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in self.TIMED:
-            return attr
+    @contextlib.contextmanager
+    def _timed(self, op: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._record(op, time.perf_counter() - started)
 
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                result = attr(*args, **kwargs)
-                return await result if isinstance(result, Awaitable) else result
-            finally:
-                self._record(name, time.perf_counter() - started)
+    # --- lifecycle and control: not timed ----------------------------------------------------
+    async def start(self) -> None:
+        await self._inner.start()
 
-        return timed
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+    async def request_cancel(self, stream_id: str) -> None:
+        await self._inner.request_cancel(stream_id)
+
+    def on_cancel(self, callback: CancelHandler) -> None:
+        self._inner.on_cancel(callback)
+
+    def subscribe(self, stream_id: str) -> AbstractAsyncContextManager[Subscription]:
+        return self._inner.subscribe(stream_id)
+
+    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
+        await self._inner.end_abandoned(stream_id, code, message)
+
+    # --- stream log ------------------------------------------------------------------------
+    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+        with self._timed("create_stream"):
+            await self._inner.create_stream(stream_id, conversation_id, ttl_s)
+
+    async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
+        with self._timed("append"):
+            await self._inner.append(stream_id, events, expire_after_s=expire_after_s)
+
+    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
+        with self._timed("read_after"):
+            return await self._inner.read_after(stream_id, after_seq)
+
+    async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        with self._timed("stream_info"):
+            return await self._inner.stream_info(stream_id)
+
+    # --- conversations ---------------------------------------------------------------------
+    async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
+        with self._timed("claim_message"):
+            return await self._inner.claim_message(conversation_id, client_message_id, stream_id)
+
+    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+        with self._timed("add_turn"):
+            await self._inner.add_turn(conversation_id, turn)
+
+    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+        with self._timed("finish_reply"):
+            await self._inner.finish_reply(conversation_id, stream_id, text, status)
+
+    async def history(self, conversation_id: str) -> list[Turn]:
+        with self._timed("history"):
+            return await self._inner.history(conversation_id)

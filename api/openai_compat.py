@@ -44,8 +44,8 @@ from api.runtime import Runtime
 from persona.brand import Brand
 from persona.prompt import assemble
 from persona.tokens import count_tokens
+from reply.exceptions import ShuttingDown
 from streaming.events import StoredEvent
-from streaming.exceptions import ShuttingDown
 from streaming.ids import new_id
 
 router = APIRouter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
@@ -10,9 +11,11 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Grant, issue_token, require_conversation, verify_token
+from api.exceptions import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
-from streaming.exceptions import BadRequest, Forbidden, PayloadTooLarge, StreamExpired, Unauthorized
+from streaming.contract import AssistantTurn, ReplyStatus, turn_to_dict
+from streaming.exceptions import StreamExpired
 from streaming.ids import new_id
 from streaming.log import fold_text
 
@@ -219,23 +222,24 @@ async def conversation_history(
     runtime = _runtime(request)
     grant = _grant(runtime, authorization)
     require_conversation(grant, conversation_id)
-    turns = []
+    turns: list[dict[str, Any]] = []
     for turn in await runtime.buffer.history(conversation_id):
-        if turn.get("role") == "assistant" and "status" not in turn:
-            # Still streaming (or its instance died): show the text so far.
-            try:
-                events = await runtime.buffer.read_after(turn["stream_id"], 0)
-            except StreamExpired:
-                turn["text"], turn["status"] = "", "error"
-                turns.append(turn)
-                continue
-            turn["text"] = fold_text(events)
-            if events and events[-1].terminal:
-                turn["status"] = "error" if events[-1].type == "error" else "done"
-            else:
-                turn["status"] = "streaming"
-        turns.append(turn)
+        if isinstance(turn, AssistantTurn) and turn.status is None:
+            turn = await _reply_so_far(runtime, turn)
+        turns.append(turn_to_dict(turn))
     return {"conversation_id": conversation_id, "turns": turns}
+
+
+async def _reply_so_far(runtime: Runtime, turn: AssistantTurn) -> AssistantTurn:
+    """A reply still streaming (or whose instance died): its text so far, from the log."""
+    try:
+        events = await runtime.buffer.read_after(turn.stream_id, 0)
+    except StreamExpired:
+        return replace(turn, text="", status="error")
+    status: ReplyStatus = "streaming"
+    if events and events[-1].terminal:
+        status = "error" if events[-1].type == "error" else "done"
+    return replace(turn, text=fold_text(events), status=status)
 
 
 # --- operations ------------------------------------------------------------------------------------

@@ -1,35 +1,53 @@
-"""Everything one app instance owns, built from :class:`Settings` and torn down in order."""
+"""The composition root: everything one app instance owns, built from :class:`Settings` and torn
+down in order. This is the only place that reads settings into the option objects the lower
+layers take (``BufferOptions``, ``ReplyOptions``, ``WsOptions``); none of them has defaults of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from loguru import logger
 
+from api.exceptions import NotFound
 from api.hooks import HookRegistry, load_hook, log_hook
 from api.metrics import DatadogMetrics, TimedBuffer
 from api.settings import Settings
+from api.ws_state import WsOptions
 from llm.base import ChatProvider
-from persona.brand import Brand, load_brands
+from persona.brand import Brand
+from persona.demo import compose_reply
 from persona.guard import brand_guard
+from persona.loader import load_brands
 from persona.tokens import count_tokens
+from reply.jobs import GenerationManager
+from reply.options import Deadlines, ReplyOptions
 from streaming.buffer import StreamBuffer, make_buffer
+from streaming.contract import BufferOptions
 from streaming.events import StoredEvent
-from streaming.exceptions import NotFound
 from streaming.follow import follow
-from streaming.jobs import Deadlines, GenerationManager
 
-# Every live runtime in this process, so the uvicorn shutdown hook can find its own.
-RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+# /readyz: how long each check may take, and how long a provider check is trusted (it may cost
+# the provider a request, e.g. OpenAI's GET /models).
+READY_BUFFER_TIMEOUT_S = 2.0
+READY_PROVIDER_TIMEOUT_S = 5.0
+READY_PROVIDER_CACHE_S = 10.0
+# A follower re-reads the log after this much silence (bounded by the heartbeat), so a lost live
+# message costs at most one idle poll.
+FOLLOW_IDLE_POLL_MIN_S = 0.2
+FOLLOW_IDLE_POLL_MAX_S = 5.0
+# A live job always ends by its total deadline (plus the shutdown grace); a stream still open this
+# much later has lost its instance and is ended with generation_lost.
+GENERATION_LOST_MARGIN_S = 30.0
+# The provider's own read timeout is only a backstop: the job's deadlines fire first.
+PROVIDER_READ_TIMEOUT_MARGIN_S = 5.0
 
 
-def make_provider(settings: Settings) -> ChatProvider:
+def make_provider(settings: Settings, brands: dict[str, Brand]) -> ChatProvider:
     if settings.provider_name == "openai":
         if not settings.openai_api_key:
             raise ValueError("LLM_PROVIDER=openai needs OPENAI_API_KEY")
@@ -40,13 +58,15 @@ def make_provider(settings: Settings) -> ChatProvider:
             base_url=settings.openai_base_url,
             model=settings.openai_model,
             connect_timeout_s=settings.upstream_connect_timeout_s,
-            # Only a backstop: the job's own deadlines fire first.
-            read_timeout_s=settings.upstream_total_deadline_s + 5,
+            read_timeout_s=settings.upstream_total_deadline_s + PROVIDER_READ_TIMEOUT_MARGIN_S,
         )
     if settings.provider_name == "offline":
         from llm.offline import OfflineProvider
 
-        return OfflineProvider(token_delay_ms=settings.offline_token_delay_ms)
+        def compose(brand_id: str, messages: Sequence[dict[str, Any]]) -> str:
+            return compose_reply(brands[brand_id], messages)
+
+        return OfflineProvider(compose=compose, token_delay_ms=settings.offline_token_delay_ms)
     raise ValueError(f"LLM_PROVIDER {settings.provider_name!r} is not one of auto, openai, offline")
 
 
@@ -57,7 +77,7 @@ class Runtime:
     buffer: StreamBuffer
     provider: ChatProvider
     manager: GenerationManager
-    app: Any = None
+    ws_options: WsOptions
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     hooks: HookRegistry = field(default_factory=HookRegistry)
     metrics: DatadogMetrics | None = None
@@ -69,8 +89,11 @@ class Runtime:
         brands = load_brands(settings.brands_dir)
         buffer = make_buffer(
             settings.buffer_url,
-            conversation_ttl_s=settings.conversation_ttl_s,
-            resume_window_s=settings.resume_window_s,
+            BufferOptions(
+                conversation_ttl_s=settings.conversation_ttl_s,
+                resume_window_s=settings.resume_window_s,
+                subscription_maxsize=settings.follower_queue_max_events,
+            ),
         )
         hooks = HookRegistry()
         hooks.add(log_hook)
@@ -83,28 +106,37 @@ class Runtime:
             )
             hooks.add(metrics)
             backend = settings.buffer_url.split(":", 1)[0]
-            buffer = cast(StreamBuffer, TimedBuffer(buffer, metrics.buffer_timer(backend)))
+            buffer = TimedBuffer(buffer, metrics.buffer_timer(backend))
         for path in settings.hooks:
             hooks.add(load_hook(path))
-        provider = make_provider(settings)
+        provider = make_provider(settings, brands)
         manager = GenerationManager(
             buffer=buffer,
             provider=provider,
-            deadlines=Deadlines(
-                connect_s=settings.upstream_connect_timeout_s,
-                first_token_s=settings.upstream_first_token_timeout_s,
-                stall_s=settings.upstream_stall_timeout_s,
-                total_s=settings.upstream_total_deadline_s,
-                retry_max_wait_s=settings.upstream_retry_max_wait_s,
+            options=ReplyOptions(
+                deadlines=Deadlines(
+                    connect_s=settings.upstream_connect_timeout_s,
+                    first_token_s=settings.upstream_first_token_timeout_s,
+                    stall_s=settings.upstream_stall_timeout_s,
+                    total_s=settings.upstream_total_deadline_s,
+                    retry_max_wait_s=settings.upstream_retry_max_wait_s,
+                ),
+                resume_window_s=settings.resume_window_s,
+                max_reply_tokens=settings.max_reply_tokens,
+                stream_max_events=settings.stream_max_events,
+                stream_max_chars=settings.stream_max_chars,
             ),
-            resume_window_s=settings.resume_window_s,
-            max_reply_tokens=settings.max_reply_tokens,
-            stream_max_events=settings.stream_max_events,
-            stream_max_chars=settings.stream_max_chars,
-            hooks=hooks,
+            hooks=hooks.emit,
             guard_factory=brand_guard,
         )
-        return cls(settings, brands, buffer, provider, manager, hooks=hooks, metrics=metrics)
+        ws_options = WsOptions(
+            max_message_chars=settings.max_message_chars,
+            max_frame_bytes=settings.max_frame_bytes,
+            max_bad_frames=settings.ws_max_bad_frames,
+            rate_per_s=settings.ws_rate_per_s,
+            rate_burst=settings.ws_rate_burst,
+        )
+        return cls(settings, brands, buffer, provider, manager, ws_options, hooks=hooks, metrics=metrics)
 
     @property
     def heartbeat_s(self) -> float:
@@ -125,7 +157,6 @@ class Runtime:
         await self.buffer.start()
         # Load the tokenizer's tables now, not inside the first request (it blocks for ~0.5 s).
         await asyncio.to_thread(count_tokens, "warm up")
-        RUNTIMES.add(self)
         logger.info(
             "ready: instance={} buffer={} provider={} brands={}",
             self.settings.instance_id,
@@ -142,7 +173,7 @@ class Runtime:
             self.manager.stop_accepting()
 
     async def stop(self) -> None:
-        # 1. No new replies; connections were told to go (the uvicorn hook, or now at the latest).
+        # 1. No new replies; connections were told to go (api.server.Server, or now at the latest).
         self.begin_shutdown()
         # 2. Let running replies finish within the grace period; the rest end with a retryable error.
         await self.manager.drain(self.settings.shutdown_grace_s)
@@ -152,21 +183,20 @@ class Runtime:
         await self.buffer.close()
         if self.metrics is not None:
             self.metrics.close()
-        RUNTIMES.discard(self)
 
     async def readiness(self) -> str | None:
-        """``None`` when ready, else the reason. Provider checks are cached for 10 s."""
+        """``None`` when ready, else the reason. Provider checks are cached for READY_PROVIDER_CACHE_S."""
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(READY_BUFFER_TIMEOUT_S):
                 await self.buffer.ping()
         except Exception as exc:
             return f"buffer unavailable: {type(exc).__name__}: {exc}"
         if self.shutting_down.is_set():
             return "shutting down"
         checked_at, reason = self._ready_cache
-        if time.monotonic() - checked_at > 10.0:
+        if time.monotonic() - checked_at > READY_PROVIDER_CACHE_S:
             try:
-                async with asyncio.timeout(5.0):
+                async with asyncio.timeout(READY_PROVIDER_TIMEOUT_S):
                     await self.provider.check()
                 reason = None
             except Exception as exc:
@@ -190,37 +220,9 @@ class Runtime:
             self.buffer,
             stream_id,
             after_seq,
-            idle_poll_s=max(0.2, min(5.0, self.heartbeat_s)),
-            # A live job always ends by its total deadline; this much later, its instance is gone.
-            lost_after_s=self.settings.upstream_total_deadline_s + self.settings.shutdown_grace_s + 30,
+            idle_poll_s=max(FOLLOW_IDLE_POLL_MIN_S, min(FOLLOW_IDLE_POLL_MAX_S, self.heartbeat_s)),
+            lost_after_s=self.settings.upstream_total_deadline_s
+            + self.settings.shutdown_grace_s
+            + GENERATION_LOST_MARGIN_S,
             on_replay=on_replay,
         )
-
-
-def install_uvicorn_shutdown_hook() -> None:
-    """Make uvicorn tell our app *before* it waits for open connections to finish.
-
-    Uvicorn's ``Server.shutdown`` closes WebSockets (1012) but waits for streaming HTTP
-    responses to end before running the lifespan shutdown, and an SSE stream never ends by
-    itself, so shutdown would hang until ``timeout_graceful_shutdown``. sse-starlette patches
-    ``Server.handle_exit`` for the same reason; we wrap ``Server.shutdown`` instead, which also
-    covers ``server.should_exit = True`` (used by tests and embedding code)."""
-    import uvicorn.server
-
-    original: Callable[..., Coroutine[Any, Any, None]] = uvicorn.server.Server.shutdown
-    if getattr(original, "_brandchat_hook", False):
-        return
-
-    async def shutdown(self: Any, sockets: Any = None) -> None:
-        app = self.config.app
-        targets = [rt for rt in RUNTIMES if rt.app is app]
-        if not targets and isinstance(app, str):
-            targets = list(RUNTIMES)  # CLI: one app per process, known only by its import string
-        for rt in targets:
-            rt.begin_shutdown()
-        if targets:
-            await asyncio.sleep(0.05)  # let handlers send their close frames first
-        await original(self, sockets)
-
-    shutdown._brandchat_hook = True  # type: ignore[attr-defined]
-    uvicorn.server.Server.shutdown = shutdown  # type: ignore[method-assign]

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     token_ttl_s: int = 3600
     stream_max_events: int = 5_000
     stream_max_chars: int = 40_000
+    follower_queue_max_events: int = 256  # live events queued per follower before it re-reads the log
 
     # --- input limits ----------------------------------------------------------------------
     max_message_chars: int = 4_000

@@ -1,8 +1,10 @@
-"""WebSocket transport (PROTOCOL.md §4): frames in, calls on the core, events out.
+"""WebSocket transport (PROTOCOL.md §4): the adapter that moves frames between the socket and the core.
 
-One connection is one race::
+The protocol's rules (hello first, bad-frame budget, flood bucket, frame size, ownership) are in
+``api/ws_state.py``, tested without sockets; this module only reads, writes and dispatches.
+One connection is one task group that races::
 
-    ┌ receiver ──── client frames → send / resume / cancel / ping (bad frames answered, counted)
+    ┌ receiver ──── client frames → WsProtocol → send / resume / cancel / ping (bad frames answered)
     ├ sender ────── outbox → socket; {"type":"ping"} after heartbeat_ms of silence; write deadline
     ├ closer ────── waits for a reason to close (slow consumer, flood, too many bad frames)
     └ shutdown ──── the instance is going away → close 1012 (clients resume elsewhere)
@@ -17,65 +19,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import Grant, verify_token
-from streaming.events import (
-    BadFrame,
+from api.frames import (
+    PING,
+    Accepted,
     CancelFrame,
+    ClientFrame,
     HelloFrame,
     PingFrame,
+    Pong,
+    RequestErrorFrame,
     ResumeFrame,
     SendFrame,
-    parse_client_frame,
-    server_frame,
+    Welcome,
 )
-from streaming.exceptions import (
-    CLOSE_BAD_FRAMES,
-    CLOSE_FLOOD,
-    CLOSE_HELLO_TIMEOUT,
-    CLOSE_SHUTDOWN,
-    CLOSE_SLOW_CONSUMER,
-    CLOSE_TOO_LARGE,
-    CLOSE_UNAUTHORIZED,
-    ChatError,
-    Forbidden,
-    ShuttingDown,
-    StreamExpired,
-)
+from api.ws_state import CloseConnection, WsProtocol, check_stream_owner
+from reply.exceptions import ShuttingDown
+from streaming.codes import Close, WireError
+from streaming.exceptions import StreamExpired
 from streaming.tasks import race
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
 
-
-class _Close(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class TokenBucket:
-    """Frames per second with a burst allowance; ``take()`` is False when the client floods."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+# Longest close reason we copy from an error message (a close frame's reason is ≤ 123 bytes).
+CLOSE_REASON_CHARS = 120
 
 
 class WsConnection:
@@ -83,23 +56,23 @@ class WsConnection:
         self.ws = websocket
         self.rt = runtime
         self.settings = runtime.settings
+        self.protocol = WsProtocol(runtime.ws_options)
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=self.settings.outbox_max_frames)
         self.forwarders: dict[str, asyncio.Task[None]] = {}
-        self.close_reason: asyncio.Future[_Close] = asyncio.get_running_loop().create_future()
+        self.close_reason: asyncio.Future[CloseConnection] = asyncio.get_running_loop().create_future()
         self.grant: Grant | None = None
-        self.bad_frames = 0
-        self.bucket = TokenBucket(self.settings.ws_rate_per_s, self.settings.ws_rate_burst)
         self.log = logger.bind(transport="websocket", instance=self.settings.instance_id)
 
     async def run(self) -> None:
         await self.ws.accept()
         self.log.info("connect")
-        close = _Close(1000, "")
+        close = CloseConnection(Close.NORMAL, "")
         try:
             self.grant = await self._hello()
             origin = self.ws.headers.get("origin")
             if origin and not self.rt.brand(self.grant.brand).origin_allowed(origin):
-                raise _Close(4403, "origin not allowed for this brand")
+                raise CloseConnection(Close.FORBIDDEN, "origin not allowed for this brand")
+            self.protocol.accept_hello(self.grant.conversation_id)
             self.log = self.log.bind(conversation_id=self.grant.conversation_id)
             self.log.info("hello accepted")
             self.rt.hooks.emit(
@@ -108,24 +81,21 @@ class WsConnection:
                 conversation_id=self.grant.conversation_id,
                 brand=self.grant.brand,
             )
-            await self.ws.send_text(
-                server_frame(
-                    "welcome", conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms
-                )
-            )
+            welcome = Welcome(conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms)
+            await self.ws.send_text(welcome.encode())
             await race(self._receiver(), self._sender(), self._closer(), self._shutdown())
             if self.close_reason.done():
                 close = self.close_reason.result()
-        except _Close as exc:
+        except CloseConnection as exc:
             close = exc
         except WebSocketDisconnect:
-            close = _Close(1000, "client went away")
+            close = CloseConnection(Close.NORMAL, "client went away")
         finally:
             for task in self.forwarders.values():
                 task.cancel()
             await asyncio.gather(*self.forwarders.values(), return_exceptions=True)
-        self.log.info("disconnect: {} {}", close.code, close.reason)
-        if close.code == CLOSE_SLOW_CONSUMER:
+        self.log.info("disconnect: {} {}", int(close.code), close.reason)
+        if close.code == Close.SLOW_CONSUMER:
             self.rt.hooks.emit("slow_consumer", transport="websocket", conversation_id=self._conversation_id)
         if self.grant is not None:
             self.rt.hooks.emit(
@@ -133,7 +103,7 @@ class WsConnection:
                 transport="websocket",
                 conversation_id=self.grant.conversation_id,
                 brand=self.grant.brand,
-                code=close.code,
+                code=int(close.code),
                 reason=close.reason,
             )
         if self.ws.application_state == WebSocketState.CONNECTED and self.ws.client_state == WebSocketState.CONNECTED:
@@ -141,55 +111,29 @@ class WsConnection:
             # write deadline; returning makes uvicorn close the transport.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.settings.send_timeout_s):
-                    await self.ws.close(close.code, close.reason)
+                    await self.ws.close(int(close.code), close.reason)
 
     # --- phases ---------------------------------------------------------------------------------
     async def _hello(self) -> Grant:
         try:
             async with asyncio.timeout(self.settings.hello_timeout_s):
                 while True:
-                    raw = await self._receive_text()
-                    try:
-                        frame = parse_client_frame(raw, max_text_chars=self.settings.max_message_chars)
-                    except BadFrame as exc:
-                        await self._bad_frame(exc.message, direct=True)
-                        continue
-                    if not isinstance(frame, HelloFrame):
-                        await self._bad_frame("the first frame must be hello", direct=True)
-                        continue
-                    try:
-                        return verify_token(self.settings.secret_bytes, frame.token)
-                    except ChatError as exc:
-                        raise _Close(CLOSE_UNAUTHORIZED, exc.message[:120]) from None
+                    judged = self.protocol.receive(*await self._receive())
+                    if isinstance(judged, RequestErrorFrame):
+                        await self.ws.send_text(judged.encode())
+                    elif isinstance(judged, HelloFrame):
+                        try:
+                            return verify_token(self.settings.secret_bytes, judged.token)
+                        except WireError as exc:
+                            raise CloseConnection(Close.UNAUTHORIZED, exc.message[:CLOSE_REASON_CHARS]) from None
         except TimeoutError:
-            raise _Close(CLOSE_HELLO_TIMEOUT, "no valid hello in time") from None
+            raise CloseConnection(Close.HELLO_TIMEOUT, "no valid hello in time") from None
 
-    async def _receive_text(self) -> str:
+    async def _receive(self) -> tuple[str | None, bytes | None]:
         message = await self.ws.receive()
         if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        if not self.bucket.take():
-            raise _Close(CLOSE_FLOOD, "too many frames")
-        text = message.get("text")
-        if text is None:
-            data = message.get("bytes") or b""
-            if len(data) > self.settings.max_frame_bytes:
-                raise _Close(CLOSE_TOO_LARGE, "frame too large")
-            return "\x00binary"  # fails JSON parsing: answered as a bad frame
-        assert isinstance(text, str)
-        if len(text) > self.settings.max_frame_bytes or len(text.encode()) > self.settings.max_frame_bytes:
-            raise _Close(CLOSE_TOO_LARGE, "frame too large")
-        return text
-
-    async def _bad_frame(self, message: str, *, direct: bool = False) -> None:
-        self.bad_frames += 1
-        if self.bad_frames > self.settings.ws_max_bad_frames:
-            raise _Close(CLOSE_BAD_FRAMES, "too many bad frames")
-        frame = server_frame("error", code="bad_request", message=message)
-        if direct:
-            await self.ws.send_text(frame)
-        else:
-            self._enqueue(frame)
+            raise WebSocketDisconnect(message.get("code", Close.NORMAL))
+        return message.get("text"), message.get("bytes")
 
     @property
     def _conversation_id(self) -> str | None:
@@ -199,45 +143,53 @@ class WsConnection:
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
-            self._request_close(_Close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
-            raise _Close(CLOSE_SLOW_CONSUMER, "slow consumer") from None
+            self._request_close(CloseConnection(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq"))
+            raise CloseConnection(Close.SLOW_CONSUMER, "slow consumer") from None
 
-    def _request_close(self, close: _Close) -> None:
+    def _request_close(self, close: CloseConnection) -> None:
         if not self.close_reason.done():
             self.close_reason.set_result(close)
 
     async def _receiver(self) -> None:
         while True:
+            frame: ClientFrame | None = None
             try:
-                raw = await self._receive_text()
-            except _Close as exc:
-                self._request_close(exc)
+                judged = self.protocol.receive(*await self._receive())
+                if isinstance(judged, RequestErrorFrame):
+                    self._enqueue(judged.encode())
+                    continue
+                frame = judged
+                if frame is not None:
+                    await self._handle(frame)
+            except CloseConnection as close:
+                self._request_close(close)
                 return
             except WebSocketDisconnect:
                 return
-            try:
-                frame = parse_client_frame(raw, max_text_chars=self.settings.max_message_chars)
-                await self._handle(frame)
-            except BadFrame as exc:
+            except ShuttingDown as exc:
+                self._enqueue(self._refusal(exc, frame).encode())
+                self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server shutting down"))
+                return
+            except WireError as exc:
                 try:
-                    await self._bad_frame(exc.message)
-                except _Close as close:
+                    self._enqueue(self._refusal(exc, frame).encode())
+                except CloseConnection as close:
                     self._request_close(close)
                     return
-            except ShuttingDown as exc:
-                self._enqueue(server_frame("error", code=exc.code, message=exc.message))
-                self._request_close(_Close(CLOSE_SHUTDOWN, "server shutting down"))
-                return
-            except ChatError as exc:
-                self._enqueue(server_frame("error", code=exc.code, message=exc.message, **_sid(exc.stream_id)))
-            except _Close as close:
-                self._request_close(close)
-                return
 
-    async def _handle(self, frame: Any) -> None:
+    @staticmethod
+    def _refusal(exc: WireError, frame: ClientFrame | None) -> RequestErrorFrame:
+        return RequestErrorFrame(
+            code=exc.code,
+            message=exc.message,
+            stream_id=exc.stream_id,
+            client_message_id=frame.client_message_id if isinstance(frame, SendFrame) else None,
+        )
+
+    async def _handle(self, frame: ClientFrame) -> None:
         assert self.grant is not None
         if isinstance(frame, PingFrame):
-            self._enqueue(server_frame("pong"))
+            self._enqueue(Pong().encode())
         elif isinstance(frame, SendFrame):
             brand = self.rt.brand(self.grant.brand)
             submission = await self.rt.manager.submit(
@@ -247,9 +199,7 @@ class WsConnection:
                 text=frame.text,
             )
             self.log.bind(stream_id=submission.stream_id).info("send accepted (new={})", submission.created)
-            self._enqueue(
-                server_frame("accepted", client_message_id=frame.client_message_id, stream_id=submission.stream_id)
-            )
+            self._enqueue(Accepted(client_message_id=frame.client_message_id, stream_id=submission.stream_id).encode())
             self._forward(submission.stream_id, 0)
         elif isinstance(frame, ResumeFrame):
             await self._check_stream(frame.stream_id)
@@ -258,17 +208,11 @@ class WsConnection:
         elif isinstance(frame, CancelFrame):
             await self._check_stream(frame.stream_id)
             await self.rt.manager.cancel(frame.stream_id)
-        elif isinstance(frame, HelloFrame):
-            raise BadFrame("hello was already accepted on this connection")
-        # PongFrame: the client answering our ping; nothing to do.
 
     async def _check_stream(self, stream_id: str) -> None:
         assert self.grant is not None
         info = await self.rt.buffer.stream_info(stream_id)
-        if info is None:
-            raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
-        if info.conversation_id != self.grant.conversation_id:
-            raise Forbidden("this stream belongs to another conversation", stream_id=stream_id)
+        check_stream_owner(info, stream_id, self.grant.conversation_id)
 
     def _forward(self, stream_id: str, after_seq: int) -> None:
         old = self.forwarders.pop(stream_id, None)
@@ -285,10 +229,9 @@ class WsConnection:
             async for event in self.rt.follow(stream_id, after_seq, transport="websocket"):
                 self._enqueue(event.data)
         except StreamExpired as exc:
-            self._enqueue(
-                server_frame("error", code=exc.code, message=exc.message, stream_id=stream_id, retryable=False)
-            )
-        except _Close:
+            frame = RequestErrorFrame(code=exc.code, message=exc.message, stream_id=stream_id, retryable=False)
+            self._enqueue(frame.encode())
+        except CloseConnection:
             pass  # slow consumer: close already requested
 
     async def _sender(self) -> None:
@@ -300,7 +243,7 @@ class WsConnection:
                 async with asyncio.timeout(heartbeat_s):
                     frame = await self.outbox.get()
             except TimeoutError:
-                frame = server_frame("ping")
+                frame = PING
             try:
                 async with asyncio.timeout(self.settings.send_timeout_s):
                     await self.ws.send_text(frame)
@@ -308,7 +251,7 @@ class WsConnection:
                 self.log.warning(
                     "heartbeat/write timeout: the client stopped reading for {} s", self.settings.send_timeout_s
                 )
-                self._request_close(_Close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq"))
+                self._request_close(CloseConnection(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq"))
                 return
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
@@ -319,11 +262,7 @@ class WsConnection:
 
     async def _shutdown(self) -> None:
         await self.rt.shutting_down.wait()
-        self._request_close(_Close(CLOSE_SHUTDOWN, "server restarting: reconnect and resume"))
-
-
-def _sid(stream_id: str | None) -> dict[str, str]:
-    return {"stream_id": stream_id} if stream_id else {}
+        self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server restarting: reconnect and resume"))
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -331,10 +270,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     allowed = runtime.settings.allowed_origins
     origin = websocket.headers.get("origin")
     if origin and "*" not in allowed and origin not in allowed:
-        await websocket.close(4403, "origin not allowed")
+        await websocket.close(Close.FORBIDDEN, "origin not allowed")
         return
     if runtime.shutting_down.is_set():
-        await websocket.close(CLOSE_SHUTDOWN, "server restarting")
+        await websocket.close(Close.SHUTTING_DOWN, "server restarting")
         return
     runtime.connections += 1
     try:

@@ -14,9 +14,10 @@ import statistics
 import time
 from pathlib import Path
 
-from llm.offline import compose_answer
-from persona.brand import Brand, load_brands
+from persona.brand import Brand
+from persona.demo import compose_answer
 from persona.guard import BrandGuard, GuardContext, PassThroughGuard, ReplyGuard
+from persona.loader import load_brands
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,7 +33,8 @@ from starlette.websockets import WebSocket
 
 from llm.base import ReplyRequest
 from llm.offline import OfflineProvider
-from persona.brand import load_brands
+from persona.demo import compose_reply
+from persona.loader import load_brands
 from tests.support import PROJECT_ROOT, RedisProcess, free_port, negotiate
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
@@ -46,13 +47,13 @@ def pct(values: list[float], q: float) -> float:
 
 def serve_baseline(port: int, delay_ms: int) -> None:
     """The baseline server (run in its own process): words straight from the provider to the socket."""
-    brand = load_brands(PROJECT_ROOT / "brands")["demo"]
-    provider = OfflineProvider(token_delay_ms=delay_ms)
+    brands = load_brands(PROJECT_ROOT / "brands")
+    provider = OfflineProvider(compose=lambda b, m: compose_reply(brands[b], m), token_delay_ms=delay_ms)
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
         await ws.receive_text()
-        request = ReplyRequest(brand=brand, messages=[{"role": "user", "content": QUESTION}])
+        request = ReplyRequest(brand_id="demo", messages=[{"role": "user", "content": QUESTION}], max_tokens=512)
         seq = 0
         async for piece in await provider.open_reply(request):
             seq += 1

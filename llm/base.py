@@ -9,10 +9,8 @@ either closes the upstream HTTP response.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-from persona.brand import Brand
 
 
 @dataclass(frozen=True)
@@ -21,17 +19,18 @@ class Piece:
 
     text: str = ""
     finish_reason: str | None = None
-    usage: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
 class ReplyRequest:
-    brand: Brand
+    """One reply to generate. Providers know brands only by id: the prompt already carries the
+    persona (providers never import the brand layer)."""
+
+    brand_id: str
     messages: list[dict[str, Any]]
-    max_tokens: int = 512
+    max_tokens: int
     model: str | None = None  # the brand's model; None: the provider's default
     temperature: float | None = None  # None: the provider's default
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class ChatProvider(Protocol):

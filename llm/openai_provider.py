@@ -107,13 +107,10 @@ class OpenAIProvider:
         return self._pieces(stream)
 
     async def _pieces(self, stream: Any) -> AsyncIterator[Piece]:
-        """Text pieces, then one final piece with the finish reason (and usage when sent)."""
+        """Text pieces, then one final piece with the finish reason."""
         finish_reason: str | None = None
-        usage: dict[str, int] | None = None
         try:
             async for chunk in stream:
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage.model_dump(exclude_none=True)
                 if not chunk.choices:
                     continue  # the usage-only final chunk (choices: []), or an empty keep-alive
                 choice = chunk.choices[0]
@@ -132,9 +129,7 @@ class OpenAIProvider:
                 await stream.close()
         if finish_reason is None:
             raise UpstreamUnavailable("the model provider closed the stream before the end of the reply")
-        if usage is None:
-            logger.debug("upstream sent no usage chunk")
-        yield Piece(finish_reason=finish_reason, usage=usage)
+        yield Piece(finish_reason=finish_reason)
 
     async def check(self) -> None:
         """Readiness: the provider answers ``GET /models`` (cheap, no tokens spent)."""

@@ -6,7 +6,7 @@ phrases, allowed topics, length, sign-off and emoji policy, tagged few-shot exam
 snippets, fallback replies, the API key for the OpenAI-compatible endpoint (by environment
 variable name, never the secret itself), allowed origins, model settings, and a version.
 
-Loading is all-or-nothing: a bad file raises :class:`BrandFileError` naming the file, the field
+Loading (:mod:`persona.loader`) is all-or-nothing: a bad file raises `BrandFileError` naming the file, the field
 and its line, and the server does not start. ``brands/brand.schema.json`` is generated from this
 model (``python -m persona.schema``) so editors can validate brand files as they type.
 """
@@ -16,11 +16,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -225,96 +223,3 @@ class Brand(_Strict):
     def origin_allowed(self, origin: str | None) -> bool:
         """True when the brand names no origins, or ``origin`` is one of them."""
         return not self.allowed_origins or "*" in self.allowed_origins or origin in self.allowed_origins
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-class BrandFileError(ValueError):
-    """A brand file (or the brands directory) is unusable. ``problems`` are ``(field, line, message)``."""
-
-    def __init__(self, path: Path, problem: str, problems: list[tuple[str, int | None, str]] | None = None) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problems = problems or []
-
-    def __repr__(self) -> str:
-        return f"BrandFileError({str(self.path)!r}, problems={self.problems!r})"
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-                    child = v
-                    line = k.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-            child = node.value[key]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
-
-
-def _format(path: Path, problems: list[tuple[str, int | None, str]]) -> str:
-    parts = [f"{field} (line {line}): {msg}" if line else f"{field}: {msg}" for field, line, msg in problems]
-    return "invalid brand file: " + "; ".join(parts)
-
-
-def parse_brand(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Brand:
-    """Validate brand YAML; raises :class:`BrandFileError` with every problem, its field and line."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BrandFileError(path, f"not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BrandFileError(path, "the file must hold a mapping of fields")
-    try:
-        brand = Brand.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            field = ".".join(str(p) for p in loc) or "(root)"
-            problems.append((field, _line_of(root, loc), err["msg"]))
-        raise BrandFileError(path, _format(path, problems), problems) from None
-    if brand.id != path.stem:
-        problems = [("id", _line_of(root, ("id",)), f"{brand.id!r} does not match the file name {path.stem!r}")]
-        raise BrandFileError(path, _format(path, problems), problems)
-    # The brand's own canned words must pass its own guard, or every fallback would be a violation.
-    from persona.checks import self_check
-
-    problems = [(field, _line_of(root, tuple(field_loc)), msg) for field, field_loc, msg in self_check(brand)]
-    if problems:
-        raise BrandFileError(path, _format(path, problems), problems)
-    brand.resolve_api_key(environ)
-    return brand
-
-
-def load_brand(path: Path, environ: Mapping[str, str] | None = None) -> Brand:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BrandFileError(path, f"cannot read the file: {exc}") from None
-    return parse_brand(text, path, environ)
-
-
-def load_brands(directory: Path, environ: Mapping[str, str] | None = None) -> dict[str, Brand]:
-    """Every ``*.yaml`` brand in ``directory``; raises :class:`BrandFileError` on the first bad one."""
-    if not directory.is_dir():
-        raise BrandFileError(directory, "BRANDS_DIR is not a directory")
-    brands: dict[str, Brand] = {}
-    for path in sorted(directory.glob("*.yaml")):
-        brand = load_brand(path, environ)
-        brands[brand.id] = brand
-    if not brands:
-        raise BrandFileError(directory, "no brand files (*.yaml) found")
-    return brands

@@ -83,23 +83,6 @@ class Finding:
         return f"{self.rule}: {self.detail!r}"
 
 
-FALLBACK_KIND = {
-    "banned_phrase": "off_brand",
-    "filler": "off_brand",
-    "competitor": "off_brand",
-    "dont": "off_brand",
-    "emoji": "off_brand",
-    "refusal": "off_topic",
-    "prompt_leak": "off_topic",
-    "off_topic": "off_topic",
-}
-
-
-def fallback_for(brand: Brand, rule: str) -> str:
-    kind = FALLBACK_KIND.get(rule, "off_brand")
-    return brand.fallbacks.off_topic if kind == "off_topic" else brand.fallbacks.off_brand
-
-
 _SPACE = re.compile(r"\s+")
 
 
@@ -354,4 +337,4 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
             )
 
 
-__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "fallback_for", "policy_findings"]
+__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "policy_findings"]

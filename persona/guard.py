@@ -1,7 +1,7 @@
 """The streaming guardrail: every piece of upstream text passes through a ``ReplyGuard``.
 
-A guard may hold text back (a holdback window), release it, or report a violation; the generation
-job then stops the upstream call and replaces what was streamed with the brand's fallback
+A guard may hold text back (a holdback window), release it, or report a violation; the reply
+pipeline then stops the upstream call and replaces what was streamed with the brand's fallback
 (``retract`` + ``done{finish_reason: fallback}``). A guard is made per upstream attempt, so text
 held back when an attempt fails is simply dropped (the client never saw it).
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from persona.brand import Brand
-from persona.checks import LEAK_N, CompiledRules, Finding, compile_rules, coverage, fallback_for
+from persona.checks import LEAK_N, CompiledRules, Finding, compile_rules, coverage
 from persona.text import last_sentence_end, words
 
 ABORTED = "aborted"  # finish reason for an attempt that ended without the upstream finishing
@@ -57,7 +57,8 @@ class GuardNote:
 class GuardStep:
     release: str = ""  # text that may go to clients now
     violation: str | None = None  # the rule that fired; the reply is replaced
-    fallback: str | None = None  # the replacement text (the brand's fallback for that rule)
+    replacement: str | None = None  # the guard's own replacement (a trimmed reply); None: the
+    # brand's fallback for the rule, chosen by reply.ending.fallback_text
     notes: tuple[GuardNote, ...] = ()
 
 
@@ -134,7 +135,7 @@ class BrandGuard:
             return GuardStep(release=self._release(len(self._held)))
         full = "".join(self._released) + self._held
         if not full.strip():
-            return self._violate(Finding("empty", "the model sent no text"), self.brand.fallbacks.error)
+            return self._violate(Finding("empty", "the model sent no text"))
         if finish_reason == "length":
             return self._trim(full)
         notes: tuple[GuardNote, ...] = ()
@@ -154,7 +155,7 @@ class BrandGuard:
             )
             if check.action == "fallback":
                 self._stopped = True
-                return GuardStep(violation="off_topic", fallback=self.brand.fallbacks.off_topic, notes=notes)
+                return GuardStep(violation="off_topic", notes=notes)
         return GuardStep(release=self._release(len(self._held)), notes=notes)
 
     # --- internals ----------------------------------------------------------------------------------
@@ -196,13 +197,10 @@ class BrandGuard:
                 return Finding("prompt_leak", " ".join(self._recent_words))
         return None
 
-    def _violate(self, finding: Finding, fallback: str | None = None) -> GuardStep:
+    def _violate(self, finding: Finding) -> GuardStep:
         self._stopped = True
         self._held = ""
-        text = fallback or fallback_for(self.brand, finding.rule)
-        if finding.rule == "empty" and not fallback:
-            text = self.brand.fallbacks.off_topic
-        return GuardStep(violation=finding.rule, fallback=text)
+        return GuardStep(violation=finding.rule)
 
     def _trim(self, full: str) -> GuardStep:
         """``finish_reason: length``: end on the last whole sentence."""
@@ -212,7 +210,7 @@ class BrandGuard:
         if end == 0:
             if self.brand.fallbacks.truncated:
                 self._stopped = True
-                return GuardStep(violation="truncated", fallback=self.brand.fallbacks.truncated)
+                return GuardStep(violation="truncated")
             return GuardStep(release=self._release(len(self._held)))  # no whole sentence, no fallback: as cut
         if end >= self._released_len:
             release = self._release(end - self._released_len)
@@ -220,7 +218,7 @@ class BrandGuard:
             return GuardStep(release=release)
         # The cut sentence was partly out already: withdraw it, keep the whole sentences.
         self._stopped = True
-        return GuardStep(violation="truncated", fallback=full[:end].rstrip())
+        return GuardStep(violation="truncated", replacement=full[:end].rstrip())
 
 
 def brand_guard(brand: Brand, context: GuardContext | None = None, /) -> ReplyGuard:

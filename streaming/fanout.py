@@ -13,11 +13,9 @@ from collections.abc import Iterable
 
 from streaming.events import StoredEvent
 
-DEFAULT_SUBSCRIPTION_MAXSIZE = 256
-
 
 class Subscription:
-    def __init__(self, stream_id: str, maxsize: int = DEFAULT_SUBSCRIPTION_MAXSIZE) -> None:
+    def __init__(self, stream_id: str, maxsize: int) -> None:
         self.stream_id = stream_id
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=maxsize)
         self._lagged = asyncio.Event()

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
+from streaming.contract import StreamLog
 from streaming.events import StoredEvent
 from streaming.log import Cursor, Verdict, check_replay
 
-if TYPE_CHECKING:
-    from streaming.buffer import StreamBuffer
-
 
 async def follow(
-    buffer: StreamBuffer,
+    buffer: StreamLog,
     stream_id: str,
     after_seq: int,
     *,

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
-from streaming.buffer import StreamInfo
+from streaming.contract import AssistantTurn, BufferOptions, CancelHandler, ReplyStatus, StreamInfo, Turn
 from streaming.events import ErrorEvent, StoredEvent, encode
 from streaming.exceptions import StreamExpired
 from streaming.fanout import Fanout, Subscription
@@ -29,35 +28,32 @@ class _Stream:
     terminal: bool = False
 
 
+# Expired entries are also dropped lazily on access; the sweep only bounds memory held by
+# streams and conversations nobody asks for again, so it can be infrequent.
+SWEEP_INTERVAL_S = 30.0
+
+
 @dataclass
 class _Conversation:
     expires_at: float
-    turns: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)
-    replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replies: dict[str, tuple[str, ReplyStatus]] = field(default_factory=dict)
 
 
 class MemoryBuffer:
-    def __init__(
-        self,
-        url: str = "memory://",
-        *,
-        conversation_ttl_s: int = 86_400,
-        resume_window_s: int = 600,
-        sweep_interval_s: float = 30.0,
-        subscription_maxsize: int = 256,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    """One process only: every instance has its own, so use Redis for more than one worker."""
+
+    def __init__(self, url: str, options: BufferOptions, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
-        self._conversation_ttl_s = conversation_ttl_s
-        self._resume_window_s = resume_window_s
-        self._sweep_interval_s = sweep_interval_s
-        self._subscription_maxsize = subscription_maxsize
+        self._conversation_ttl_s = options.conversation_ttl_s
+        self._resume_window_s = options.resume_window_s
+        self._subscription_maxsize = options.subscription_maxsize
         self._clock = clock
         self._streams: dict[str, _Stream] = {}
         self._conversations: dict[str, _Conversation] = {}
         self._fanout = Fanout()
-        self._cancel_handler: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self._cancel_handler: CancelHandler | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -138,21 +134,21 @@ class MemoryBuffer:
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         return self._conversation(conversation_id).messages.setdefault(client_message_id, stream_id)
 
-    async def add_turn(self, conversation_id: str, turn: dict[str, Any]) -> None:
-        self._conversation(conversation_id).turns.append(dict(turn))
+    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+        self._conversation(conversation_id).turns.append(turn)
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: str) -> None:
-        self._conversation(conversation_id).replies[stream_id] = {"text": text, "status": status}
+    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+        self._conversation(conversation_id).replies[stream_id] = (text, status)
 
-    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+    async def history(self, conversation_id: str) -> list[Turn]:
         conv = self._conversations.get(conversation_id)
         if conv is None or conv.expires_at <= self._clock():
             return []
-        out = []
+        out: list[Turn] = []
         for turn in conv.turns:
-            turn = dict(turn)
-            if turn.get("role") == "assistant":
-                turn.update(conv.replies.get(turn["stream_id"], {}))
+            if isinstance(turn, AssistantTurn) and turn.stream_id in conv.replies:
+                text, status = conv.replies[turn.stream_id]
+                turn = replace(turn, text=text, status=status)
             out.append(turn)
         return out
 
@@ -161,7 +157,7 @@ class MemoryBuffer:
         if self._cancel_handler is not None:
             await self._cancel_handler(stream_id)
 
-    def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    def on_cancel(self, callback: CancelHandler) -> None:
         self._cancel_handler = callback
 
     # --- housekeeping -------------------------------------------------------------------------
@@ -178,5 +174,5 @@ class MemoryBuffer:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._sweep_interval_s)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
             self.sweep()

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,16 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis.exceptions import RedisError
 
-from streaming.buffer import StreamInfo
+from streaming.contract import (
+    AssistantTurn,
+    BufferOptions,
+    CancelHandler,
+    ReplyStatus,
+    StreamInfo,
+    Turn,
+    decode_turn,
+    encode_turn,
+)
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.fanout import Fanout, Subscription
@@ -100,23 +110,27 @@ class _Append:
     done: asyncio.Future[None]
 
 
+# Bounded pool: a burst waits (at most POOL_WAIT_S) for a connection instead of opening thousands.
+# Appends of every stream share one pipeline, so a busy instance needs few connections.
+POOL_MAX_CONNECTIONS = 64
+POOL_WAIT_S = 5.0
+# Until the first stream is created and tells the writer its lifetime (deadline + resume window).
+INITIAL_STREAM_TTL_S = 3600
+# The pub/sub reader's reconnect backoff after Redis went away, doubling from min to max.
+READER_BACKOFF_MIN_S = 0.05
+READER_BACKOFF_MAX_S = 2.0
+# How long one pub/sub read waits before looping (lets cancellation and reconnects in).
+READER_POLL_S = 1.0
+
+
 class RedisBuffer:
-    def __init__(
-        self,
-        url: str,
-        *,
-        conversation_ttl_s: int = 86_400,
-        resume_window_s: int = 600,
-        subscription_maxsize: int = 256,
-        max_connections: int = 64,
-    ) -> None:
+    def __init__(self, url: str, options: BufferOptions) -> None:
         self.url = url
-        self._conversation_ttl_s = conversation_ttl_s
-        self._resume_window_s = resume_window_s
-        self._subscription_maxsize = subscription_maxsize
-        # Bounded pool: a burst waits for a connection instead of opening thousands.
+        self._conversation_ttl_s = options.conversation_ttl_s
+        self._resume_window_s = options.resume_window_s
+        self._subscription_maxsize = options.subscription_maxsize
         self._pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, max_connections=max_connections, timeout=5
+            url, decode_responses=True, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_S
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._pubsub = self._redis.pubsub()
@@ -124,12 +138,12 @@ class RedisBuffer:
         self._refs: dict[str, int] = {}
         self._sub_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
-        self._cancel_handler: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self._cancel_handler: CancelHandler | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._appends: list[_Append] = []
         self._append_wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._stream_ttl_s = 3600
+        self._stream_ttl_s = INITIAL_STREAM_TTL_S
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -293,16 +307,16 @@ class RedisBuffer:
                 await self._pubsub.unsubscribe(_channel(stream_id))
 
     async def _read_forever(self) -> None:
-        backoff = 0.05
+        backoff = READER_BACKOFF_MIN_S
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-                backoff = 0.05
+                message = await self._pubsub.get_message(timeout=READER_POLL_S)
+                backoff = READER_BACKOFF_MIN_S
             except (RedisError, OSError) as exc:
                 logger.warning("redis reader lost its connection: {!r}; followers will re-read the log", exc)
                 self._fanout.mark_all_lagged()
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, READER_BACKOFF_MAX_S)
                 continue
             if message is not None:
                 self._dispatch(message)
@@ -340,30 +354,31 @@ class RedisBuffer:
             _, winner, _ = await pipe.execute()
         return str(winner)
 
-    async def add_turn(self, conversation_id: str, turn: dict[str, Any]) -> None:
+    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
         key = _ckey(conversation_id, "turns")
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, json.dumps(turn))
+            pipe.rpush(key, encode_turn(turn))
             pipe.expire(key, self._conversation_ttl_s)
             await pipe.execute()
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: str) -> None:
+    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
         key = _ckey(conversation_id, "replies")
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, stream_id, json.dumps({"text": text, "status": status}))
             pipe.expire(key, self._conversation_ttl_s)
             await pipe.execute()
 
-    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+    async def history(self, conversation_id: str) -> list[Turn]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.lrange(_ckey(conversation_id, "turns"), 0, -1)
             pipe.hgetall(_ckey(conversation_id, "replies"))
             raw_turns, replies = await pipe.execute()
-        out = []
+        out: list[Turn] = []
         for raw in raw_turns:
-            turn = json.loads(raw)
-            if turn.get("role") == "assistant" and turn.get("stream_id") in replies:
-                turn.update(json.loads(replies[turn["stream_id"]]))
+            turn = decode_turn(raw)
+            if isinstance(turn, AssistantTurn) and turn.stream_id in replies:
+                ended = json.loads(replies[turn.stream_id])
+                turn = dataclasses.replace(turn, text=ended["text"], status=ended["status"])
             out.append(turn)
         return out
 
@@ -371,5 +386,5 @@ class RedisBuffer:
     async def request_cancel(self, stream_id: str) -> None:
         await self._redis.publish(CANCEL_CHANNEL, stream_id)
 
-    def on_cancel(self, callback: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    def on_cancel(self, callback: CancelHandler) -> None:
         self._cancel_handler = callback

@@ -7,19 +7,26 @@ from collections.abc import Coroutine
 from typing import Any
 
 
-async def race(*coros: Coroutine[Any, Any, Any]) -> None:
-    """Run the coroutines together; when the first ends, cancel the rest.
+class _Finished(Exception):
+    """Raised by the first coroutine to end, so the task group cancels the others."""
 
-    Re-raises the first one's exception, if it had one. Cancelling ``race`` cancels all of them
-    and waits for them to finish."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    done: set[asyncio.Future[Any]] = set()
+
+async def _until_first(coro: Coroutine[Any, Any, Any]) -> None:
+    await coro
+    raise _Finished
+
+
+async def race(*coros: Coroutine[Any, Any, Any]) -> None:
+    """Run the coroutines in one ``asyncio.TaskGroup``; when the first ends, cancel the rest.
+
+    Re-raises the first failure as itself (not wrapped in an ``ExceptionGroup``), so callers catch
+    ``TimeoutError`` or ``OSError`` as usual. Cancelling ``race`` cancels all of them and waits for
+    them to finish."""
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in tasks:
-        if task in done and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(_until_first(coro))
+    except BaseExceptionGroup as errors:
+        failures = [e for e in errors.exceptions if not isinstance(e, _Finished)]
+        if failures:
+            raise failures[0] from None

@@ -24,8 +24,9 @@ import httpx
 import uvicorn
 import websockets
 
-from api.main import create_app
+from api.app import create_app
 from api.runtime import Runtime
+from api.server import build_server
 from api.settings import PROJECT_ROOT, Settings
 
 T = float(os.environ.get("TEST_TIME_SCALE", "1.0"))
@@ -166,14 +167,7 @@ async def start_server(port: int = 0, **overrides: Any) -> RunningServer:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        ws_max_size=settings.max_frame_bytes + 1024,
-        timeout_graceful_shutdown=30,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = build_server(app, settings, log_level="warning", timeout_graceful_shutdown=30)
     running = RunningServer(settings, app, server, sock, port=sock.getsockname()[1])
     running.task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(10 * T):

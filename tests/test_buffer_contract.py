@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streaming.buffer import StreamBuffer, make_buffer
+from streaming.contract import AssistantTurn, BufferOptions, UserTurn, turn_to_dict
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
@@ -16,13 +17,17 @@ from streaming.log import StreamWriter
 from tests.support import RedisProcess, T
 
 
+def buffer_options(subscription_maxsize: int = 256) -> BufferOptions:
+    return BufferOptions(conversation_ttl_s=86_400, resume_window_s=600, subscription_maxsize=subscription_maxsize)
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def buffer(request: pytest.FixtureRequest) -> AsyncIterator[StreamBuffer]:
     if request.param == "memory":
-        buf = make_buffer("memory://", subscription_maxsize=8)
+        buf = make_buffer("memory://", buffer_options(subscription_maxsize=8))
     else:
         url: str = request.getfixturevalue("redis_url")
-        buf = make_buffer(url, subscription_maxsize=8)
+        buf = make_buffer(url, buffer_options(subscription_maxsize=8))
     await buf.start()
     yield buf
     await buf.close()
@@ -141,11 +146,11 @@ async def test_claiming_a_client_message_id_twice_returns_the_first_stream(buffe
 
 
 async def test_history_keeps_turns_in_order_with_final_reply_text(buffer: StreamBuffer) -> None:
-    await buffer.add_turn("c_1", {"role": "user", "text": "hi", "client_message_id": "m_1"})
-    await buffer.add_turn("c_1", {"role": "assistant", "stream_id": "s_1"})
-    assert (await buffer.history("c_1"))[1] == {"role": "assistant", "stream_id": "s_1"}
+    await buffer.add_turn("c_1", UserTurn(text="hi", client_message_id="m_1"))
+    await buffer.add_turn("c_1", AssistantTurn(stream_id="s_1"))
+    assert (await buffer.history("c_1"))[1] == AssistantTurn(stream_id="s_1")
     await buffer.finish_reply("c_1", "s_1", "hello!", "done")
-    assert await buffer.history("c_1") == [
+    assert [turn_to_dict(t) for t in await buffer.history("c_1")] == [
         {"role": "user", "text": "hi", "client_message_id": "m_1"},
         {"role": "assistant", "stream_id": "s_1", "text": "hello!", "status": "done"},
     ]
@@ -166,7 +171,7 @@ async def test_a_cancel_request_reaches_the_registered_handler(buffer: StreamBuf
 
 async def test_a_redis_that_lost_the_stream_is_reported_instead_of_a_partial_replay(redis_url: str) -> None:
     """Redis restarted without persistence mid-reply: the writer and every reader are told."""
-    buf = make_buffer(redis_url)
+    buf = make_buffer(redis_url, buffer_options())
     await buf.start()
     try:
         writer = await new_stream(buf)
@@ -183,7 +188,7 @@ async def test_a_redis_that_lost_the_stream_is_reported_instead_of_a_partial_rep
 
 
 async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url: str) -> None:
-    buf = make_buffer(redis_url)
+    buf = make_buffer(redis_url, buffer_options())
     await buf.start()
     raw = aioredis.from_url(redis_url)
     try:
@@ -218,7 +223,7 @@ async def own_redis() -> AsyncIterator[RedisProcess]:
 
 
 async def test_followers_recover_after_the_redis_reader_loses_its_connection(own_redis: RedisProcess) -> None:
-    buf = make_buffer(own_redis.url)
+    buf = make_buffer(own_redis.url, buffer_options())
     await buf.start()
     raw = aioredis.from_url(own_redis.url)
     try:

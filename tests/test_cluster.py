@@ -10,7 +10,7 @@ import pytest
 import websockets
 
 from deploy.cluster import NginxProcess, nginx_binary
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.support import (
     RunningServer,

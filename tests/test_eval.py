@@ -87,7 +87,7 @@ def test_the_judge_parses_scores_and_ignores_garbage() -> None:
 
 
 async def test_the_judge_reports_mean_and_spread_per_trait_over_repeats() -> None:
-    from persona.brand import load_brand
+    from persona.loader import load_brand
 
     brand = load_brand(BRANDS_DIR / "demo.yaml")
     traits = brand.voice.traits

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persona.brand import Brand, load_brands
+from persona.brand import Brand
 from persona.checks import BUILTIN_FILLER, canary, check_text, coverage
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
+from persona.loader import load_brands
+from reply.ending import fallback_text
 
 BRANDS = load_brands(Path(__file__).resolve().parent.parent / "brands")
 DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
@@ -43,6 +45,12 @@ def stream(brand: Brand, pieces: list[str], finish: str = "stop", question: str 
     step = guard.finish(finish)
     steps.append(step)
     return released + step.release, steps
+
+
+def replacement(brand: Brand, step: GuardStep) -> str:
+    """What replaces a reply the guard stopped: its own replacement, else the brand's fallback."""
+    assert step.violation is not None
+    return step.replacement if step.replacement is not None else fallback_text(brand.fallbacks, step.violation)
 
 
 def violation(steps: list[GuardStep]) -> GuardStep | None:
@@ -106,7 +114,7 @@ def test_no_part_of_a_banned_phrase_ever_reaches_a_client_however_it_is_chunked(
     found = violation(steps)
     assert found is not None and found.violation in {"banned_phrase", "filler", "competitor", "dont"}  # dont: shouting
     assert len(released) <= len(prefix), f"released {released!r} past the start of {phrase!r}"
-    assert found.fallback == DEMO.fallbacks.off_brand
+    assert replacement(DEMO, found) == DEMO.fallbacks.off_brand
 
 
 @pytest.mark.parametrize(
@@ -131,7 +139,7 @@ def test_each_rule_stops_the_reply_with_the_brands_fallback_for_it(
     _, steps = stream(brand, [w + " " for w in text.split()])
     found = violation(steps)
     assert found is not None and found.violation == rule
-    assert found.fallback == getattr(brand.fallbacks, fallback)
+    assert replacement(brand, found) == getattr(brand.fallbacks, fallback)
     assert check_text(brand, text), "the eval's full-text check agrees"
 
 
@@ -160,8 +168,10 @@ def test_the_demo_allows_an_emoji_that_the_bank_forbids() -> None:
 
 
 def test_empty_output_falls_back_to_the_error_reply_or_else_off_topic() -> None:
-    assert stream(BANK, ["  "])[1][-1] == GuardStep(violation="empty", fallback=BANK.fallbacks.error)
-    assert stream(DEMO, [])[1][-1] == GuardStep(violation="empty", fallback=DEMO.fallbacks.off_topic)
+    last = stream(BANK, ["  "])[1][-1]
+    assert last == GuardStep(violation="empty") and replacement(BANK, last) == BANK.fallbacks.error
+    last = stream(DEMO, [])[1][-1]
+    assert last == GuardStep(violation="empty") and replacement(DEMO, last) == DEMO.fallbacks.off_topic
 
 
 def test_a_length_cut_reply_that_ends_on_a_sentence_is_kept_whole() -> None:
@@ -180,13 +190,12 @@ def test_a_length_cut_sentence_already_streamed_is_retracted_to_the_last_whole_s
     text = "We roast on Mondays. " + " ".join(f"then{i}" for i in range(30))
     released, steps = stream(DEMO, [w + " " for w in text.split()], finish="length")
     assert len(released) > len("We roast on Mondays. "), "part of the cut sentence was out"
-    assert steps[-1] == GuardStep(violation="truncated", fallback="We roast on Mondays.")
+    assert steps[-1] == GuardStep(violation="truncated", replacement="We roast on Mondays.")
 
 
 def test_a_length_cut_reply_without_a_whole_sentence_uses_the_truncated_fallback() -> None:
-    assert stream(DEMO, ["We roast on"], finish="length")[1][-1] == GuardStep(
-        violation="truncated", fallback=DEMO.fallbacks.truncated
-    )
+    last = stream(DEMO, ["We roast on"], finish="length")[1][-1]
+    assert last == GuardStep(violation="truncated") and replacement(DEMO, last) == DEMO.fallbacks.truncated
 
 
 OFF_TOPIC = (
@@ -202,7 +211,7 @@ def test_an_off_topic_reply_is_noted_for_a_log_brand_and_replaced_for_a_fallback
     assert note.event == "off_topic" and note.fields["action"] == "log"
     assert note.fields["score"] < note.fields["threshold"] == 0.2
     _, steps = stream(BANK, [OFF_TOPIC], question="What should I cook tonight?")
-    assert steps[-1].violation == "off_topic" and steps[-1].fallback == BANK.fallbacks.off_topic
+    assert steps[-1].violation == "off_topic" and replacement(BANK, steps[-1]) == BANK.fallbacks.off_topic
     assert steps[-1].notes[0].fields["action"] == "fallback"
 
 

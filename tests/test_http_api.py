@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.auth import issue_token, verify_token
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.support import (
     SECRET,

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.fake_openai import FakeOpenAI, Reply, Status
 from tests.support import RunningServer, T

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from persona.brand import BrandFileError, load_brand, load_brands, parse_brand
+from persona.loader import BrandFileError, load_brand, load_brands, parse_brand
 from persona.schema import SCHEMA_PATH, brand_schema, render
 from persona.text import count_sentences
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.offline import compose_answer, compose_reply
-from persona.brand import Brand, load_brands
+from persona.brand import Brand
+from persona.demo import compose_answer, compose_reply
+from persona.loader import load_brands
 from persona.memory import Exchange, exchanges, extractive_summary, user_name
 from persona.prompt import Prompt, assemble, system_prompt
 from persona.tokens import message_tokens

@@ -12,7 +12,7 @@ from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 
@@ -224,7 +224,7 @@ async def test_a_websocket_client_that_stops_reading_is_dropped_by_the_server_an
         writer.close()
     # The reply went on without the client; a resume from the start gets all of it.
     turns = await server.runtime.buffer.history(n["conversation_id"])
-    stream_id = turns[1]["stream_id"]
+    stream_id = turns[1].stream_id  # type: ignore[union-attr]
     sse = await read_sse(server.base_url, stream_id, n["token"], after_seq=0, timeout=30)
     events = [e.data for e in sse.events]
     assert_well_formed(events)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import websockets
 
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.support import T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 

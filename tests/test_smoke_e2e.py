@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
 
 

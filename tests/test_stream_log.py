@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streaming.events import STREAM_EVENT_ADAPTER, BadFrame, StoredEvent, parse_client_frame
+from api.frames import BadFrame, parse_client_frame
+from streaming.events import STREAM_EVENT_ADAPTER, StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.log import Cursor, StreamClosed, StreamFull, StreamWriter, Verdict, check_replay, fold_text
 

@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.auth import issue_token
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.conftest import ServerFactory
 from tests.support import SECRET, RunningServer, T, WsClient, assert_well_formed, joined_text
 
@@ -357,6 +357,15 @@ BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
 ]
 
 
+def sent_object(raw: str | bytes) -> dict[str, object]:
+    """The JSON object a text frame carried, else ``{}``."""
+    try:
+        obj = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 @pytest.mark.parametrize(("raw", "mentions"), [(r, m) for _, r, m in BAD_FRAMES], ids=[i for i, _, _ in BAD_FRAMES])
 async def test_a_bad_frame_gets_a_bad_request_error_without_seq_and_the_connection_stays_open(
     server: RunningServer, raw: str | bytes, mentions: str
@@ -366,7 +375,11 @@ async def test_a_bad_frame_gets_a_bad_request_error_without_seq_and_the_connecti
         await client.ws.send(raw)
         frame = await next_frame(client)
         assert_bad_request(frame)
-        assert set(frame) == {"type", "code", "message"}
+        # PROTOCOL §9: a refused frame echoes its own client_message_id, when it had one.
+        sent = sent_object(raw)
+        echoed = {"client_message_id"} if "client_message_id" in sent else set()
+        assert set(frame) == {"type", "code", "message"} | echoed
+        assert frame.get("client_message_id") == sent.get("client_message_id")
         assert mentions.lower() in frame["message"].lower(), frame["message"]
         await assert_still_open(client)
     assert [f for f in client.frames if f["type"] in ("accepted", "start")] == []

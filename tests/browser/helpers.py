@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from llm.offline import compose_answer
+from persona.demo import compose_answer
 from tests.support import RunningServer, T
 
 CHROMIUM_ARGS = [

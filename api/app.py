@@ -1,0 +1,71 @@
+"""The FastAPI app: :func:`create_app` builds one from :class:`Settings` (one per test; ``api.main`` for
+``uvicorn api.main:app``; ``python -m api``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.exceptions import error_body
+from api.openai_compat import router as openai_router
+from api.routes import router
+from api.runtime import Runtime
+from api.settings import Settings
+from api.ws import websocket_endpoint
+from streaming.codes import WireError
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.build(settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="brandchat", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+    )
+
+    @app.exception_handler(WireError)
+    async def wire_error(_: Request, exc: WireError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
+        return JSONResponse(error_body("bad_request", "; ".join(parts) or "malformed request"), status_code=422)
+
+    app.include_router(router)
+    app.include_router(openai_router)
+    app.add_api_websocket_route("/v1/ws", websocket_endpoint)
+    if settings.static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+        index = settings.static_dir / "index.html"
+
+        @app.get("/", include_in_schema=False)
+        async def demo_page() -> FileResponse:
+            return FileResponse(index)
+
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,86 @@
+"""How a reply ends, decided in one place: pure, no I/O, tested without an event loop.
+
+Every way a generation can stop becomes an :class:`Outcome`; :func:`closing_events` turns it into
+the stream's last events, and :func:`fallback_text` is the only place that picks which of the
+brand's fallback replies replaces a reply::
+
+    outcome                                   closing events
+    ─────────────────────────────────────     ──────────────────────────────────────────────
+    upstream finished (stop / length)         done(stop | length)
+    cancelled by the client                   done(cancelled)
+    the size cap was reached                  done(length)
+    the guard fired (rule)                    retract(rule, fallback) | delta(fallback), done(fallback)
+    the upstream failed, brand has `error`    retract(code, error fallback) | delta(…), done(fallback)
+    the upstream failed, no `error` fallback  error(code, message, retryable)
+    this instance shut down mid-reply         error(shutting_down, retryable)
+
+A ``retract`` withdraws text clients already have; when nothing was streamed yet the fallback is
+simply the first delta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from llm.exceptions import UpstreamError
+from persona.brand import Fallbacks
+from streaming.events import FinishReason, StoredEvent
+from streaming.log import StreamWriter
+
+#: Which fallback a guard rule gets: replies that left the brand's topics get ``off_topic``;
+#: replies that broke a rule of voice get ``off_brand``. Unknown rules get ``off_brand``.
+FALLBACK_KIND: Final[dict[str, str]] = {
+    "banned_phrase": "off_brand",
+    "filler": "off_brand",
+    "competitor": "off_brand",
+    "dont": "off_brand",
+    "emoji": "off_brand",
+    "refusal": "off_topic",
+    "prompt_leak": "off_topic",
+    "off_topic": "off_topic",
+}
+
+
+def fallback_text(fallbacks: Fallbacks, rule: str) -> str:
+    """The brand's replacement for a reply stopped by ``rule``."""
+    if rule == "empty":  # the model sent nothing
+        return fallbacks.error or fallbacks.off_topic
+    if rule == "truncated":  # cut by the length limit with no whole sentence
+        return fallbacks.truncated or fallbacks.off_brand
+    if FALLBACK_KIND.get(rule, "off_brand") == "off_topic":
+        return fallbacks.off_topic
+    return fallbacks.off_brand
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Why generation stopped. At most one of ``violation``, ``failure`` and ``shutdown`` is set."""
+
+    finish: FinishReason = "stop"  # when it stopped normally: stop, length or cancelled
+    violation: str | None = None  # the guard rule that fired
+    replacement: str | None = None  # the guard's own replacement (a trimmed reply), else the fallback
+    failure: UpstreamError | None = None
+    shutdown: bool = False
+
+
+def closing_events(writer: StreamWriter, fallbacks: Fallbacks, outcome: Outcome) -> list[StoredEvent]:
+    """The events that end the stream, the terminal one last (see the module docstring)."""
+    if outcome.shutdown:
+        return [writer.error("shutting_down", "the server restarted before the reply ended", retryable=True)]
+    if outcome.violation is not None:
+        text = outcome.replacement if outcome.replacement is not None else fallback_text(fallbacks, outcome.violation)
+        return [*_replace_with(writer, outcome.violation, text), writer.done("fallback")]
+    if outcome.failure is not None:
+        failure = outcome.failure
+        if fallbacks.error:
+            return [*_replace_with(writer, failure.code, fallbacks.error), writer.done("fallback")]
+        return [writer.error(failure.code, failure.message, retryable=failure.retryable)]
+    return [writer.done(outcome.finish)]
+
+
+def _replace_with(writer: StreamWriter, reason: str, text: str) -> list[StoredEvent]:
+    """Withdraw what was streamed (if anything) in favour of ``text``."""
+    if writer.text:
+        return [writer.retract(reason, text)]
+    return [writer.delta(text)] if text else []

@@ -1,0 +1,144 @@
+"""The buffer contract, in its three concepts, and the typed records it keeps.
+
+A buffer backend (memory, Redis) implements all three; each user of it depends on the part it needs:
+
+* :class:`StreamLog` — per stream, the append-only event log, its metadata and live followers;
+* :class:`ConversationStore` — per conversation, the turns and the ``client_message_id → stream_id``
+  map that makes sends idempotent;
+* :class:`ControlBus` — the one control message that must cross instances: "cancel this stream".
+
+:class:`~streaming.buffer.StreamBuffer` is the three together plus the lifecycle (start, close,
+ping); :func:`~streaming.buffer.make_buffer` picks a backend by URL scheme.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from streaming.events import StoredEvent
+from streaming.fanout import Subscription
+
+ReplyStatus = Literal["streaming", "done", "error"]
+
+
+@dataclass(frozen=True)
+class BufferOptions:
+    conversation_ttl_s: int  # how long a conversation is kept after its last write
+    resume_window_s: int  # how long a finished stream stays resumable
+    subscription_maxsize: int  # live events queued per follower before it re-reads the log
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    stream_id: str
+    conversation_id: str
+    created_at: float  # epoch seconds
+    terminal: bool
+
+
+@dataclass(frozen=True)
+class UserTurn:
+    text: str
+    client_message_id: str
+    role: Literal["user"] = "user"
+
+
+@dataclass(frozen=True)
+class AssistantTurn:
+    """An assistant reply; ``text`` and ``status`` are set once its stream ended."""
+
+    stream_id: str
+    text: str | None = None
+    status: ReplyStatus | None = None
+    role: Literal["assistant"] = "assistant"
+
+
+Turn = UserTurn | AssistantTurn
+
+
+def turn_to_dict(turn: Turn) -> dict[str, Any]:
+    """The wire shape of PROTOCOL.md §6 (fields that are unset are left out)."""
+    if isinstance(turn, UserTurn):
+        return {"role": "user", "text": turn.text, "client_message_id": turn.client_message_id}
+    out: dict[str, Any] = {"role": "assistant", "stream_id": turn.stream_id}
+    if turn.text is not None:
+        out["text"] = turn.text
+    if turn.status is not None:
+        out["status"] = turn.status
+    return out
+
+
+def turn_from_dict(raw: dict[str, Any]) -> Turn:
+    if raw.get("role") == "user":
+        return UserTurn(text=str(raw["text"]), client_message_id=str(raw["client_message_id"]))
+    return AssistantTurn(stream_id=str(raw["stream_id"]), text=raw.get("text"), status=raw.get("status"))
+
+
+def encode_turn(turn: Turn) -> str:
+    return json.dumps(turn_to_dict(turn), separators=(",", ":"))
+
+
+def decode_turn(raw: str) -> Turn:
+    return turn_from_dict(json.loads(raw))
+
+
+class StreamLog(Protocol):
+    """Per stream: the append-only event log and its live followers. Coroutine-safe.
+
+    Cancelling any coroutine here is safe: reads have no side effects, and a cancelled append may
+    still be written (its events are numbered, so a retry cannot duplicate them)."""
+
+    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+        """Record a new, empty stream that lives ``ttl_s`` at most unless ended earlier."""
+
+    async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
+        """Append events (already numbered by the single writer) and tell live followers.
+
+        ``expire_after_s`` is given with the terminal event: the stream is marked terminal and
+        expires that long after. Raises ``StreamExpired`` if the stream is gone."""
+
+    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
+        """The events with ``seq > after_seq``, in order. Raises ``StreamExpired`` if unknown."""
+
+    async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        """Metadata of a stream, or ``None`` when the buffer does not hold it."""
+
+    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
+        """End a stream whose writer is gone with a retryable ``error``, atomically: a no-op if
+        the stream already ended, and safe to race with other followers doing the same."""
+
+    def subscribe(self, stream_id: str) -> AbstractAsyncContextManager[Subscription]:
+        """Receive live events of a stream; active (nothing missed) once entered."""
+
+
+class ConversationStore(Protocol):
+    """Per conversation: turns and idempotent sends. Coroutine-safe."""
+
+    async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
+        """Atomically bind a client message id to a stream; returns the stream that won."""
+
+    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+        """Append a turn (a user message, or an assistant reply still streaming)."""
+
+    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+        """Record the final text and status of an assistant turn."""
+
+    async def history(self, conversation_id: str) -> list[Turn]:
+        """The conversation's turns, oldest first; ended assistant turns carry text and status."""
+
+
+CancelHandler = Callable[[str], Coroutine[Any, Any, None]]
+
+
+class ControlBus(Protocol):
+    """Control messages between instances."""
+
+    async def request_cancel(self, stream_id: str) -> None:
+        """Ask whichever instance runs the stream's generation to cancel it."""
+
+    def on_cancel(self, callback: CancelHandler) -> None:
+        """Register the local handler for cancel requests (from any instance)."""
