@@ -41,6 +41,11 @@ eval: $(VENV)/.runtime
 bench-guard: $(VENV)/.runtime
 	$(PY) -m bench.guard_bench
 
+## make client: rebuild static/chat-client.js (the one-file browser client) from static/src/
+.PHONY: client
+client:
+	$(PYTHON) static/build.py
+
 ## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server, headless chromium) + the JS client's unit tests
 test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest

@@ -1,7 +1,7 @@
 "use strict";
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const { nextState, STATES, STATE_TABLE, closeAction, orderTransports, activeFailures } = require("../../static/chat-client.js");
+const { nextState, STATES, STATE_TABLE, orderTransports, activeFailures } = require("../../static/chat-client.js");
 const { makeClient } = require("./fakes.js");
 
 const states = (events) => events.filter((e) => e.name === "state").map((e) => `${e.oldState}>${e.newState}`);
@@ -26,13 +26,6 @@ test("offline is reachable from every live state, left only by online, and close
   for (const s of STATES.filter((x) => x !== "closed")) assert.equal(nextState(s, "close"), "closed");
   assert.equal(nextState("closed", "connect"), "connecting");
   assert.equal(nextState("closed", "lost"), "closed");
-});
-
-test("close codes: 1012 and 1013 come back at once, 4401 renegotiates, anything else backs off", () => {
-  assert.deepEqual(closeAction(1012), { reconnect: "now", renegotiate: false });
-  assert.deepEqual(closeAction(1013), { reconnect: "now", renegotiate: false });
-  assert.deepEqual(closeAction(4401), { reconnect: "now", renegotiate: true });
-  for (const code of [1000, 1006, 1009, 4400, 4408, 4429]) assert.equal(closeAction(code).reconnect, "backoff");
 });
 
 test("transport order: the server's, minus unsupported ones, recent local failures last until they expire", () => {
