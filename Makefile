@@ -41,6 +41,11 @@ eval: $(VENV)/.runtime
 bench-guard: $(VENV)/.runtime
 	$(PY) -m bench.guard_bench
 
+## make protocol-doc: docs/protocol.md from ../shared/PROTOCOL.md and streaming/codes.py
+.PHONY: protocol-doc
+protocol-doc: $(VENV)/.runtime
+	$(PY) -m api.protocol_doc
+
 ## make client: rebuild static/chat-client.js (the one-file browser client) from static/src/
 .PHONY: client
 client:

@@ -42,5 +42,5 @@ class PayloadTooLarge(RequestError):
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The HTTP error body of PROTOCOL.md §9: ``{"error": {"code", "message"}}``."""
+    """The HTTP error body of docs/protocol.md §9: ``{"error": {"code", "message"}}``."""
     return {"error": {"code": code, "message": message}}

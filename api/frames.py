@@ -1,4 +1,4 @@
-"""The WebSocket's own frames (PROTOCOL.md §4, §9): what clients send, and the server's frames
+"""The WebSocket's own frames (docs/protocol.md §4, §9): what clients send, and the server's frames
 that carry no ``seq`` (welcome, accepted, ping, pong, request-level error). Stream events are
 ``streaming/events.py``; this is the edge's vocabulary.
 """
@@ -59,7 +59,7 @@ _CLIENT_FRAME_ADAPTER: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 class BadFrame(Exception):
     """A client frame that cannot be acted on; ``message`` is safe to show the client.
-    ``client_message_id`` is the frame's own, echoed in the answer (PROTOCOL.md §9)."""
+    ``client_message_id`` is the frame's own, echoed in the answer (docs/protocol.md §9)."""
 
     def __init__(self, message: str, client_message_id: str | None = None) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""OpenAI-compatible Chat Completions (PROTOCOL.md §7): any OpenAI client can talk to a brand.
+"""OpenAI-compatible Chat Completions (docs/protocol.md §7): any OpenAI client can talk to a brand.
 
 ``POST /v1/chat/completions`` with ``Authorization: Bearer <the brand's API key>`` and
 ``model: <brand id>``. It is a thin adapter over the same :class:`GenerationManager` as the
@@ -45,17 +45,13 @@ from persona.brand import Brand
 from persona.prompt import assemble
 from persona.tokens import count_tokens
 from reply.exceptions import ShuttingDown
+from streaming.codes import ERROR_CODES, error_code
 from streaming.events import StoredEvent
 from streaming.ids import new_id
 
 router = APIRouter()
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "fallback": "content_filter"}
-ERROR_STATUS = {
-    "rate_limited": (429, "requests", "rate_limit_exceeded"),
-    "upstream_timeout": (504, "server_error", "timeout"),
-    "shutting_down": (503, "server_error", "service_unavailable"),
-}
 
 
 class _Message(BaseModel):
@@ -81,9 +77,19 @@ class ChatCompletionRequest(BaseModel):
 
 
 class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None):
+    """An error in OpenAI's body format. ``wire_code`` is ours (``streaming/codes.py``: the HTTP
+    status and OpenAI ``type`` come from that table); ``code`` is the body's, OpenAI's word where it
+    has one (``invalid_api_key``, ``model_not_found``)."""
+
+    def __init__(self, wire_code: str, message: str, code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
+        entry = error_code(wire_code)
+        self.status, self.message, self.type, self.code = entry.http_status, message, entry.openai_type, code
+
+    @classmethod
+    def of(cls, wire_code: str, message: str) -> OpenAIError:
+        """Our error code as OpenAI's: status, type and OpenAI's own code word from the table."""
+        return cls(wire_code, message, error_code(wire_code).openai_error_code)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
@@ -101,11 +107,11 @@ def _brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise OpenAIError(401, "You didn't provide an API key: use 'Authorization: Bearer <brand API key>'.", code=None)
+        raise OpenAIError("unauthorized", "You didn't provide an API key: use 'Authorization: Bearer <brand API key>'.")
     # Compare with every brand's key, in constant time per key.
     matches = [b for b in runtime.brands.values() if b.api_key and hmac.compare_digest(b.api_key, key)]
     if not matches:
-        raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
+        raise OpenAIError("unauthorized", "Incorrect API key provided.", code="invalid_api_key")
     return matches
 
 
@@ -114,11 +120,11 @@ def _brand(runtime: Runtime, request: Request, model: str) -> Brand:
     brand = next((b for b in brands if b.id == model), None)
     if brand is None:
         raise OpenAIError(
-            404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+            "not_found", f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
         )
     origin = request.headers.get("origin")
     if origin and not brand.origin_allowed(origin):
-        raise OpenAIError(403, f"Origin {origin!r} is not allowed for this brand.", "permission_error", "forbidden")
+        raise OpenAIError("forbidden", f"Origin {origin!r} is not allowed for this brand.", code="forbidden")
     return brand
 
 
@@ -126,12 +132,14 @@ def _history(messages: list[_Message], max_chars: int) -> tuple[list[dict[str, A
     """Client messages → (stored-turn history, the new user text)."""
     turns = [m for m in messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user":
-        raise OpenAIError(400, "The last message must have role 'user'.", code="invalid_messages")
+        raise OpenAIError("bad_request", "The last message must have role 'user'.", code="invalid_messages")
     text = turns[-1].text()
     if not text.strip():
-        raise OpenAIError(400, "The last user message is empty.", code="invalid_messages")
+        raise OpenAIError("bad_request", "The last user message is empty.", code="invalid_messages")
     if len(text) > max_chars:
-        raise OpenAIError(400, f"The last user message is longer than {max_chars} characters.", code="message_too_long")
+        raise OpenAIError(
+            "bad_request", f"The last user message is longer than {max_chars} characters.", code="message_too_long"
+        )
     history: list[dict[str, Any]] = []
     for message in turns[:-1]:
         if message.role == "user":
@@ -142,8 +150,8 @@ def _history(messages: list[_Message], max_chars: int) -> tuple[list[dict[str, A
 
 
 def _error_from_event(payload: dict[str, Any]) -> OpenAIError:
-    status, type_, code = ERROR_STATUS.get(payload["code"], (502, "server_error", payload["code"]))
-    return OpenAIError(status, payload["message"], type_, code)
+    code = payload["code"] if payload["code"] in ERROR_CODES else "upstream_error"
+    return OpenAIError.of(code, payload["message"])
 
 
 @router.get("/v1/models")
@@ -165,12 +173,12 @@ async def chat_completions(request: Request) -> Response:
         try:
             raw = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise OpenAIError(400, "The request body is not valid JSON.") from None
+            raise OpenAIError("bad_request", "The request body is not valid JSON.") from None
         try:
             body = ChatCompletionRequest.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise OpenAIError(400, f"Invalid request: {problems}") from None
+            raise OpenAIError("bad_request", f"Invalid request: {problems}") from None
         brand = _brand(runtime, request, body.model)
         history, text = _history(body.messages, runtime.settings.max_message_chars)
         conversation_id = new_id("c")
@@ -183,7 +191,7 @@ async def chat_completions(request: Request) -> Response:
                 history=history,
             )
         except ShuttingDown as exc:
-            raise OpenAIError(503, exc.message, "server_error", "service_unavailable") from None
+            raise OpenAIError.of(exc.code, exc.message) from None
     except OpenAIError as exc:
         return exc.response()
     stream_id = submission.stream_id

@@ -1,4 +1,4 @@
-"""HTTP routes: negotiate, SSE send/follow/cancel, history, health (PROTOCOL.md §2, §5, §6, §8)."""
+"""HTTP routes: negotiate, SSE send/follow/cancel, history, health (docs/protocol.md §2, §5, §6, §8)."""
 
 from __future__ import annotations
 

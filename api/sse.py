@@ -1,4 +1,4 @@
-"""Server-Sent Events transport (PROTOCOL.md §5): the response that follows one stream.
+"""Server-Sent Events transport (docs/protocol.md §5): the response that follows one stream.
 
 Per response, one race (like sse-starlette)::
 
@@ -14,7 +14,6 @@ resume with ``Last-Event-ID``) instead of the server holding its data.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from loguru import logger
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api.frames import RequestErrorFrame
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.tasks import race
@@ -38,8 +38,9 @@ def sse_frame(event: StoredEvent) -> bytes:
 
 
 def sse_error_frame(stream_id: str, code: str, message: str, *, retryable: bool = False) -> bytes:
-    payload = {"type": "error", "stream_id": stream_id, "code": code, "message": message, "retryable": retryable}
-    return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
+    """An ``error`` without an ``id`` (no ``seq``): the stream cannot be followed (docs/protocol.md §5)."""
+    frame = RequestErrorFrame(code=code, message=message, stream_id=stream_id, retryable=retryable)
+    return f"event: error\ndata: {frame.encode()}\n\n".encode()
 
 
 class EventStreamResponse(Response):

@@ -1,4 +1,4 @@
-"""WebSocket transport (PROTOCOL.md §4): the adapter that moves frames between the socket and the core.
+"""WebSocket transport (docs/protocol.md §4): the adapter that moves frames between the socket and the core.
 
 The protocol's rules (hello first, bad-frame budget, flood bucket, frame size, ownership) are in
 ``api/ws_state.py``, tested without sockets; this module only reads, writes and dispatches.

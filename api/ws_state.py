@@ -1,4 +1,4 @@
-"""The rules of one WebSocket connection, with no I/O (PROTOCOL.md §4, §9).
+"""The rules of one WebSocket connection, with no I/O (docs/protocol.md §4, §9).
 
 :class:`WsProtocol` takes each raw client message and says what it is: a frame for the adapter to
 act on, an ``error`` frame to answer with (the connection stays open), or a reason to close

@@ -48,7 +48,7 @@ _NOT_NAMES = frozenset({"not", "just", "a", "an", "the", "looking", "here", "int
 
 
 def exchanges(history: Iterable[dict[str, Any]]) -> list[Exchange]:
-    """Stored turns (PROTOCOL §6 shape) → exchanges, oldest first.
+    """Stored turns (docs/protocol.md §6 shape) → exchanges, oldest first.
 
     An assistant turn counts only when it finished (``status: done``) with text; a user turn
     without one still counts (its words may matter: "my name is …"), with ``assistant=None``."""

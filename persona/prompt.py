@@ -154,7 +154,7 @@ def assemble(
     max_reply_tokens: int = 512,
     summariser: Summariser | None = extractive_summary,
 ) -> Prompt:
-    """Messages for one reply. ``history``: stored turns (PROTOCOL §6 shape) or :class:`Exchange` s."""
+    """Messages for one reply. ``history``: stored turns (docs/protocol.md §6 shape) or :class:`Exchange` s."""
     items = list(history)
     past = [x for x in items if isinstance(x, Exchange)] or exchanges(x for x in items if isinstance(x, dict))
     reply_tokens = brand.model.max_reply_tokens or max_reply_tokens
@@ -207,10 +207,3 @@ def assemble(
         history_budget=budget,
         pinned_tokens=pinned,
     )
-
-
-def build_messages(
-    brand: Brand, history: list[dict[str, Any]], user_text: str, *, max_reply_tokens: int = 512
-) -> list[Message]:
-    """The messages of :func:`assemble` (kept for callers that need only those)."""
-    return assemble(brand, history, user_text, max_reply_tokens=max_reply_tokens).messages

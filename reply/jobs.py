@@ -118,7 +118,7 @@ class GenerationManager:
     ) -> Submission:
         """Start a reply for a user message, or return the stream that message already started.
 
-        ``history`` (PROTOCOL §6 turn shape) replaces the conversation's stored turns in the prompt:
+        ``history`` (docs/protocol.md §6 turn shape) replaces the conversation's stored turns in the prompt:
         the OpenAI-compatible endpoint passes the turns its client sent. Raises :class:`ShuttingDown`
         once shutdown began. Cancelling before it returns may leave an unanswered claim; the stream
         then ends by its deadline-based TTL."""

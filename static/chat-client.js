@@ -1,6 +1,6 @@
 // GENERATED from static/src/ by static/build.py, do not edit: rebuild with `make client`.
 /*!
- * brandchat browser client — speaks the wire contract (PROTOCOL.md v1), no dependencies, nothing to
+ * brandchat browser client — speaks the wire contract (docs/protocol.md v1), no dependencies, nothing to
  * build to use it.
  *
  * One file, three ways to load it:
@@ -26,9 +26,9 @@
   "use strict";
 
 // ---- static/src/codes.js ----
-// The wire vocabulary this client knows (PROTOCOL.md §4): WebSocket close codes as data, what each
+// The wire vocabulary this client knows (docs/protocol.md §4): WebSocket close codes as data, what each
 // means to us derived from its name, and the error codes that end a stream. The server's side of
-// the close codes is streaming/exceptions.py: keep the two tables in step.
+// the close codes is streaming/codes.py; tests/test_wire_codes.py keeps the two tables equal.
 
 /** WebSocket close codes by name. */
 const CLOSE_CODES = Object.freeze({ 1009: "payload_too_large", 1012: "shutting_down", 1013: "slow_consumer", 4400: "bad_frames", 4401: "unauthorized", 4403: "forbidden", 4408: "hello_timeout", 4429: "flood" });
@@ -373,7 +373,7 @@ async function readError(res) {
 // `ctx` from ChatClient._makeTransport (env, urls, the token, request, onFrame, onClose, onActivity).
 
 /**
- * WebSocket (PROTOCOL §4). `open()` resolves on `welcome`; it rejects with a downgrade-class
+ * WebSocket (docs/protocol.md §4). `open()` resolves on `welcome`; it rejects with a downgrade-class
  * reason when the socket does not open in time ("timeout"), closes first ("closed_before_welcome",
  * e.g. a proxy answering the Upgrade with 403), or opens and stays silent ("silent": the proxy
  * took the Upgrade but passes no frames).
@@ -481,7 +481,7 @@ class WebSocketTransport {
 // The same interface as WebSocketTransport (transport-ws.js).
 
 /**
- * Server-Sent Events + POST (PROTOCOL §5): `send` POSTs the message, `resume` opens an
+ * Server-Sent Events + POST (docs/protocol.md §5): `send` POSTs the message, `resume` opens an
  * EventSource on the stream's events (token and after_seq in the query: EventSource cannot set
  * headers), `cancel` POSTs the cancel. One EventSource per stream being followed; a dropped one
  * is reported as a lost transport so the client reconnects (and maybe upgrades) and resumes

@@ -3,7 +3,7 @@
 Every edge reads this module: the HTTP routes (status of the ``{"error": {"code", "message"}}``
 body), the WebSocket adapter (which close code ends a connection), the OpenAI-compatible endpoint
 (status and OpenAI ``type`` of its error body) and the JS client's tests (its close-code table is
-checked against :data:`CLOSE_CODES` by ``tests/test_wire_codes.py``). PROTOCOL.md §3 to §5 and §9 name
+checked against :data:`CLOSE_CODES` by ``tests/test_wire_codes.py``). docs/protocol.md §3 to §5 and §9 name
 the codes; ``docs/protocol.md`` is the contract inside the repository.
 
 An error code is one of three kinds:
@@ -24,7 +24,7 @@ from typing import Final
 
 
 class Close(IntEnum):
-    """WebSocket close codes the server sends (PROTOCOL.md §4, §9)."""
+    """WebSocket close codes the server sends (docs/protocol.md §4, §9)."""
 
     NORMAL = 1000
     PAYLOAD_TOO_LARGE = 1009  # a frame over MAX_FRAME_BYTES
@@ -60,6 +60,11 @@ class ErrorCode:
     openai_type: str  # the ``type`` of OpenAI's error body
     ws_close: Close | None = None  # the close code when this error ends a WebSocket connection
     retryable: bool = False  # as a terminal ``error`` event: sending again may succeed
+    openai_code: str | None = None  # the ``code`` of OpenAI's error body, where OpenAI has a word for it
+
+    @property
+    def openai_error_code(self) -> str:
+        return self.openai_code or self.code
 
 
 _TABLE: Final[tuple[ErrorCode, ...]] = (
@@ -71,14 +76,16 @@ _TABLE: Final[tuple[ErrorCode, ...]] = (
     ErrorCode("conversation_busy", 409, "invalid_request_error"),
     ErrorCode("stream_expired", 410, "invalid_request_error"),
     ErrorCode("payload_too_large", 413, "invalid_request_error", Close.PAYLOAD_TOO_LARGE),
-    ErrorCode("rate_limited", 429, "requests", retryable=True),
+    ErrorCode("rate_limited", 429, "requests", retryable=True, openai_code="rate_limit_exceeded"),
     # stream (terminal event) errors
     ErrorCode("upstream_error", 502, "server_error", retryable=True),
     ErrorCode("upstream_unavailable", 502, "server_error", retryable=True),
-    ErrorCode("upstream_timeout", 504, "server_error", retryable=True),
+    ErrorCode("upstream_timeout", 504, "server_error", retryable=True, openai_code="timeout"),
     ErrorCode("generation_lost", 502, "server_error", retryable=True),
     ErrorCode("buffer_unavailable", 503, "server_error", retryable=True),
-    ErrorCode("shutting_down", 503, "server_error", Close.SHUTTING_DOWN, retryable=True),
+    ErrorCode(
+        "shutting_down", 503, "server_error", Close.SHUTTING_DOWN, retryable=True, openai_code="service_unavailable"
+    ),
     # connection errors
     ErrorCode("slow_consumer", 503, "server_error", Close.SLOW_CONSUMER, retryable=True),
     ErrorCode("internal", 500, "server_error", Close.INTERNAL, retryable=True),
@@ -114,3 +121,20 @@ class WireError(Exception):
     def __repr__(self) -> str:
         sid = f", stream_id={self.stream_id!r}" if self.stream_id else ""
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}{sid})"
+
+
+def markdown_tables() -> str:
+    """The two tables above as Markdown, for ``docs/protocol.md`` (``make protocol-doc``)."""
+    lines = [
+        "| code | HTTP | WebSocket close | OpenAI `type` / `code` | retryable |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for e in _TABLE:
+        close = str(int(e.ws_close)) if e.ws_close is not None else "—"
+        retry = "yes" if e.retryable else "no"
+        lines.append(
+            f"| `{e.code}` | {e.http_status} | {close} | `{e.openai_type}` / `{e.openai_error_code}` | {retry} |"
+        )
+    lines += ["", "| close code | name |", "| --- | --- |"]
+    lines += [f"| {int(code)} | `{name}` |" for code, name in CLOSE_CODES.items()]
+    return "\n".join(lines) + "\n"

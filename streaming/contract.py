@@ -61,7 +61,7 @@ Turn = UserTurn | AssistantTurn
 
 
 def turn_to_dict(turn: Turn) -> dict[str, Any]:
-    """The wire shape of PROTOCOL.md §6 (fields that are unset are left out)."""
+    """The wire shape of docs/protocol.md §6 (fields that are unset are left out)."""
     if isinstance(turn, UserTurn):
         return {"role": "user", "text": turn.text, "client_message_id": turn.client_message_id}
     out: dict[str, Any] = {"role": "assistant", "stream_id": turn.stream_id}

@@ -1,4 +1,4 @@
-"""The stream events, defined once for every transport (PROTOCOL.md §3).
+"""The stream events, defined once for every transport (docs/protocol.md §3).
 
 Stream events are stored and fanned out as :class:`StoredEvent` — the sequence number, the
 type and the JSON text serialised once at append time — so a thousand followers of one stream

@@ -42,8 +42,8 @@ class StreamFull(RuntimeError):
 @dataclass
 class StreamWriter:
     stream_id: str
-    max_events: int = 5_000
-    max_chars: int = 40_000
+    max_events: int  # STREAM_MAX_EVENTS
+    max_chars: int  # STREAM_MAX_CHARS
     seq: int = 0
     text: str = ""
     terminal: bool = False

@@ -35,7 +35,7 @@ async def buffer(request: pytest.FixtureRequest) -> AsyncIterator[StreamBuffer]:
 
 async def new_stream(buffer: StreamBuffer, stream_id: str = "s_1", ttl_s: int = 60) -> StreamWriter:
     await buffer.create_stream(stream_id, "c_1", ttl_s)
-    writer = StreamWriter(stream_id)
+    writer = StreamWriter(stream_id, max_events=5_000, max_chars=40_000)
     await buffer.append(stream_id, [writer.start("c_1", "m_1")])
     return writer
 
@@ -206,7 +206,11 @@ async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url:
         assert int(pubsub_clients[0]["sub"]) == 11  # ten stream channels + the cancel channel
         assert len(clients) <= 66  # the bounded pool (64) + the pub/sub connection + this client
         for i in range(10):
-            await buf.append(f"s_{i}", [StreamWriter(f"s_{i}", seq=1, _started=True).done("stop")], expire_after_s=60)
+            await buf.append(
+                f"s_{i}",
+                [StreamWriter(f"s_{i}", max_events=5_000, max_chars=40_000, seq=1, _started=True).done("stop")],
+                expire_after_s=60,
+            )
         results = await asyncio.gather(*followers)
         assert all([e.seq for e in r] == [1, 2] for r in results)
     finally:

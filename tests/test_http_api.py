@@ -1,4 +1,4 @@
-"""PROTOCOL.md §2, §5, §6 and §8 over plain HTTP (httpx) against a real server.
+"""docs/protocol.md §2, §5, §6 and §8 over plain HTTP (httpx) against a real server.
 
 Negotiate, the SSE fallback (send, follow, resume, cancel), history and the health probes.
 Every wait is bounded by a deadline in the scaled unit ``T``.

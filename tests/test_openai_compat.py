@@ -1,4 +1,4 @@
-"""PROTOCOL §7: the OpenAI-compatible endpoint, with the official ``openai`` SDK as the client
+"""docs/protocol.md §7: the OpenAI-compatible endpoint, with the official ``openai`` SDK as the client
 (sync and async, streaming and not) against a real server: persona, memory, guard, OpenAI's
 chunk and error formats."""
 

@@ -13,15 +13,17 @@ from streaming.events import STREAM_EVENT_ADAPTER, StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.log import Cursor, StreamClosed, StreamFull, StreamWriter, Verdict, check_replay, fold_text
 
+CAPS = {"max_events": 5_000, "max_chars": 40_000}
+
 
 def started(**kw: int) -> StreamWriter:
-    writer = StreamWriter("s_1", **kw)
+    writer = StreamWriter("s_1", **{**CAPS, **kw})
     writer.start("c_1", "m_1")
     return writer
 
 
 def test_events_are_numbered_from_one_without_gaps_and_start_comes_first() -> None:
-    writer = StreamWriter("s_1")
+    writer = StreamWriter("s_1", **CAPS)
     events = [writer.start("c_1", "m_1"), writer.delta("Hel"), writer.delta("lo"), writer.done("stop")]
     assert [e.seq for e in events] == [1, 2, 3, 4]
     assert [e.type for e in events] == ["start", "delta", "delta", "done"]
@@ -55,7 +57,7 @@ def test_nothing_can_be_written_after_the_terminal_event() -> None:
 
 def test_nothing_can_be_written_before_start() -> None:
     with pytest.raises(StreamClosed):
-        StreamWriter("s_1").delta("x")
+        StreamWriter("s_1", **CAPS).delta("x")
 
 
 def test_the_size_cap_keeps_one_event_for_the_terminal() -> None:

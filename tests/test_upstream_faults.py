@@ -2,7 +2,7 @@
 
 Each test points a real server at :class:`tests.fake_openai.FakeOpenAI`, makes the fake misbehave in
 one way (stall, drip, drop, reset, garbage, error status), and checks what a client sees on the wire
-(PROTOCOL.md §3): a well-formed stream that ends with exactly one defined terminal event, within the
+(docs/protocol.md §3): a well-formed stream that ends with exactly one defined terminal event, within the
 deadline that governs that fault, and ``done.text`` equal to what the deltas add up to.
 
 The server's deadlines are set to fractions of the time unit ``T`` so every fault ends quickly; the

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §4, the WebSocket transport, against a real server on a real socket.
+"""docs/protocol.md §4, the WebSocket transport, against a real server on a real socket.
 
 Every wait is bounded by a deadline in the scaled unit ``T``; a close is observed as the close
 code the client actually received, never inferred from silence.
@@ -375,7 +375,7 @@ async def test_a_bad_frame_gets_a_bad_request_error_without_seq_and_the_connecti
         await client.ws.send(raw)
         frame = await next_frame(client)
         assert_bad_request(frame)
-        # PROTOCOL §9: a refused frame echoes its own client_message_id, when it had one.
+        # docs/protocol.md §9: a refused frame echoes its own client_message_id, when it had one.
         sent = sent_object(raw)
         echoed = {"client_message_id"} if "client_message_id" in sent else set()
         assert set(frame) == {"type", "code", "message"} | echoed

@@ -1,6 +1,6 @@
-// The wire vocabulary this client knows (PROTOCOL.md §4): WebSocket close codes as data, what each
+// The wire vocabulary this client knows (docs/protocol.md §4): WebSocket close codes as data, what each
 // means to us derived from its name, and the error codes that end a stream. The server's side of
-// the close codes is streaming/exceptions.py: keep the two tables in step.
+// the close codes is streaming/codes.py; tests/test_wire_codes.py keeps the two tables equal.
 
 /** WebSocket close codes by name. */
 const CLOSE_CODES = Object.freeze({ 1009: "payload_too_large", 1012: "shutting_down", 1013: "slow_consumer", 4400: "bad_frames", 4401: "unauthorized", 4403: "forbidden", 4408: "hello_timeout", 4429: "flood" });

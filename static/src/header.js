@@ -1,5 +1,5 @@
 /*!
- * brandchat browser client — speaks the wire contract (PROTOCOL.md v1), no dependencies, nothing to
+ * brandchat browser client — speaks the wire contract (docs/protocol.md v1), no dependencies, nothing to
  * build to use it.
  *
  * One file, three ways to load it:

@@ -1,7 +1,7 @@
 // The same interface as WebSocketTransport (transport-ws.js).
 
 /**
- * Server-Sent Events + POST (PROTOCOL §5): `send` POSTs the message, `resume` opens an
+ * Server-Sent Events + POST (docs/protocol.md §5): `send` POSTs the message, `resume` opens an
  * EventSource on the stream's events (token and after_seq in the query: EventSource cannot set
  * headers), `cancel` POSTs the cancel. One EventSource per stream being followed; a dropped one
  * is reported as a lost transport so the client reconnects (and maybe upgrades) and resumes

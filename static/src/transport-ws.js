@@ -4,7 +4,7 @@
 // `ctx` from ChatClient._makeTransport (env, urls, the token, request, onFrame, onClose, onActivity).
 
 /**
- * WebSocket (PROTOCOL §4). `open()` resolves on `welcome`; it rejects with a downgrade-class
+ * WebSocket (docs/protocol.md §4). `open()` resolves on `welcome`; it rejects with a downgrade-class
  * reason when the socket does not open in time ("timeout"), closes first ("closed_before_welcome",
  * e.g. a proxy answering the Upgrade with 403), or opens and stays silent ("silent": the proxy
  * took the Upgrade but passes no frames).

@@ -54,7 +54,7 @@ SLOW = {"offline_token_delay_ms": 40}  # ~2.5 s for QUESTION: long enough to cut
 
 
 async def server_history(server_url: str, session: dict[str, Any]) -> list[dict[str, Any]]:
-    """The conversation as the server holds it (PROTOCOL §6)."""
+    """The conversation as the server holds it (docs/protocol.md §6)."""
     async with httpx.AsyncClient(base_url=server_url, timeout=5 * T) as http:
         response = await http.get(
             f"/v1/conversations/{session['conversation_id']}",
