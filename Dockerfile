@@ -7,6 +7,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc && rm -rf /
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY streaming ./streaming
+COPY reply ./reply
 COPY llm ./llm
 COPY persona ./persona
 COPY deploy ./deploy

@@ -11,8 +11,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 _FRAME_TAGS = frozenset({"hello", "send", "resume", "cancel", "ping", "pong"})
+# Longest ids and tokens a client may send: ours are far shorter (ids ~24 chars, tokens ~200);
+# the bounds only stop a client from making us hold or log megabytes.
+MAX_ID_CHARS = 128
+MAX_TOKEN_CHARS = 2048
 # A client_message_id longer than a valid one is not echoed back.
-MAX_ECHOED_ID_CHARS = 128
+MAX_ECHOED_ID_CHARS = MAX_ID_CHARS
 
 # --- client frames ---------------------------------------------------------------------------------
 
@@ -23,24 +27,24 @@ class _Frame(BaseModel):
 
 class HelloFrame(_Frame):
     type: Literal["hello"]
-    token: str = Field(min_length=1, max_length=2048)
+    token: str = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class SendFrame(_Frame):
     type: Literal["send"]
-    client_message_id: str = Field(min_length=1, max_length=128)
+    client_message_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     text: str = Field(min_length=1)
 
 
 class ResumeFrame(_Frame):
     type: Literal["resume"]
-    stream_id: str = Field(min_length=1, max_length=128)
+    stream_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     after_seq: int = Field(ge=0)
 
 
 class CancelFrame(_Frame):
     type: Literal["cancel"]
-    stream_id: str = Field(min_length=1, max_length=128)
+    stream_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
 
 
 class PingFrame(_Frame):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Grant, issue_token, require_conversation, verify_token
 from api.exceptions import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from api.frames import MAX_ID_CHARS, MAX_TOKEN_CHARS
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
 from streaming.contract import AssistantTurn, ReplyStatus, turn_to_dict
@@ -46,8 +47,8 @@ def _grant(runtime: Runtime, authorization: str | None, token: str | None = None
 class NegotiateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     brand: str = Field(min_length=1, max_length=64)
-    conversation_id: str | None = Field(default=None, max_length=128)
-    token: str | None = Field(default=None, max_length=2048)
+    conversation_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    token: str | None = Field(default=None, max_length=MAX_TOKEN_CHARS)
     failed: list[str] = Field(default_factory=list, max_length=8)
 
 
@@ -101,7 +102,7 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
 
 class SendMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    client_message_id: str = Field(min_length=1, max_length=128)
+    client_message_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     text: str = Field(min_length=1)
 
 
@@ -148,7 +149,7 @@ async def stream_events(
     stream_id: str,
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-    token: Annotated[str | None, Query(max_length=2048)] = None,
+    token: Annotated[str | None, Query(max_length=MAX_TOKEN_CHARS)] = None,
     after_seq: Annotated[int | None, Query(ge=0)] = None,
 ) -> EventStreamResponse:
     runtime = _runtime(request)

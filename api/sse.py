@@ -26,6 +26,10 @@ from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.tasks import race
 
+# EventSource reconnects this long after a cut (its default is browser-chosen, often 3 s).
+RECONNECT_AFTER_MS = 1000
+RETRY_FRAME = f"retry: {RECONNECT_AFTER_MS}\n\n".encode()
+
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -96,7 +100,7 @@ class EventStreamResponse(Response):
 
     async def _pump(self, send: Send) -> None:
         # Tell EventSource to come back quickly after a cut.
-        await self._write(send, b"retry: 1000\n\n")
+        await self._write(send, RETRY_FRAME)
         iterator = self._events
         next_event: asyncio.Future[StoredEvent] | None = None
         try:

@@ -117,3 +117,12 @@ def test_each_layer_imports_alone_without_loading_a_higher_layer(layer: str) -> 
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout)) & set(ALLOWED)
     assert loaded <= ALLOWED[layer], f"{layer} loaded {sorted(loaded - ALLOWED[layer])}"
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    missing = [p for p in packages if f"COPY {p} ./{p}" not in dockerfile]
+    assert missing == [], f"Dockerfile does not copy {missing}"
