@@ -152,7 +152,16 @@ class RequestErrorFrame(_ServerFrame):
     retryable: bool | None = None
 
 
-ServerFrame = Welcome | Accepted | Ping | Pong | RequestErrorFrame
+class Ended(_ServerFrame):
+    """The answer to a ``resume`` at or after the stream's terminal event (PROTOCOL §9): nothing
+    more will come; ``last_seq`` is the terminal event's seq."""
+
+    type: Literal["ended"] = "ended"
+    stream_id: str
+    last_seq: int
+
+
+ServerFrame = Welcome | Accepted | Ping | Pong | RequestErrorFrame | Ended
 
 # Sent when nothing else was for heartbeat_ms: encoded once.
 PING = Ping().encode()

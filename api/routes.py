@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +15,7 @@ from api.exceptions import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from api.frames import MAX_ID_CHARS, MAX_TOKEN_CHARS
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
-from streaming.contract import AssistantTurn, ReplyStatus, turn_to_dict
+from streaming.contract import AssistantTurn, ReplyStatus, StreamInfo, turn_to_dict
 from streaming.exceptions import StreamExpired
 from streaming.ids import new_id
 from streaming.log import fold_text
@@ -133,14 +133,12 @@ async def post_message(
     return {"stream_id": submission.stream_id, "events_url": f"/v1/streams/{submission.stream_id}/events"}
 
 
-async def _stream_of_grant(runtime: Runtime, grant: Grant, stream_id: str) -> bool:
-    """True when the stream exists and is the grant's; False when the buffer lacks it."""
+async def _stream_of_grant(runtime: Runtime, grant: Grant, stream_id: str) -> StreamInfo | None:
+    """The stream's info when it exists and is the grant's; ``None`` when the buffer lacks it."""
     info = await runtime.buffer.stream_info(stream_id)
-    if info is None:
-        return False
-    if info.conversation_id != grant.conversation_id:
+    if info is not None and info.conversation_id != grant.conversation_id:
         raise Forbidden("this stream belongs to another conversation", stream_id=stream_id)
-    return True
+    return info
 
 
 @router.get("/v1/streams/{stream_id}/events")
@@ -151,7 +149,7 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=MAX_TOKEN_CHARS)] = None,
     after_seq: Annotated[int | None, Query(ge=0)] = None,
-) -> EventStreamResponse:
+) -> Response:
     runtime = _runtime(request)
     grant = _grant(runtime, authorization, token)
     start = after_seq or 0
@@ -164,10 +162,12 @@ async def stream_events(
         if start < 0:
             raise BadRequest("Last-Event-ID must not be negative")
     log = logger.bind(stream_id=stream_id, conversation_id=grant.conversation_id, transport="sse")
-    if not await _stream_of_grant(runtime, grant, stream_id):
-        events = _expired(stream_id)
-    else:
-        events = runtime.follow(stream_id, start, transport="sse")
+    info = await _stream_of_grant(runtime, grant, stream_id)
+    if info is not None and info.ended_by(start):
+        # At or past the terminal event: nothing will ever come. 204 makes a standard EventSource
+        # stop reconnecting (HTML standard), instead of coming back every second.
+        return Response(status_code=204)
+    events = _expired(stream_id) if info is None else runtime.follow(stream_id, start, transport="sse")
     log.info("connect")
     runtime.connections += 1
     runtime.hooks.emit("connection_opened", transport="sse", conversation_id=grant.conversation_id, brand=grant.brand)
@@ -207,7 +207,7 @@ async def cancel_stream(
 ) -> dict[str, str]:
     runtime = _runtime(request)
     grant = _grant(runtime, authorization)
-    if not await _stream_of_grant(runtime, grant, stream_id):
+    if await _stream_of_grant(runtime, grant, stream_id) is None:
         raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
     await runtime.manager.cancel(stream_id)
     return {"stream_id": stream_id, "status": "cancelling"}

@@ -24,11 +24,16 @@ from starlette.types import Receive, Scope, Send
 from api.frames import RequestErrorFrame
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
+from streaming.follow import AlreadyEnded
 from streaming.tasks import race
 
 # EventSource reconnects this long after a cut (its default is browser-chosen, often 3 s).
 RECONNECT_AFTER_MS = 1000
 RETRY_FRAME = f"retry: {RECONNECT_AFTER_MS}\n\n".encode()
+# Sent before the error of an expired or unknown stream: a standard EventSource that does not read
+# our `event: error` would otherwise reconnect every RECONNECT_AFTER_MS for as long as the tab is
+# open; with this it waits a day (PROTOCOL §9: an expired stream never makes it loop).
+EXPIRED_RETRY_FRAME = b"retry: 86400000\n\n"
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -117,8 +122,14 @@ class EventStreamResponse(Response):
                     self.outcome = "ended"
                     return
                 except StreamExpired as exc:
-                    await self._write(send, sse_error_frame(self._stream_id, exc.code, exc.message))
+                    await self._write(
+                        send, EXPIRED_RETRY_FRAME + sse_error_frame(self._stream_id, exc.code, exc.message)
+                    )
                     self.outcome = "expired"
+                    return
+                except AlreadyEnded:
+                    # Raced with the end (the request was checked before): the reconnect gets a 204.
+                    self.outcome = "ended"
                     return
                 next_event = None
                 await self._write(send, sse_frame(event))

@@ -30,6 +30,7 @@ from api.frames import (
     Accepted,
     CancelFrame,
     ClientFrame,
+    Ended,
     HelloFrame,
     PingFrame,
     Pong,
@@ -41,7 +42,9 @@ from api.frames import (
 from api.ws_state import CloseConnection, WsProtocol, check_stream_owner
 from reply.exceptions import ShuttingDown
 from streaming.codes import Close, WireError
+from streaming.contract import StreamInfo
 from streaming.exceptions import StreamExpired
+from streaming.follow import AlreadyEnded
 from streaming.tasks import race
 
 if TYPE_CHECKING:
@@ -202,17 +205,22 @@ class WsConnection:
             self._enqueue(Accepted(client_message_id=frame.client_message_id, stream_id=submission.stream_id).encode())
             self._forward(submission.stream_id, 0)
         elif isinstance(frame, ResumeFrame):
-            await self._check_stream(frame.stream_id)
+            info = await self._check_stream(frame.stream_id)
             self.log.bind(stream_id=frame.stream_id).info("resume after seq {}", frame.after_seq)
-            self._forward(frame.stream_id, frame.after_seq)
+            if info.last_seq is not None and info.ended_by(frame.after_seq):
+                self._enqueue(Ended(stream_id=frame.stream_id, last_seq=info.last_seq).encode())
+            else:
+                self._forward(frame.stream_id, frame.after_seq)
         elif isinstance(frame, CancelFrame):
             await self._check_stream(frame.stream_id)
             await self.rt.manager.cancel(frame.stream_id)
 
-    async def _check_stream(self, stream_id: str) -> None:
+    async def _check_stream(self, stream_id: str) -> StreamInfo:
         assert self.grant is not None
         info = await self.rt.buffer.stream_info(stream_id)
         check_stream_owner(info, stream_id, self.grant.conversation_id)
+        assert info is not None
+        return info
 
     def _forward(self, stream_id: str, after_seq: int) -> None:
         old = self.forwarders.pop(stream_id, None)
@@ -231,6 +239,8 @@ class WsConnection:
         except StreamExpired as exc:
             frame = RequestErrorFrame(code=exc.code, message=exc.message, stream_id=stream_id, retryable=False)
             self._enqueue(frame.encode())
+        except AlreadyEnded as ended:
+            self._enqueue(Ended(stream_id=stream_id, last_seq=ended.last_seq).encode())
         except CloseConnection:
             pass  # slow consumer: close already requested
 

@@ -38,6 +38,11 @@ class StreamInfo:
     conversation_id: str
     created_at: float  # epoch seconds
     terminal: bool
+    last_seq: int | None = None  # the terminal event's seq, once the stream ended
+
+    def ended_by(self, after_seq: int) -> bool:
+        """True when a reader at ``after_seq`` has already seen the terminal event."""
+        return self.last_seq is not None and after_seq >= self.last_seq
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,22 @@ from streaming.events import StoredEvent
 from streaming.log import Cursor, Verdict, check_replay
 
 
+class AlreadyEnded(Exception):
+    """The reader already has the stream's terminal event (``after_seq >= last_seq``): there is
+    nothing more to send, ever. Edges answer at once (WebSocket ``ended``, SSE 204)."""
+
+    def __init__(self, stream_id: str, last_seq: int) -> None:
+        super().__init__(f"stream {stream_id} ended at seq {last_seq}")
+        self.stream_id = stream_id
+        self.last_seq = last_seq
+
+
+async def _raise_if_ended(buffer: StreamLog, stream_id: str, after_seq: int) -> None:
+    info = await buffer.stream_info(stream_id)
+    if info is not None and info.last_seq is not None and info.ended_by(after_seq):
+        raise AlreadyEnded(stream_id, info.last_seq)
+
+
 async def follow(
     buffer: StreamLog,
     stream_id: str,
@@ -41,12 +57,15 @@ async def follow(
     generation job (its instance crashed: a live job always ends by its total deadline); the
     follower then ends it with a retryable ``error`` (``generation_lost``) so no client waits for
     ever. ``on_replay(n)`` is told how many logged events the first read replayed.
-    Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it).
+    Raises ``StreamExpired`` when the buffer does not hold the stream (or lost part of it), and
+    :class:`AlreadyEnded` when the reader is at or past the terminal event.
     Cancelling (or closing the generator) is safe and unsubscribes."""
     cursor = Cursor(after_seq)
     async with buffer.subscribe(stream_id) as sub:
         events = await buffer.read_after(stream_id, after_seq)
         check_replay(stream_id, after_seq, events)
+        if not events and after_seq > 0:
+            await _raise_if_ended(buffer, stream_id, after_seq)
         replay = cursor.take(events)
         if on_replay is not None:
             on_replay(len(replay))
@@ -70,9 +89,12 @@ async def follow(
             check_replay(stream_id, start, events)
             for replayed in cursor.take(events):
                 yield replayed
-            if quiet and not events and lost_after_s is not None:
+            if quiet and not events:
                 info = await buffer.stream_info(stream_id)
-                if info is not None and not info.terminal and time.time() - info.created_at > lost_after_s:
+                if info is not None and info.last_seq is not None and info.ended_by(cursor.after_seq):
+                    raise AlreadyEnded(stream_id, info.last_seq)
+                lost = lost_after_s is not None and time.time() - (info.created_at if info else 0) > lost_after_s
+                if info is not None and not info.terminal and lost:
                     await buffer.end_abandoned(
                         stream_id, "generation_lost", "the reply was interrupted on the server; send it again"
                     )

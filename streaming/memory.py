@@ -99,7 +99,8 @@ class MemoryBuffer:
             stream = self._stream(stream_id)
         except StreamExpired:
             return None
-        return StreamInfo(stream_id, stream.conversation_id, stream.created_at, stream.terminal)
+        last = len(stream.events) if stream.terminal else None
+        return StreamInfo(stream_id, stream.conversation_id, stream.created_at, stream.terminal, last)
 
     async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
         try:

@@ -3,7 +3,7 @@
 Layout (prefix ``bc:``)::
 
     bc:s:{stream_id}          Redis Stream; entry id "{seq}-0", fields t=type, d=json
-    bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), end=1 once terminal
+    bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), end=1 and last=seq once terminal
     bc:ch:{stream_id}         pub/sub channel: live events, one "seq type json" line each
     bc:c:{conv}:msgs          hash: client_message_id -> stream_id (idempotent sends)
     bc:c:{conv}:turns         list of JSON turns
@@ -94,7 +94,7 @@ local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
 local data = cjson.encode({type='error', stream_id=ARGV[1], seq=seq, code=ARGV[2], message=ARGV[3], retryable=true})
 redis.call('XADD', KEYS[1], seq .. '-0', 't', 'error', 'd', data)
-redis.call('HSET', KEYS[2], 'end', '1')
+redis.call('HSET', KEYS[2], 'end', '1', 'last', seq)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', KEYS[3], seq .. ' error ' .. data)
@@ -219,7 +219,7 @@ class RedisBuffer:
                         # The stream key is born with the meta key's lifetime.
                         pipe.expire(skey, self._stream_ttl_s)
                     if item.expire_after_s is not None:
-                        pipe.hset(mkey, "end", "1")
+                        pipe.hset(mkey, mapping={"end": "1", "last": item.events[-1].seq})
                         pipe.expire(skey, item.expire_after_s)
                         pipe.expire(mkey, item.expire_after_s)
                     pipe.publish(_channel(item.stream_id), _encode_live(item.events))
@@ -256,7 +256,9 @@ class RedisBuffer:
         meta = await self._redis.hgetall(_mkey(stream_id))
         if not meta:
             return None
-        return StreamInfo(stream_id, str(meta["c"]), float(meta.get("at", 0)), meta.get("end") == "1")
+        ended = meta.get("end") == "1"
+        last = int(meta["last"]) if ended and "last" in meta else None
+        return StreamInfo(stream_id, str(meta["c"]), float(meta.get("at", 0)), ended, last)
 
     async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
         keys = [_skey(stream_id), _mkey(stream_id), _channel(stream_id)]
