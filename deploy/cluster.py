@@ -131,6 +131,9 @@ class NginxProcess:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+REDIS_CONF = Path(__file__).resolve().parent / "redis.conf"  # the same file compose mounts
+
+
 def _redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -153,7 +156,7 @@ def main() -> None:
     redis_dir = tempfile.mkdtemp(prefix="cluster-redis-")
     procs.append(
         subprocess.Popen(
-            [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir]
+            [_redis_server(), str(REDIS_CONF), "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", redis_dir]
         )
     )
     time.sleep(0.3)
