@@ -10,6 +10,8 @@ COPY streaming ./streaming
 COPY llm ./llm
 COPY persona ./persona
 COPY deploy ./deploy
+# Listed in pyproject's packages (the shared test/bench kit; never imported by the app), so it must be here to build.
+COPY testkit ./testkit
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime

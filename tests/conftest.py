@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 
-from tests.support import RedisProcess, RunningServer, server_pool
+from testkit.processes import RedisProcess
+from testkit.server import RunningServer, ServerFactory, server_pool
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +24,6 @@ def redis_url(redis_proc: RedisProcess) -> str:
     client.flushdb()
     client.close()
     return redis_proc.url
-
-
-ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture

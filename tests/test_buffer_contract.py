@@ -13,7 +13,8 @@ from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
 from streaming.log import StreamWriter
-from tests.support import RedisProcess, T
+from testkit import T
+from testkit.processes import RedisProcess
 
 
 @pytest.fixture(params=["memory", "redis"])

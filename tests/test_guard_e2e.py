@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit.server import RunningServer, ServerFactory
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
 
 pytestmark = pytest.mark.timeout(30)
 

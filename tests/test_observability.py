@@ -19,9 +19,10 @@ from loguru import logger
 from api.logs import setup_logging
 from api.metrics import METRICS, full_name
 from api.settings import PROJECT_ROOT
-from tests.conftest import ServerFactory
+from testkit import T
+from testkit.clients import WsClient, negotiate, post_message, read_sse
+from testkit.server import ServerFactory
 from tests.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
-from tests.support import T, WsClient, negotiate, post_message, read_sse
 
 # --- a DogStatsD agent stand-in: a UDP socket that parses what arrives ---------------------------
 

@@ -14,9 +14,9 @@ import openai
 import pytest
 
 from llm.offline import compose_answer
-from tests.conftest import ServerFactory
+from testkit import T
+from testkit.server import RunningServer, ServerFactory
 from tests.fake_openai import FakeOpenAI, Reply, Status
-from tests.support import RunningServer, T
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,8 +13,9 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from llm.offline import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit.server import RunningServer, ServerFactory
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 SLOW = {"offline_token_delay_ms": 25}

@@ -20,7 +20,9 @@ import httpx
 import pytest
 
 from persona.prompt import system_prompt
-from tests.conftest import ServerFactory
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit.server import RunningServer, ServerFactory
 from tests.fake_openai import (
     CloseWithoutDone,
     FakeOpenAI,
@@ -35,7 +37,6 @@ from tests.fake_openai import (
     Status,
     split_words,
 )
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
 
 pytestmark = pytest.mark.timeout(20)
 

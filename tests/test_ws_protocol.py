@@ -17,8 +17,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.auth import issue_token
 from llm.offline import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import SECRET, RunningServer, T, WsClient, assert_well_formed, joined_text
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text
+from testkit.server import SECRET, RunningServer, ServerFactory
 
 QUESTION = "How long does shipping take?"
 
@@ -32,7 +33,7 @@ def http_client(server: RunningServer) -> httpx.AsyncClient:
 
 
 async def negotiate(server: RunningServer, brand: str = "demo") -> dict[str, Any]:
-    """``tests.support.negotiate`` over :func:`http_client`."""
+    """``testkit.clients.negotiate`` over :func:`http_client`."""
     async with http_client(server) as http:
         response = await http.post("/v1/negotiate", json={"brand": brand})
     response.raise_for_status()
