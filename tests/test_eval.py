@@ -15,8 +15,8 @@ from eval.judge import judge, parse_scores
 from eval.runner import Reply as EvalReply
 from eval.runner import render, run_eval
 from eval.scenarios import Expect, Scenario, ScenarioFile, Turn, load_scenarios
+from testkit.fake_openai import FakeOpenAI, Reply
 from testkit.server import make_brands_dir
-from tests.fake_openai import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.timeout(60)
 BRANDS_DIR = Path(__file__).resolve().parent.parent / "brands"

@@ -1,4 +1,4 @@
-"""Tests that tests/fake_openai.py behaves like the real API as seen by the official SDK.
+"""Tests that testkit/fake_openai/ behaves like the real API as seen by the official SDK.
 
 What openai 3.54 (on httpx2 / httpcore2 / anyio) was observed to do with each fault, for
 ``client = AsyncOpenAI(max_retries=0)`` and ``stream = await client.chat.completions.create(
@@ -64,7 +64,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.fake_openai import (
+from testkit.fake_openai import (
     DEFAULT_TEXT,
     CloseWithoutDone,
     FakeOpenAI,

@@ -12,8 +12,8 @@ import pytest
 
 from testkit import T
 from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit.fake_openai import FakeOpenAI, Reply
 from testkit.server import RunningServer, ServerFactory
-from tests.fake_openai import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,8 +21,8 @@ from api.metrics import METRICS, full_name
 from api.settings import PROJECT_ROOT
 from testkit import T
 from testkit.clients import WsClient, negotiate, post_message, read_sse
+from testkit.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
 from testkit.server import ServerFactory
-from tests.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
 
 # --- a DogStatsD agent stand-in: a UDP socket that parses what arrives ---------------------------
 

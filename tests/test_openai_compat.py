@@ -15,8 +15,8 @@ import pytest
 
 from llm.offline import compose_answer
 from testkit import T
+from testkit.fake_openai import FakeOpenAI, Reply, Status
 from testkit.server import RunningServer, ServerFactory
-from tests.fake_openai import FakeOpenAI, Reply, Status
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,6 +1,6 @@
 """Upstream (model provider) faults, end to end: the real server, the real ``openai`` SDK, a fake provider.
 
-Each test points a real server at :class:`tests.fake_openai.FakeOpenAI`, makes the fake misbehave in
+Each test points a real server at :class:`testkit.fake_openai.FakeOpenAI`, makes the fake misbehave in
 one way (stall, drip, drop, reset, garbage, error status), and checks what a client sees on the wire
 (PROTOCOL.md §3): a well-formed stream that ends with exactly one defined terminal event, within the
 deadline that governs that fault, and ``done.text`` equal to what the deltas add up to.
@@ -22,8 +22,7 @@ import pytest
 from persona.prompt import system_prompt
 from testkit import T
 from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, read_sse
-from testkit.server import RunningServer, ServerFactory
-from tests.fake_openai import (
+from testkit.fake_openai import (
     CloseWithoutDone,
     FakeOpenAI,
     InStreamError,
@@ -37,6 +36,7 @@ from tests.fake_openai import (
     Status,
     split_words,
 )
+from testkit.server import RunningServer, ServerFactory
 
 pytestmark = pytest.mark.timeout(20)
 
