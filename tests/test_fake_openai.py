@@ -86,13 +86,6 @@ WORDS = split_words(DEFAULT_TEXT)
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-        assert server.errors == []
-
-
-@pytest.fixture
 async def client(fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
     sdk = openai.AsyncOpenAI(api_key="test", base_url=fake.base_url, max_retries=0, timeout=5.0)
     yield sdk
@@ -462,6 +455,20 @@ async def test_requests_are_recorded(fake: FakeOpenAI, client: openai.AsyncOpenA
         "stream_options": {"include_usage": True},
     }
     assert request.scenario == Reply()
+
+
+async def test_chat_requests_leave_other_routes_out_and_each_request_notes_when_it_arrived(
+    fake: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    before = time.monotonic()
+    await client.models.list()
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    after = time.monotonic()
+    assert [r.path for r in fake.requests] == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+    assert fake.chat_requests == fake.requests[1:]
+    arrivals = [r.received_at for r in fake.requests]
+    assert before <= arrivals[0] <= arrivals[1] <= arrivals[2] <= after
 
 
 async def test_wait_for_requests_times_out(fake: FakeOpenAI) -> None:

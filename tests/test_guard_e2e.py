@@ -4,7 +4,6 @@ it should not. What clients see on the wire: ``retract`` + ``done{fallback}``, o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,24 +24,9 @@ def recording_hook(event: str, fields: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-        assert server.errors == []
-
-
-@pytest.fixture
-async def server(fake: FakeOpenAI, servers: ServerFactory) -> RunningServer:
+async def server(servers_on_fake: ServerFactory) -> RunningServer:
     RECORDED.clear()
-    running = await servers(
-        llm_provider="openai",
-        openai_api_key="test",
-        openai_base_url=fake.base_url,
-        hooks=["tests.test_guard_e2e:recording_hook"],
-    )
-    async with httpx.AsyncClient(base_url=running.base_url, timeout=5 * T) as http:
-        assert (await http.get("/readyz")).status_code == 200  # warms the SDK client
-    return running
+    return await servers_on_fake(hooks=["tests.test_guard_e2e:recording_hook"])
 
 
 async def ws_turn(server: RunningServer, n: dict[str, Any], text: str, cmid: str = "m1") -> list[dict[str, Any]]:
@@ -50,10 +34,6 @@ async def ws_turn(server: RunningServer, n: dict[str, Any], text: str, cmid: str
         await client.send({"type": "send", "client_message_id": cmid, "text": text})
         accepted = await client.recv()
         return await client.stream(accepted["stream_id"], timeout=15)
-
-
-def chat_requests(fake: FakeOpenAI) -> list[dict[str, Any]]:
-    return [r.json for r in fake.requests if r.path == "/v1/chat/completions" and r.json is not None]
 
 
 CLEAN_START = "We roast on Mondays and Thursdays and ship within a day of roasting. "
@@ -136,7 +116,8 @@ async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_
     n = await negotiate(server.base_url)
     await ws_turn(server, n, "Hi, my name is Priya.", "m1")
     await ws_turn(server, n, "How long does shipping take?", "m2")
-    first, second = chat_requests(fake)
+    first, second = (r.json for r in fake.chat_requests)
+    assert first is not None and second is not None
     assert first["temperature"] == 0.7, "the brand's model settings"
     messages = second["messages"]
     assert any(m.get("name") == "example_user" for m in messages)

@@ -67,12 +67,6 @@ async def statsd() -> AsyncIterator[StatsdListener]:
     transport.close()
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
 def metric_settings(statsd: StatsdListener, **extra: Any) -> dict[str, Any]:
     return {"dd_agent_host": "127.0.0.1", "dd_dogstatsd_port": statsd.port, "instance_id": "i-test", **extra}
 
@@ -157,17 +151,9 @@ async def test_a_websocket_slow_consumer_is_counted(servers: ServerFactory, stat
 
 
 async def test_upstream_errors_stalls_retries_errors_and_fallbacks_are_counted(
-    servers: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
+    servers_on_fake: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
 ) -> None:
-    server = await servers(
-        **metric_settings(
-            statsd,
-            llm_provider="openai",
-            openai_api_key="test",
-            openai_base_url=fake.base_url,
-            upstream_connect_timeout_s=0.3,
-        )
-    )
+    server = await servers_on_fake(**metric_settings(statsd, upstream_connect_timeout_s=0.3))
     fake.enqueue(Status(503), Status(503), StallBeforeHeaders(), StallBeforeHeaders())
     n = await negotiate(server.base_url)
     events = await ws_turn(server.base_url, server.ws_url, n["token"], "hello")
@@ -311,11 +297,9 @@ def test_a_hook_path_that_cannot_be_loaded_fails_start_up_with_its_name() -> Non
 
 
 async def test_guardrail_fallbacks_and_off_topic_replies_are_counted_by_rule(
-    servers: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
+    servers_on_fake: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
 ) -> None:
-    server = await servers(
-        **metric_settings(statsd, llm_provider="openai", openai_api_key="test", openai_base_url=fake.base_url)
-    )
+    server = await servers_on_fake(**metric_settings(statsd))
     fake.enqueue(
         Reply(text="As an AI language model, I cannot taste coffee. Our beans ship Mondays."),
         Reply(

@@ -12,8 +12,8 @@ benchmarks, hence the generous ``MARGIN``.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -53,56 +53,19 @@ REPLY_TEXT = "We roast on Mondays and Thursdays and ship within a day of roastin
 LONG_TEXT = " ".join(f"word{i}" for i in range(40))
 
 
-class TimedFakeOpenAI(FakeOpenAI):
-    """The fake, also noting when each request arrived (``RecordedRequest`` carries no time)."""
-
-    def __init__(self, default: Scenario | None = None) -> None:
-        super().__init__(default)
-        self.arrived_at: dict[int, float] = {}  # id(RecordedRequest) -> time.monotonic()
-
-    def _record(self, record: RecordedRequest) -> None:
-        self.arrived_at[id(record)] = time.monotonic()
-        super()._record(record)
+DEADLINES = {
+    "upstream_connect_timeout_s": CONNECT_S,
+    "upstream_first_token_timeout_s": FIRST_TOKEN_S,
+    "upstream_stall_timeout_s": STALL_S,
+    "upstream_total_deadline_s": TOTAL_S,
+    "upstream_retry_max_wait_s": RETRY_MAX_WAIT_S,
+}
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[TimedFakeOpenAI]:
-    async with TimedFakeOpenAI() as server:
-        yield server
-        assert server.errors == []
-
-
-StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-@pytest.fixture
-def start(fake: TimedFakeOpenAI, servers: ServerFactory) -> StartServer:
-    """Start a server whose model provider is the fake, with short deadlines (overridable).
-
-    Requests ``fake`` before ``servers`` so that teardown stops the servers first, then the fake."""
-
-    async def factory(**overrides: Any) -> RunningServer:
-        settings: dict[str, Any] = {
-            "llm_provider": "openai",
-            "openai_api_key": "test",
-            "openai_base_url": fake.base_url,
-            "upstream_connect_timeout_s": CONNECT_S,
-            "upstream_first_token_timeout_s": FIRST_TOKEN_S,
-            "upstream_stall_timeout_s": STALL_S,
-            "upstream_total_deadline_s": TOTAL_S,
-            "upstream_retry_max_wait_s": RETRY_MAX_WAIT_S,
-            **overrides,
-        }
-        server = await servers(**settings)
-        # Like a load balancer, send traffic only once /readyz says so. Its provider check
-        # (GET /v1/models) also warms the SDK client, whose first request is slow on a busy machine.
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
-            response = await http.get("/readyz")
-        assert response.status_code == 200, response.text
-        await fake.wait_for_open_connections(0, timeout=2 * T)
-        return server
-
-    return factory
+def start(servers_on_fake: ServerFactory) -> ServerFactory:
+    """Start a server whose model provider is the fake, with the short deadlines above (overridable)."""
+    return functools.partial(servers_on_fake, **DEADLINES)
 
 
 # --- clients -----------------------------------------------------------------------------------------
@@ -183,11 +146,6 @@ def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "delta"]
 
 
-def chat_requests(fake: FakeOpenAI) -> list[RecordedRequest]:
-    """The chat-completions requests the fake received (the readiness check's ``GET /v1/models`` left out)."""
-    return [r for r in fake.requests if r.path == "/v1/chat/completions"]
-
-
 def retry_counts(requests: list[RecordedRequest]) -> list[str]:
     """The SDK's own retry counter per request; absent counts as "0" (max_retries=0 sends "0" or nothing)."""
     return [r.headers.get("x-stainless-retry-count", "0") for r in requests]
@@ -198,7 +156,7 @@ def retry_counts(requests: list[RecordedRequest]) -> list[str]:
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_request_without_sdk_retries(
-    fake: TimedFakeOpenAI, start: StartServer, transport: str
+    fake: FakeOpenAI, start: ServerFactory, transport: str
 ) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT))
@@ -207,8 +165,8 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
     assert done["text"] == REPLY_TEXT
     assert elapsed < MARGIN
 
-    assert len(chat_requests(fake)) == 1
-    request = chat_requests(fake)[0]
+    assert len(fake.chat_requests) == 1
+    request = fake.chat_requests[0]
     assert request.path == "/v1/chat/completions"
     assert request.json is not None
     assert request.json["stream"] is True
@@ -216,7 +174,7 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
     messages = request.json["messages"]
     assert messages[0] == {"role": "system", "content": system_prompt(server.runtime.brands["demo"])}
     assert messages[-1] == {"role": "user", "content": QUESTION}
-    assert retry_counts(chat_requests(fake)) == ["0"]
+    assert retry_counts(fake.chat_requests) == ["0"]
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
@@ -224,20 +182,20 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
 
 
 async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_retryable_timeout_error(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
     events, elapsed = await ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 2
+    assert len(fake.chat_requests) == 2
     assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
 async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_it_has_one(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
@@ -245,7 +203,7 @@ async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_
     done = assert_done(events, "fallback")
     assert done["text"] == fallback_text(server)
     assert [e["type"] for e in events] == ["start", "delta", "done"]
-    assert len(chat_requests(fake)) == 2
+    assert len(fake.chat_requests) == 2
     assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -254,20 +212,20 @@ async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_
 
 
 async def test_a_stall_after_some_text_ends_in_a_timeout_error_without_retry_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
     events, elapsed = await ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:3])
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert elapsed < STALL_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
 async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
@@ -280,7 +238,7 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
     assert retract["type"] == "retract", [e["type"] for e in events]
     assert retract["text"] == fallback
     assert retract["reason"]
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert elapsed < STALL_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -300,14 +258,14 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
     ],
 )
 async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_partial_text(
-    fake: TimedFakeOpenAI, start: StartServer, fault: Scenario, turn: str, code: str
+    fake: FakeOpenAI, start: ServerFactory, fault: Scenario, turn: str, code: str
 ) -> None:
     server = await start()
     fake.enqueue(fault)
     events, elapsed = await (sse_turn(server) if turn == "sse" else ws_turn(server))
     assert_error(events, code)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1  # text was streamed: no retry
+    assert len(fake.chat_requests) == 1  # text was streamed: no retry
     assert elapsed < MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -319,21 +277,21 @@ async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_part
     "first", [Status(500), Status(503), Reset(chunks=0)], ids=["status-500", "status-503", "reset-before-text"]
 )
 async def test_a_failure_before_any_text_is_retried_once_and_only_the_second_attempt_is_shown(
-    fake: TimedFakeOpenAI, start: StartServer, first: Scenario
+    fake: FakeOpenAI, start: ServerFactory, first: Scenario
 ) -> None:
     server = await start()
     fake.enqueue(first, Reply(text=REPLY_TEXT))
     events, elapsed = await ws_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 2
-    assert [type(r.scenario) for r in chat_requests(fake)] == [type(first), Reply]
-    assert retry_counts(chat_requests(fake)) == ["0", "0"], "the job retries, not the SDK"
+    assert len(fake.chat_requests) == 2
+    assert [type(r.scenario) for r in fake.chat_requests] == [type(first), Reply]
+    assert retry_counts(fake.chat_requests) == ["0", "0"], "the job retries, not the SDK"
     assert elapsed < RETRY_PAUSE_S + MARGIN
 
 
 async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     retry_after = 0.3 * T
@@ -341,14 +299,14 @@ async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_
     events, elapsed = await sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 2
-    first, second = (fake.arrived_at[id(r)] for r in chat_requests(fake))
+    assert len(fake.chat_requests) == 2
+    first, second = (r.received_at for r in fake.chat_requests)
     assert second - first >= retry_after
     assert elapsed < retry_after + MARGIN
 
 
 async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retryable_rate_limited_error(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
@@ -358,19 +316,17 @@ async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retrya
     events, elapsed = await ws_turn(server)
     assert_error(events, "rate_limited", retryable=True)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert fake.pending == 1, "the good reply was never asked for"
     assert elapsed < MARGIN
 
 
-async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
+async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
     events, elapsed = await ws_turn(server)
     assert_error(events, "upstream_error", retryable=False)
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert elapsed < MARGIN
 
 
@@ -378,7 +334,7 @@ async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(
 
 
 async def test_a_slow_drip_with_gaps_under_the_stall_deadline_completes_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     text = "one two three four five six"  # 5 gaps of 0.6 x STALL_S: 3 x STALL_S in all
@@ -386,12 +342,12 @@ async def test_a_slow_drip_with_gaps_under_the_stall_deadline_completes_over_sse
     events, elapsed = await sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == text
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert elapsed > 2 * STALL_S, "the whole reply took longer than one stall deadline"
 
 
 async def test_a_slow_drip_beyond_the_total_deadline_ends_in_a_timeout_error_at_the_deadline(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     total_s = 1.0 * T
     server = await start(upstream_total_deadline_s=total_s)
@@ -400,13 +356,13 @@ async def test_a_slow_drip_beyond_the_total_deadline_ends_in_a_timeout_error_at_
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events), "text was streaming when the deadline hit"
     assert LONG_TEXT.startswith(joined_text(events))
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert total_s <= elapsed < total_s + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
 async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a_timeout_error(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     late = Reply(text=REPLY_TEXT, first_delay_s=4 * FIRST_TOKEN_S)
@@ -414,7 +370,7 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
     events, elapsed = await ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 2
+    assert len(fake.chat_requests) == 2
     assert elapsed < 2 * FIRST_TOKEN_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -422,18 +378,16 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
 # --- odd but valid endings ------------------------------------------------------------------------------------
 
 
-async def test_a_reply_without_the_usage_chunk_completes_normally(fake: TimedFakeOpenAI, start: StartServer) -> None:
+async def test_a_reply_without_the_usage_chunk_completes_normally(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT, include_usage=False))
     events, _ = await ws_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
 
 
-async def test_an_upstream_length_finish_reason_ends_with_done_length(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
+async def test_an_upstream_length_finish_reason_ends_with_done_length(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
     events, _ = await ws_turn(server)
@@ -450,7 +404,7 @@ def second_delta(frame: dict[str, Any]) -> bool:
 
 
 async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
@@ -473,7 +427,7 @@ async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_
 
 
 async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
@@ -495,7 +449,7 @@ async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes
 
 
 async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     text = " ".join(f"piece{i}" for i in range(12))
@@ -515,4 +469,4 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
     events = first_part + [e.data for e in rest.events]
     done = assert_done(events, "stop")
     assert done["text"] == text
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1

@@ -9,7 +9,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from testkit.fake_openai.behaviours import (
@@ -37,7 +37,9 @@ class RecordedRequest:
 
     ``headers`` has lower-case names (a repeated header keeps its last value); ``json`` is the
     decoded body when it is a JSON object, else ``None``; ``body`` is the raw body; ``scenario``
-    is the scenario that answered it (``None`` for routes other than chat completions).
+    is the scenario that answered it (``None`` for routes other than chat completions);
+    ``received_at`` is :func:`time.monotonic` when the body had been read (for tests that check
+    when a client retried).
     """
 
     method: str
@@ -46,6 +48,7 @@ class RecordedRequest:
     json: dict[str, Any] | None
     body: bytes = b""
     scenario: Scenario | None = None
+    received_at: float = field(default_factory=time.monotonic)
 
 
 def _count_prompt_tokens(body: dict[str, Any]) -> int:
@@ -141,6 +144,11 @@ class FakeOpenAI:
     def pending(self) -> int:
         """Scenarios queued and not yet used."""
         return len(self._queue)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """The chat-completions requests received so far (a readiness check's ``GET /v1/models`` left out)."""
+        return [r for r in self.requests if r.path == "/v1/chat/completions"]
 
     async def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:
         """Wait until at least ``n`` requests have been received; ``TimeoutError`` otherwise."""
