@@ -86,6 +86,17 @@ class WsClient:
         return [f for f in frames if f.get("stream_id") == stream_id and "seq" in f]
 
 
+async def ws_turn(
+    ws_url: str, negotiated: dict[str, Any], text: str, cmid: str = "m1", *, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Send one message the WebSocket way, on a new connection; the events of its stream to the terminal one."""
+    async with WsClient.connect(ws_url, negotiated["token"]) as client:
+        await client.send({"type": "send", "client_message_id": cmid, "text": text})
+        accepted = await client.recv()
+        assert accepted["type"] == "accepted", accepted
+        return await client.stream(accepted["stream_id"], timeout)
+
+
 @dataclass
 class SseEvent:
     event: str

@@ -21,7 +21,7 @@ import pytest
 
 from persona.prompt import system_prompt
 from testkit import T
-from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse, ws_turn
 from testkit.fake_openai import (
     CloseWithoutDone,
     FakeOpenAI,
@@ -71,34 +71,24 @@ def start(servers_on_fake: ServerFactory) -> ServerFactory:
 # --- clients -----------------------------------------------------------------------------------------
 
 
-async def ws_turn(
+async def timed_ws_turn(
     server: RunningServer, brand: str = "demo", text: str = QUESTION
 ) -> tuple[list[dict[str, Any]], float]:
     """Send one message over WebSocket; the stream's events to the terminal one, and the seconds it took."""
     n = await negotiate(server.base_url, brand)
-    async with WsClient.connect(server.ws_url, n["token"]) as client:
-        started = time.monotonic()
-        await client.send({"type": "send", "client_message_id": "m1", "text": text})
-        accepted = await client.recv()
-        assert accepted["type"] == "accepted", accepted
-        events = await client.stream(accepted["stream_id"], timeout=15)
-        elapsed = time.monotonic() - started
-    return events, elapsed
+    started = time.monotonic()
+    events = await ws_turn(server.ws_url, n, text, timeout=15)
+    return events, time.monotonic() - started
 
 
 async def sse_send(server: RunningServer, n: dict[str, Any], text: str = QUESTION) -> str:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
-        response = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": text},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    response = await post_message(server.base_url, n, text)
     assert response.status_code == 202, response.text
     stream_id: str = response.json()["stream_id"]
     return stream_id
 
 
-async def sse_turn(
+async def timed_sse_turn(
     server: RunningServer, brand: str = "demo", text: str = QUESTION
 ) -> tuple[list[dict[str, Any]], float]:
     """Send one message over SSE; the stream's events to the terminal one, and the seconds it took."""
@@ -111,7 +101,7 @@ async def sse_turn(
     return [e.data for e in reader.events], elapsed
 
 
-TURNS = {"websocket": ws_turn, "sse": sse_turn}
+TURNS = {"websocket": timed_ws_turn, "sse": timed_sse_turn}
 
 
 def assert_done(events: list[dict[str, Any]], finish_reason: str) -> dict[str, Any]:
@@ -186,7 +176,7 @@ async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_ret
 ) -> None:
     server = await start()
     fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
     assert len(fake.chat_requests) == 2
@@ -199,7 +189,7 @@ async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_
 ) -> None:
     server = await start()
     fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await ws_turn(server, brand="fallback-demo")
+    events, elapsed = await timed_ws_turn(server, brand="fallback-demo")
     done = assert_done(events, "fallback")
     assert done["text"] == fallback_text(server)
     assert [e["type"] for e in events] == ["start", "delta", "done"]
@@ -216,7 +206,7 @@ async def test_a_stall_after_some_text_ends_in_a_timeout_error_without_retry_and
 ) -> None:
     server = await start()
     fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:3])
     assert len(fake.chat_requests) == 1
@@ -229,7 +219,7 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
 ) -> None:
     server = await start()
     fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await sse_turn(server, brand="fallback-demo")
+    events, elapsed = await timed_sse_turn(server, brand="fallback-demo")
     fallback = fallback_text(server)
     done = assert_done(events, "fallback")
     assert done["text"] == fallback
@@ -262,7 +252,7 @@ async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_part
 ) -> None:
     server = await start()
     fake.enqueue(fault)
-    events, elapsed = await (sse_turn(server) if turn == "sse" else ws_turn(server))
+    events, elapsed = await (timed_sse_turn(server) if turn == "sse" else timed_ws_turn(server))
     assert_error(events, code)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
     assert len(fake.chat_requests) == 1  # text was streamed: no retry
@@ -281,7 +271,7 @@ async def test_a_failure_before_any_text_is_retried_once_and_only_the_second_att
 ) -> None:
     server = await start()
     fake.enqueue(first, Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
     assert len(fake.chat_requests) == 2
@@ -296,7 +286,7 @@ async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_
     server = await start()
     retry_after = 0.3 * T
     fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
-    events, elapsed = await sse_turn(server)
+    events, elapsed = await timed_sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
     assert len(fake.chat_requests) == 2
@@ -313,7 +303,7 @@ async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retrya
     retry_after = 2 * RETRY_MAX_WAIT_S
     assert retry_after < TOTAL_S - MARGIN
     fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "rate_limited", retryable=True)
     assert deltas(events) == []
     assert len(fake.chat_requests) == 1
@@ -324,7 +314,7 @@ async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retrya
 async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_error", retryable=False)
     assert len(fake.chat_requests) == 1
     assert elapsed < MARGIN
@@ -339,7 +329,7 @@ async def test_a_slow_drip_with_gaps_under_the_stall_deadline_completes_over_sse
     server = await start()
     text = "one two three four five six"  # 5 gaps of 0.6 x STALL_S: 3 x STALL_S in all
     fake.enqueue(Reply(text=text, delay_s=0.6 * STALL_S))
-    events, elapsed = await sse_turn(server)
+    events, elapsed = await timed_sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == text
     assert len(fake.chat_requests) == 1
@@ -352,7 +342,7 @@ async def test_a_slow_drip_beyond_the_total_deadline_ends_in_a_timeout_error_at_
     total_s = 1.0 * T
     server = await start(upstream_total_deadline_s=total_s)
     fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.6 * STALL_S))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events), "text was streaming when the deadline hit"
     assert LONG_TEXT.startswith(joined_text(events))
@@ -367,7 +357,7 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
     server = await start()
     late = Reply(text=REPLY_TEXT, first_delay_s=4 * FIRST_TOKEN_S)
     fake.enqueue(late, late)
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
     assert len(fake.chat_requests) == 2
@@ -381,7 +371,7 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
 async def test_a_reply_without_the_usage_chunk_completes_normally(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT, include_usage=False))
-    events, _ = await ws_turn(server)
+    events, _ = await timed_ws_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
     assert len(fake.chat_requests) == 1
@@ -390,7 +380,7 @@ async def test_a_reply_without_the_usage_chunk_completes_normally(fake: FakeOpen
 async def test_an_upstream_length_finish_reason_ends_with_done_length(fake: FakeOpenAI, start: ServerFactory) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
-    events, _ = await ws_turn(server)
+    events, _ = await timed_ws_turn(server)
     done = assert_done(events, "length")
     assert done["text"] == REPLY_TEXT
 
