@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -168,58 +169,46 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-# --- stall before headers (connect deadline) -----------------------------------------------------------
+# --- stalls: before headers (connect deadline), mid-reply (stall deadline) -----------------------------------
+# A brand without an error fallback gets a retryable error; one with it gets the fallback instead.
 
 
-async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_retryable_timeout_error(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await timed_ws_turn(server)
+def a_retryable_timeout_error_and_no_text(server: RunningServer, events: list[dict[str, Any]]) -> None:
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
-    assert len(fake.chat_requests) == 2
-    assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_it_has_one(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await timed_ws_turn(server, brand="fallback-demo")
+def the_brand_fallback_alone(server: RunningServer, events: list[dict[str, Any]]) -> None:
     done = assert_done(events, "fallback")
     assert done["text"] == fallback_text(server)
     assert [e["type"] for e in events] == ["start", "delta", "done"]
+
+
+@pytest.mark.parametrize(
+    ("brand", "ends_with"),
+    [
+        pytest.param("demo", a_retryable_timeout_error_and_no_text, id="timeout-error"),
+        pytest.param("fallback-demo", the_brand_fallback_alone, id="brand-fallback"),
+    ],
+)
+async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_timeout_error_or_the_brand_fallback(
+    fake: FakeOpenAI, start: ServerFactory, brand: str, ends_with: Callable[[RunningServer, list[dict[str, Any]]], None]
+) -> None:
+    server = await start()
+    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
+    events, elapsed = await timed_ws_turn(server, brand=brand)
+    ends_with(server, events)
     assert len(fake.chat_requests) == 2
     assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-# --- stall mid-reply (stall deadline) ----------------------------------------------------------------------
-
-
-async def test_a_stall_after_some_text_ends_in_a_timeout_error_without_retry_and_closes_the_upstream_socket(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await timed_ws_turn(server)
+def a_retryable_timeout_error_after_the_partial_text(server: RunningServer, events: list[dict[str, Any]]) -> None:
     assert_error(events, "upstream_timeout", retryable=True)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:3])
-    assert len(fake.chat_requests) == 1
-    assert elapsed < STALL_S + MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_sse(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await timed_sse_turn(server, brand="fallback-demo")
+def the_partial_text_retracted_for_the_brand_fallback(server: RunningServer, events: list[dict[str, Any]]) -> None:
     fallback = fallback_text(server)
     done = assert_done(events, "fallback")
     assert done["text"] == fallback
@@ -228,6 +217,26 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
     assert retract["type"] == "retract", [e["type"] for e in events]
     assert retract["text"] == fallback
     assert retract["reason"]
+
+
+@pytest.mark.parametrize(
+    ("transport", "brand", "ends_with"),
+    [
+        pytest.param("websocket", "demo", a_retryable_timeout_error_after_the_partial_text, id="timeout-error"),
+        pytest.param("sse", "fallback-demo", the_partial_text_retracted_for_the_brand_fallback, id="brand-fallback"),
+    ],
+)
+async def test_a_stall_after_some_text_is_not_retried_ends_in_an_error_or_the_brand_fallback_and_closes_the_upstream_socket(
+    fake: FakeOpenAI,
+    start: ServerFactory,
+    transport: str,
+    brand: str,
+    ends_with: Callable[[RunningServer, list[dict[str, Any]]], None],
+) -> None:
+    server = await start()
+    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
+    events, elapsed = await TURNS[transport](server, brand=brand)
+    ends_with(server, events)
     assert len(fake.chat_requests) == 1
     assert elapsed < STALL_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
@@ -295,28 +304,27 @@ async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_
     assert elapsed < retry_after + MARGIN
 
 
-async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retryable_rate_limited_error(
-    fake: FakeOpenAI, start: ServerFactory
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
+        pytest.param(
+            Status(429, retry_after=2 * RETRY_MAX_WAIT_S), "rate_limited", True, id="429-longer-than-the-retry-limit"
+        ),
+        pytest.param(Status(401), "upstream_error", False, id="401"),
+    ],
+)
+async def test_an_upstream_error_that_is_not_worth_a_retry_ends_at_once_in_an_error_saying_whether_to_retry_later(
+    fake: FakeOpenAI, start: ServerFactory, status: Status, code: str, retryable: bool
 ) -> None:
+    assert (status.retry_after or 0) < TOTAL_S - MARGIN
     server = await start()
-    # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
-    retry_after = 2 * RETRY_MAX_WAIT_S
-    assert retry_after < TOTAL_S - MARGIN
-    fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
+    fake.enqueue(status, Reply(text=REPLY_TEXT))
     events, elapsed = await timed_ws_turn(server)
-    assert_error(events, "rate_limited", retryable=True)
+    assert_error(events, code, retryable=retryable)
     assert deltas(events) == []
     assert len(fake.chat_requests) == 1
     assert fake.pending == 1, "the good reply was never asked for"
-    assert elapsed < MARGIN
-
-
-async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(fake: FakeOpenAI, start: ServerFactory) -> None:
-    server = await start()
-    fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
-    events, elapsed = await timed_ws_turn(server)
-    assert_error(events, "upstream_error", retryable=False)
-    assert len(fake.chat_requests) == 1
     assert elapsed < MARGIN
 
 
@@ -368,21 +376,22 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
 # --- odd but valid endings ------------------------------------------------------------------------------------
 
 
-async def test_a_reply_without_the_usage_chunk_completes_normally(fake: FakeOpenAI, start: ServerFactory) -> None:
+@pytest.mark.parametrize(
+    ("reply", "finish_reason"),
+    [
+        pytest.param(Reply(text=REPLY_TEXT, include_usage=False), "stop", id="without-the-usage-chunk"),
+        pytest.param(Reply(text=REPLY_TEXT, finish_reason="length"), "length", id="finish-reason-length"),
+    ],
+)
+async def test_an_odd_but_valid_upstream_ending_completes_normally_with_the_upstream_finish_reason(
+    fake: FakeOpenAI, start: ServerFactory, reply: Reply, finish_reason: str
+) -> None:
     server = await start()
-    fake.enqueue(Reply(text=REPLY_TEXT, include_usage=False))
+    fake.enqueue(reply)
     events, _ = await timed_ws_turn(server)
-    done = assert_done(events, "stop")
+    done = assert_done(events, finish_reason)
     assert done["text"] == REPLY_TEXT
     assert len(fake.chat_requests) == 1
-
-
-async def test_an_upstream_length_finish_reason_ends_with_done_length(fake: FakeOpenAI, start: ServerFactory) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
-    events, _ = await timed_ws_turn(server)
-    done = assert_done(events, "length")
-    assert done["text"] == REPLY_TEXT
 
 
 def second_delta(frame: dict[str, Any]) -> bool:
@@ -390,37 +399,33 @@ def second_delta(frame: dict[str, Any]) -> bool:
     return frame["type"] == "delta" and frame["seq"] >= 3
 
 
+async def send_and_read_to_the_second_delta(client: WsClient) -> str:
+    """Send the question; its stream id, once the reply's second delta has arrived."""
+    await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
+    accepted = await client.recv()
+    assert accepted["type"] == "accepted", accepted
+    await client.recv_until(second_delta, timeout=5)
+    stream_id: str = accepted["stream_id"]
+    return stream_id
+
+
 # --- cancel and disconnect -----------------------------------------------------------------------------------
 
 
-async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+async def cancel_over_websocket(server: RunningServer) -> tuple[list[dict[str, Any]], float]:
+    """Send over WebSocket, cancel after the second delta; the stream's events and the seconds the cancel took."""
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
-        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
-        accepted = await client.recv()
-        stream_id = accepted["stream_id"]
-        await client.recv_until(second_delta, timeout=5)
+        stream_id = await send_and_read_to_the_second_delta(client)
         started = time.monotonic()
         await client.send({"type": "cancel", "stream_id": stream_id})
         await client.recv_until(lambda f: f.get("stream_id") == stream_id and f["type"] in ("done", "error"))
         elapsed = time.monotonic() - started
-    events = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
-    done = assert_done(events, "cancelled")
-    assert done["text"] and LONG_TEXT.startswith(done["text"])
-    assert done["text"] != LONG_TEXT
-    assert elapsed < MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
+    return [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f], elapsed
 
 
-async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: FakeOpenAI, start: ServerFactory
-) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+async def cancel_over_sse(server: RunningServer) -> tuple[list[dict[str, Any]], float]:
+    """Send over SSE, cancel after the second delta; the stream's events and the seconds the cancel took."""
     n = await negotiate(server.base_url)
     stream_id = await sse_send(server, n)
     first = await read_sse(server.base_url, stream_id, n["token"], stop_after=3, timeout=5)  # start + 2 deltas
@@ -430,7 +435,18 @@ async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes
     assert response.status_code == 202, response.text
     rest = await read_sse(server.base_url, stream_id, n["token"], after_seq=first.events[-1].id, timeout=5)
     elapsed = time.monotonic() - started
-    events = [e.data for e in first.events + rest.events]
+    return [e.data for e in first.events + rest.events], elapsed
+
+
+@pytest.mark.parametrize("cancel", [cancel_over_websocket, cancel_over_sse], ids=["websocket", "sse"])
+async def test_cancel_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
+    fake: FakeOpenAI,
+    start: ServerFactory,
+    cancel: Callable[[RunningServer], Awaitable[tuple[list[dict[str, Any]], float]]],
+) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+    events, elapsed = await cancel(server)
     done = assert_done(events, "cancelled")
     assert done["text"] and LONG_TEXT.startswith(done["text"])
     assert done["text"] != LONG_TEXT
@@ -446,10 +462,7 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
     fake.enqueue(Reply(text=text, delay_s=0.05 * T))
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
-        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
-        accepted = await client.recv()
-        stream_id = accepted["stream_id"]
-        await client.recv_until(second_delta, timeout=5)
+        stream_id = await send_and_read_to_the_second_delta(client)
     first_part = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
     assert first_part[-1]["type"] == "delta"
 
