@@ -83,7 +83,12 @@ class WsClient:
         frames = await self.recv_until(
             lambda f: f.get("stream_id") == stream_id and f["type"] in ("done", "error"), timeout
         )
-        return [f for f in frames if f.get("stream_id") == stream_id and "seq" in f]
+        return stream_events(frames, stream_id)
+
+
+def stream_events(frames: list[dict[str, Any]], stream_id: str) -> list[dict[str, Any]]:
+    """The events of one stream among ``frames`` (those with its id and a ``seq``), in the order received."""
+    return [f for f in frames if f.get("stream_id") == stream_id and "seq" in f]
 
 
 async def ws_turn(

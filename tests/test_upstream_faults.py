@@ -22,7 +22,16 @@ import pytest
 
 from persona.prompt import system_prompt
 from testkit import T
-from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse, ws_turn
+from testkit.clients import (
+    WsClient,
+    assert_well_formed,
+    joined_text,
+    negotiate,
+    post_message,
+    read_sse,
+    stream_events,
+    ws_turn,
+)
 from testkit.fake_openai import (
     CloseWithoutDone,
     FakeOpenAI,
@@ -421,7 +430,7 @@ async def cancel_over_websocket(server: RunningServer) -> tuple[list[dict[str, A
         await client.send({"type": "cancel", "stream_id": stream_id})
         await client.recv_until(lambda f: f.get("stream_id") == stream_id and f["type"] in ("done", "error"))
         elapsed = time.monotonic() - started
-    return [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f], elapsed
+    return stream_events(client.frames, stream_id), elapsed
 
 
 async def cancel_over_sse(server: RunningServer) -> tuple[list[dict[str, Any]], float]:
@@ -463,7 +472,7 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
         stream_id = await send_and_read_to_the_second_delta(client)
-    first_part = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
+    first_part = stream_events(client.frames, stream_id)
     assert first_part[-1]["type"] == "delta"
 
     # The upstream request runs to its end with nobody listening.
