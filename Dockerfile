@@ -11,6 +11,7 @@ COPY reply ./reply
 COPY llm ./llm
 COPY persona ./persona
 COPY deploy ./deploy
+# Listed in pyproject's packages (the shared test/bench kit; never imported by the app), so it must be here to build.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime

@@ -31,11 +31,13 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from api.settings import PROJECT_ROOT
 from llm.base import ReplyRequest
 from llm.offline import OfflineProvider
 from persona.demo import compose_reply
 from persona.loader import load_brands
-from tests.support import PROJECT_ROOT, RedisProcess, free_port, negotiate
+from testkit.clients import negotiate
+from testkit.processes import RedisProcess, free_port
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from tests.support import RedisProcess, RunningServer, server_pool
+from testkit import T
+from testkit.fake_openai import FakeOpenAI
+from testkit.processes import RedisProcess
+from testkit.server import RunningServer, ServerFactory, server_pool
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +30,6 @@ def redis_url(redis_proc: RedisProcess) -> str:
     return redis_proc.url
 
 
-ServerFactory = Callable[..., Awaitable[RunningServer]]
-
-
 @pytest.fixture
 async def servers() -> AsyncIterator[ServerFactory]:
     """Start real uvicorn servers on ephemeral ports; all are stopped after the test."""
@@ -39,3 +41,31 @@ async def servers() -> AsyncIterator[ServerFactory]:
 async def server(servers: ServerFactory) -> RunningServer:
     """One server on embedded defaults (memory buffer, offline provider, fast token pace)."""
     return await servers()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    """A fake OpenAI-compatible server; an exception inside it (a bug in the fake) fails the test."""
+    async with FakeOpenAI() as server:
+        yield server
+        assert server.errors == []
+
+
+@pytest.fixture
+def servers_on_fake(fake: FakeOpenAI, servers: ServerFactory) -> ServerFactory:
+    """Start servers whose model provider is ``fake`` (``factory(**settings)`` overrides), ready when returned.
+
+    Requests ``fake`` before ``servers`` so that teardown stops the servers first, then the fake."""
+
+    async def factory(**overrides: Any) -> RunningServer:
+        settings = {"llm_provider": "openai", "openai_api_key": "test", "openai_base_url": fake.base_url, **overrides}
+        server = await servers(**settings)
+        # Like a load balancer, send traffic only once /readyz says so. Its provider check
+        # (GET /v1/models) also warms the SDK client, whose first request is slow on a busy machine.
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
+            response = await http.get("/readyz")
+        assert response.status_code == 200, response.text
+        await fake.wait_for_open_connections(0, timeout=2 * T)
+        return server
+
+    return factory

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import T, free_port
+from testkit import T
+from testkit.processes import free_port
 
 
 class FakeAgent:

@@ -6,7 +6,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.support import RunningServer, WsClient, negotiate
+from testkit.clients import WsClient, negotiate
+from testkit.server import RunningServer
 
 ALLOWED = "https://www.meridian.example"  # brands/meridian.yaml
 

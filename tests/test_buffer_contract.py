@@ -14,7 +14,8 @@ from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
 from streaming.log import StreamWriter
-from tests.support import RedisProcess, T
+from testkit import T
+from testkit.processes import RedisProcess
 
 
 def buffer_options(subscription_maxsize: int = 256) -> BufferOptions:

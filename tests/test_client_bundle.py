@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import T
+from testkit import T
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 BUILD = STATIC_DIR / "build.py"

@@ -11,18 +11,10 @@ import websockets
 
 from deploy.cluster import NginxProcess, nginx_binary
 from persona.demo import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import (
-    RunningServer,
-    T,
-    WsClient,
-    assert_well_formed,
-    free_port,
-    joined_text,
-    negotiate,
-    post_message,
-    read_sse,
-)
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit.processes import free_port
+from testkit.server import RunningServer, ServerFactory
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 

@@ -15,8 +15,8 @@ from eval.judge import judge, parse_scores
 from eval.runner import Reply as EvalReply
 from eval.runner import render, run_eval
 from eval.scenarios import Expect, Scenario, ScenarioFile, Turn, load_scenarios
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.support import make_brands_dir
+from testkit.fake_openai import FakeOpenAI, Reply
+from testkit.server import make_brands_dir
 
 pytestmark = pytest.mark.timeout(60)
 BRANDS_DIR = Path(__file__).resolve().parent.parent / "brands"
@@ -48,7 +48,7 @@ async def test_every_shipped_scenario_passes_against_the_offline_demo() -> None:
         assert counts["memory"][0] >= 1 and counts["deflects"][0] >= 1 and counts["rules"][1] == 0
 
 
-async def test_the_checks_catch_a_model_that_forgets_and_breaks_the_rules() -> None:
+async def test_the_checks_catch_a_model_that_forgets_and_breaks_the_rules(fake: FakeOpenAI) -> None:
     scenario = ScenarioFile(
         brand="demo",
         scenarios=[
@@ -63,16 +63,15 @@ async def test_the_checks_catch_a_model_that_forgets_and_breaks_the_rules() -> N
             )
         ],
     )
-    async with FakeOpenAI() as fake:
-        fake.enqueue(
-            Reply(text="Hello! Nice to meet you."),
-            Reply(text="We ship fast. As an AI language model, I hope this helps!"),
-            Reply(text="I do not know your name."),
-        )
-        reports = await run_eval(
-            settings(llm_provider="openai", openai_api_key="test", openai_base_url=fake.base_url),
-            {"demo": scenario},
-        )
+    fake.enqueue(
+        Reply(text="Hello! Nice to meet you."),
+        Reply(text="We ship fast. As an AI language model, I hope this helps!"),
+        Reply(text="I do not know your name."),
+    )
+    reports = await run_eval(
+        settings(llm_provider="openai", openai_api_key="test", openai_base_url=fake.base_url),
+        {"demo": scenario},
+    )
     failures = {(f.check, f.reply.turn) for f in reports[0].failures}
     assert failures == {("no_fallback", 2), ("expect", 2), ("memory", 3)}
     table = render(reports, "openai")
@@ -86,20 +85,19 @@ def test_the_judge_parses_scores_and_ignores_garbage() -> None:
     assert parse_scores("no json", traits) == {}
 
 
-async def test_the_judge_reports_mean_and_spread_per_trait_over_repeats() -> None:
+async def test_the_judge_reports_mean_and_spread_per_trait_over_repeats(fake: FakeOpenAI) -> None:
     from persona.loader import load_brand
 
     brand = load_brand(BRANDS_DIR / "demo.yaml")
     traits = brand.voice.traits
-    async with FakeOpenAI() as fake:
-        fake.enqueue(
-            Reply(text=json.dumps(dict.fromkeys(traits, 5))),
-            Reply(text=json.dumps(dict.fromkeys(traits, 3))),
-        )
-        client = openai.AsyncOpenAI(api_key="test", base_url=fake.base_url, max_retries=0)
-        reply = EvalReply("s", 1, "hi", "Hey there, coffee friend!", "done", "stop", False)
-        scores = await judge(client, brand, [reply], model="fake-model", repeats=2)
-        await client.close()
-        rubric = fake.requests[0].json
+    fake.enqueue(
+        Reply(text=json.dumps(dict.fromkeys(traits, 5))),
+        Reply(text=json.dumps(dict.fromkeys(traits, 3))),
+    )
+    client = openai.AsyncOpenAI(api_key="test", base_url=fake.base_url, max_retries=0)
+    reply = EvalReply("s", 1, "hi", "Hey there, coffee friend!", "done", "stop", False)
+    scores = await judge(client, brand, [reply], model="fake-model", repeats=2)
+    await client.close()
+    rubric = fake.requests[0].json
     assert [(s.trait, s.mean, s.spread, s.n) for s in scores] == [(t, 4.0, 1.0, 2) for t in traits]
     assert rubric is not None and "warm, playful" in rubric["messages"][0]["content"]

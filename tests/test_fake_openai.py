@@ -1,4 +1,4 @@
-"""Tests that tests/fake_openai.py behaves like the real API as seen by the official SDK.
+"""Tests that testkit/fake_openai/ behaves like the real API as seen by the official SDK.
 
 What openai 3.54 (on httpx2 / httpcore2 / anyio) was observed to do with each fault, for
 ``client = AsyncOpenAI(max_retries=0)`` and ``stream = await client.chat.completions.create(
@@ -58,13 +58,14 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import httpx2
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from tests.fake_openai import (
+from testkit.fake_openai import (
     DEFAULT_TEXT,
     CloseWithoutDone,
     FakeOpenAI,
@@ -83,13 +84,7 @@ pytestmark = pytest.mark.timeout(10)
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 WORDS = split_words(DEFAULT_TEXT)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-        assert server.errors == []
+E = TypeVar("E", bound=BaseException)
 
 
 @pytest.fixture
@@ -110,6 +105,18 @@ async def open_stream(
         stream_options={"include_usage": True} if usage else openai.omit,
         timeout=sdk_timeout,
     )
+
+
+async def chunks_then_error(
+    client: openai.AsyncOpenAI, expected: type[E], *, sdk_timeout: float | httpx2.Timeout = 5.0
+) -> tuple[list[ChatCompletionChunk], E]:
+    """Iterate a new stream until it raises ``expected`` (within 3 s): the chunks that came first, and the error."""
+    chunks: list[ChatCompletionChunk] = []
+    with pytest.raises(expected) as info:
+        async with asyncio.timeout(3), await open_stream(client, sdk_timeout=sdk_timeout) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+    return chunks, info.value
 
 
 def contents(chunks: list[ChatCompletionChunk]) -> list[str]:
@@ -276,13 +283,8 @@ async def test_stall_after_chunks(fake: FakeOpenAI, client: openai.AsyncOpenAI) 
 
 async def test_stall_after_chunks_sdk_read_timeout(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(StallAfter(chunks=2))
-    chunks: list[ChatCompletionChunk] = []
-    with pytest.raises(openai.APITimeoutError) as info:
-        async with asyncio.timeout(3):
-            async with await open_stream(client, sdk_timeout=httpx2.Timeout(5.0, read=0.3)) as stream:
-                async for chunk in stream:
-                    chunks.append(chunk)
-    assert isinstance(info.value.__cause__, httpx2.ReadTimeout)
+    chunks, error = await chunks_then_error(client, openai.APITimeoutError, sdk_timeout=httpx2.Timeout(5.0, read=0.3))
+    assert isinstance(error.__cause__, httpx2.ReadTimeout)
     assert contents(chunks) == ["", *WORDS[:2]]
 
 
@@ -298,13 +300,9 @@ async def test_close_without_done_ends_iteration_quietly(fake: FakeOpenAI, clien
 
 async def test_reset_raises_connection_error(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(Reset(chunks=2))
-    chunks: list[ChatCompletionChunk] = []
-    with pytest.raises(openai.APIConnectionError) as info:
-        async with asyncio.timeout(3), await open_stream(client) as stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-    assert type(info.value) is openai.APIConnectionError
-    cause = info.value.__cause__
+    chunks, error = await chunks_then_error(client, openai.APIConnectionError)
+    assert type(error) is openai.APIConnectionError
+    cause = error.__cause__
     assert isinstance(cause, httpx2.ReadError)
     root: BaseException | None = cause
     while root is not None and not isinstance(root, ConnectionResetError):
@@ -316,12 +314,8 @@ async def test_reset_raises_connection_error(fake: FakeOpenAI, client: openai.As
 
 async def test_malformed_chunk_raises_raw_json_error(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(MalformedChunk(chunks=2))
-    chunks: list[ChatCompletionChunk] = []
-    with pytest.raises(json.JSONDecodeError) as info:
-        async with asyncio.timeout(3), await open_stream(client) as stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-    assert not isinstance(info.value, openai.OpenAIError)
+    chunks, error = await chunks_then_error(client, json.JSONDecodeError)
+    assert not isinstance(error, openai.OpenAIError)
     assert contents(chunks) == ["", *WORDS[:2]]
     await fake.wait_for_open_connections(0, timeout=2)
 
@@ -341,12 +335,7 @@ async def test_malformed_chunk_then_continues(fake: FakeOpenAI) -> None:
 
 async def test_in_stream_error_raises_api_error(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
     fake.enqueue(InStreamError(chunks=3, message="boom mid-stream"))
-    chunks: list[ChatCompletionChunk] = []
-    with pytest.raises(openai.APIError) as info:
-        async with asyncio.timeout(3), await open_stream(client) as stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-    error = info.value
+    chunks, error = await chunks_then_error(client, openai.APIError)
     assert type(error) is openai.APIError  # not APIStatusError / APIConnectionError
     assert error.message == "boom mid-stream"
     assert error.body == {"message": "boom mid-stream", "type": "server_error", "param": None, "code": None}
@@ -462,6 +451,20 @@ async def test_requests_are_recorded(fake: FakeOpenAI, client: openai.AsyncOpenA
         "stream_options": {"include_usage": True},
     }
     assert request.scenario == Reply()
+
+
+async def test_chat_requests_leave_other_routes_out_and_each_request_notes_when_it_arrived(
+    fake: FakeOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    before = time.monotonic()
+    await client.models.list()
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    after = time.monotonic()
+    assert [r.path for r in fake.requests] == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+    assert fake.chat_requests == fake.requests[1:]
+    arrivals = [r.received_at for r in fake.requests]
+    assert before <= arrivals[0] <= arrivals[1] <= arrivals[2] <= after
 
 
 async def test_wait_for_requests_times_out(fake: FakeOpenAI) -> None:

@@ -4,15 +4,15 @@ it should not. What clients see on the wire: ``retract`` + ``done{fallback}``, o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit import T
+from testkit.clients import assert_well_formed, joined_text, negotiate, read_sse, ws_turn
+from testkit.fake_openai import FakeOpenAI, Reply
+from testkit.server import RunningServer, ServerFactory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -24,35 +24,9 @@ def recording_hook(event: str, fields: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-        assert server.errors == []
-
-
-@pytest.fixture
-async def server(fake: FakeOpenAI, servers: ServerFactory) -> RunningServer:
+async def server(servers_on_fake: ServerFactory) -> RunningServer:
     RECORDED.clear()
-    running = await servers(
-        llm_provider="openai",
-        openai_api_key="test",
-        openai_base_url=fake.base_url,
-        hooks=["tests.test_guard_e2e:recording_hook"],
-    )
-    async with httpx.AsyncClient(base_url=running.base_url, timeout=5 * T) as http:
-        assert (await http.get("/readyz")).status_code == 200  # warms the SDK client
-    return running
-
-
-async def ws_turn(server: RunningServer, n: dict[str, Any], text: str, cmid: str = "m1") -> list[dict[str, Any]]:
-    async with WsClient.connect(server.ws_url, n["token"]) as client:
-        await client.send({"type": "send", "client_message_id": cmid, "text": text})
-        accepted = await client.recv()
-        return await client.stream(accepted["stream_id"], timeout=15)
-
-
-def chat_requests(fake: FakeOpenAI) -> list[dict[str, Any]]:
-    return [r.json for r in fake.requests if r.path == "/v1/chat/completions" and r.json is not None]
+    return await servers_on_fake(hooks=["tests.test_guard_e2e:recording_hook"])
 
 
 CLEAN_START = "We roast on Mondays and Thursdays and ship within a day of roasting. "
@@ -64,7 +38,7 @@ async def test_filler_mid_reply_is_retracted_for_the_fallback_and_never_reaches_
 ) -> None:
     fake.enqueue(Reply(text=FILLER_LATE, delay_s=0.01 * T))
     n = await negotiate(server.base_url)
-    events = await ws_turn(server, n, "How long does shipping take?")
+    events = await ws_turn(server.ws_url, n, "How long does shipping take?")
     assert_well_formed(events)
     fallback = server.runtime.brands["demo"].fallbacks.off_brand
     streamed = "".join(e["text"] for e in events if e["type"] == "delta")
@@ -94,7 +68,7 @@ async def test_filler_mid_reply_is_retracted_for_the_fallback_and_never_reaches_
 async def test_a_violation_in_the_first_sentence_needs_no_retract(fake: FakeOpenAI, server: RunningServer) -> None:
     fake.enqueue(Reply(text="Honestly, Starbucks beans are fine too. " + CLEAN_START))
     n = await negotiate(server.base_url)
-    events = await ws_turn(server, n, "Which beans?")
+    events = await ws_turn(server.ws_url, n, "Which beans?")
     fallback = server.runtime.brands["demo"].fallbacks.off_brand
     assert [e["type"] for e in events] == ["start", "delta", "done"]
     assert events[1]["text"] == fallback
@@ -109,9 +83,9 @@ async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_b
         "until the cheese bubbles and browns."
     )
     fake.enqueue(Reply(text=lasagna), Reply(text=lasagna))
-    demo = await ws_turn(server, await negotiate(server.base_url), "What should I cook tonight?")
+    demo = await ws_turn(server.ws_url, await negotiate(server.base_url), "What should I cook tonight?")
     assert demo[-1]["finish_reason"] == "stop" and demo[-1]["text"] == lasagna
-    bank = await ws_turn(server, await negotiate(server.base_url, "meridian"), "What should I cook tonight?")
+    bank = await ws_turn(server.ws_url, await negotiate(server.base_url, "meridian"), "What should I cook tonight?")
     assert bank[-1]["finish_reason"] == "fallback"
     assert bank[-1]["text"] == server.runtime.brands["meridian"].fallbacks.off_topic
     assert bank[-2]["type"] == "retract" and bank[-2]["reason"] == "off_topic"
@@ -122,7 +96,7 @@ async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_b
 
 async def test_a_reply_cut_by_length_ends_on_its_last_whole_sentence(fake: FakeOpenAI, server: RunningServer) -> None:
     fake.enqueue(Reply(text="We roast on Mondays. Orders over $35 ship", finish_reason="length"))
-    events = await ws_turn(server, await negotiate(server.base_url), "shipping?")
+    events = await ws_turn(server.ws_url, await negotiate(server.base_url), "shipping?")
     assert_well_formed(events)
     assert events[-1]["finish_reason"] == "length"
     assert events[-1]["text"] == joined_text(events) == "We roast on Mondays. "
@@ -133,9 +107,10 @@ async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_
 ) -> None:
     fake.enqueue(Reply(text="Nice to meet you, Priya."), Reply(text="You're Priya."))
     n = await negotiate(server.base_url)
-    await ws_turn(server, n, "Hi, my name is Priya.", "m1")
-    await ws_turn(server, n, "How long does shipping take?", "m2")
-    first, second = chat_requests(fake)
+    await ws_turn(server.ws_url, n, "Hi, my name is Priya.", "m1")
+    await ws_turn(server.ws_url, n, "How long does shipping take?", "m2")
+    first, second = (r.json for r in fake.chat_requests)
+    assert first is not None and second is not None
     assert first["temperature"] == 0.7, "the brand's model settings"
     messages = second["messages"]
     assert any(m.get("name") == "example_user" for m in messages)

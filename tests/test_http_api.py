@@ -17,16 +17,10 @@ import pytest
 
 from api.auth import issue_token, verify_token
 from persona.demo import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import (
-    SECRET,
-    RedisProcess,
-    RunningServer,
-    T,
-    assert_well_formed,
-    joined_text,
-    read_sse,
-)
+from testkit import T
+from testkit.clients import assert_well_formed, joined_text, read_sse
+from testkit.processes import RedisProcess
+from testkit.server import SECRET, RunningServer, ServerFactory
 
 QUESTION = "How long does shipping take?"
 UNKNOWN_STREAM = "s_AAAAAAAAAAAAAAAAAAAAAA"
@@ -43,7 +37,7 @@ def http_client(server: RunningServer) -> httpx.AsyncClient:
 
 
 async def negotiate(server: RunningServer, brand: str = "demo", **extra: Any) -> dict[str, Any]:
-    """``tests.support.negotiate`` over :func:`http_client`."""
+    """``testkit.clients.negotiate`` over :func:`http_client`."""
     async with http_client(server) as http:
         response = await http.post("/v1/negotiate", json={"brand": brand, **extra})
     response.raise_for_status()

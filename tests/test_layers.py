@@ -5,6 +5,7 @@
     reply                the reply pipeline: upstream call, deadlines, retry, guard, batching, ending
     api                  the edges: HTTP, WebSocket, SSE, OpenAI-compatible; the composition root
     eval  bench  deploy  tools on top (they may use anything below; nothing below uses them)
+    testkit              real parts for tests and benchmarks (never imported by the application)
 
 Every import counts, wherever it is written (inside a function, under ``TYPE_CHECKING``).
 """
@@ -31,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"streaming", "llm", "persona", "reply", "api", "eval"},
     "bench": {"streaming", "llm", "persona", "reply", "api", "bench", "testkit"},
     "deploy": {"deploy"},
+    "testkit": {"streaming", "llm", "persona", "reply", "api", "testkit"},
 }
 PROJECT = {*ALLOWED, "tests", "testkit"}
 

@@ -19,9 +19,10 @@ from loguru import logger
 from api.logs import setup_logging
 from api.metrics import METRICS, full_name
 from api.settings import PROJECT_ROOT
-from tests.conftest import ServerFactory
-from tests.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
-from tests.support import T, WsClient, negotiate, post_message, read_sse
+from testkit import T
+from testkit.clients import WsClient, negotiate, post_message, read_sse, ws_turn
+from testkit.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
+from testkit.server import ServerFactory
 
 # --- a DogStatsD agent stand-in: a UDP socket that parses what arrives ---------------------------
 
@@ -66,21 +67,8 @@ async def statsd() -> AsyncIterator[StatsdListener]:
     transport.close()
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
 def metric_settings(statsd: StatsdListener, **extra: Any) -> dict[str, Any]:
     return {"dd_agent_host": "127.0.0.1", "dd_dogstatsd_port": statsd.port, "instance_id": "i-test", **extra}
-
-
-async def ws_turn(base_url: str, ws_url: str, token: str, text: str, cmid: str = "m1") -> list[dict[str, Any]]:
-    async with WsClient.connect(ws_url, token) as client:
-        await client.send({"type": "send", "client_message_id": cmid, "text": text})
-        accepted = await client.recv()
-        return await client.stream(accepted["stream_id"])
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -91,7 +79,7 @@ async def test_a_chat_turn_emits_connection_stream_latency_and_buffer_metrics_ta
 ) -> None:
     server = await servers(**metric_settings(statsd, offline_token_delay_ms=5))
     n = await negotiate(server.base_url)
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "shipping?")
+    events = await ws_turn(server.ws_url, n, "shipping?")
     assert events[-1]["type"] == "done"
     done = await statsd.wait_for(full_name("stream.done"), brand="demo", finish_reason="stop")
     assert done[0]["type"] == "c" and done[0]["tags"]["instance"] == "i-test"
@@ -156,26 +144,18 @@ async def test_a_websocket_slow_consumer_is_counted(servers: ServerFactory, stat
 
 
 async def test_upstream_errors_stalls_retries_errors_and_fallbacks_are_counted(
-    servers: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
+    servers_on_fake: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
 ) -> None:
-    server = await servers(
-        **metric_settings(
-            statsd,
-            llm_provider="openai",
-            openai_api_key="test",
-            openai_base_url=fake.base_url,
-            upstream_connect_timeout_s=0.3,
-        )
-    )
+    server = await servers_on_fake(**metric_settings(statsd, upstream_connect_timeout_s=0.3))
     fake.enqueue(Status(503), Status(503), StallBeforeHeaders(), StallBeforeHeaders())
     n = await negotiate(server.base_url)
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "hello")
+    events = await ws_turn(server.ws_url, n, "hello")
     assert events[-1]["type"] == "error"
     await statsd.wait_for(full_name("upstream.error"), brand="demo", code="upstream_error", status="503")
     await statsd.wait_for(full_name("upstream.retry"), brand="demo", code="upstream_error")
     await statsd.wait_for(full_name("stream.error"), brand="demo", code="upstream_error")
     n = await negotiate(server.base_url, brand="fallback-demo")
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "hello")
+    events = await ws_turn(server.ws_url, n, "hello")
     assert events[-1]["finish_reason"] == "fallback"
     await statsd.wait_for(full_name("upstream.stall"), brand="fallback-demo")
     await statsd.wait_for(full_name("stream.fallback"), brand="fallback-demo")
@@ -246,7 +226,7 @@ async def test_logs_are_json_lines_with_the_stream_context_and_never_the_user_te
     server = await servers(offline_token_delay_ms=2)
     n = await negotiate(server.base_url)
     secret_question = "my card number is 4111 1111 1111 1111, what about shipping?"
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], secret_question)
+    events = await ws_turn(server.ws_url, n, secret_question)
     stream_id = events[0]["stream_id"]
     await read_sse(server.base_url, stream_id, n["token"], after_seq=2)
     lines = records(captured_logs)
@@ -288,7 +268,7 @@ async def test_hooks_from_settings_see_the_lifecycle_and_a_failing_hook_breaks_n
     RECORDED.clear()
     server = await servers(hooks=["tests.test_observability:exploding_hook", "tests.test_observability:recording_hook"])
     n = await negotiate(server.base_url)
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "shipping?")
+    events = await ws_turn(server.ws_url, n, "shipping?")
     assert events[-1]["type"] == "done"
     async with asyncio.timeout(5 * T):
         while "connection_closed" not in [e for e, _ in RECORDED]:
@@ -310,11 +290,9 @@ def test_a_hook_path_that_cannot_be_loaded_fails_start_up_with_its_name() -> Non
 
 
 async def test_guardrail_fallbacks_and_off_topic_replies_are_counted_by_rule(
-    servers: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
+    servers_on_fake: ServerFactory, statsd: StatsdListener, fake: FakeOpenAI
 ) -> None:
-    server = await servers(
-        **metric_settings(statsd, llm_provider="openai", openai_api_key="test", openai_base_url=fake.base_url)
-    )
+    server = await servers_on_fake(**metric_settings(statsd))
     fake.enqueue(
         Reply(text="As an AI language model, I cannot taste coffee. Our beans ship Mondays."),
         Reply(
@@ -323,10 +301,10 @@ async def test_guardrail_fallbacks_and_off_topic_replies_are_counted_by_rule(
         ),
     )
     n = await negotiate(server.base_url)
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "tell me about your beans")
+    events = await ws_turn(server.ws_url, n, "tell me about your beans")
     assert events[-1]["finish_reason"] == "fallback"
     fallback = await statsd.wait_for(full_name("guard.fallback"), brand="demo")
     assert fallback[0]["tags"]["rule"]
-    events = await ws_turn(server.base_url, server.ws_url, n["token"], "which beans do you roast?", cmid="m2")
+    events = await ws_turn(server.ws_url, n, "which beans do you roast?", cmid="m2")
     assert events[-1]["type"] == "done"
     await statsd.wait_for(full_name("guard.off_topic"), brand="demo")

@@ -11,7 +11,8 @@ from pathlib import Path
 import redis
 import yaml
 
-from tests.support import T, free_port, redis_server_binary
+from testkit import T
+from testkit.processes import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "redis.conf"

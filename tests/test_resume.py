@@ -13,8 +13,9 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from persona.demo import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse, stream_events
+from testkit.server import RunningServer, ServerFactory
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 SLOW = {"offline_token_delay_ms": 25}
@@ -28,7 +29,7 @@ async def partial_ws_reply(server: RunningServer, token: str, deltas: int = 4) -
         stream_id = accepted["stream_id"]
         seen = await client.recv_until(lambda f: f["type"] == "delta" and f["seq"] >= 1 + deltas)
         # Leaving the block closes the socket mid-reply.
-    events = [f for f in seen if f.get("stream_id") == stream_id and "seq" in f]
+    events = stream_events(seen, stream_id)
     assert events[-1]["type"] == "delta", "the reply must still be running when we drop"
     return stream_id, events
 

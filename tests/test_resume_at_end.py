@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import RunningServer, T, WsClient, negotiate, read_sse
+from testkit import T
+from testkit.clients import WsClient, negotiate, read_sse
+from testkit.server import RunningServer
 
 QUESTION = "How long does delivery take?"
 

@@ -8,8 +8,9 @@ import pytest
 import websockets
 
 from persona.demo import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import T, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit.server import ServerFactory
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from persona.demo import compose_answer
-from tests.support import RunningServer, WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse
+from testkit.server import RunningServer
 
 
 async def test_a_websocket_turn_streams_the_offline_answer_and_done_text_equals_the_deltas(

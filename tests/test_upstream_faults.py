@@ -1,6 +1,6 @@
 """Upstream (model provider) faults, end to end: the real server, the real ``openai`` SDK, a fake provider.
 
-Each test points a real server at :class:`tests.fake_openai.FakeOpenAI`, makes the fake misbehave in
+Each test points a real server at :class:`testkit.fake_openai.FakeOpenAI`, makes the fake misbehave in
 one way (stall, drip, drop, reset, garbage, error status), and checks what a client sees on the wire
 (docs/protocol.md §3): a well-formed stream that ends with exactly one defined terminal event, within the
 deadline that governs that fault, and ``done.text`` equal to what the deltas add up to.
@@ -12,16 +12,27 @@ benchmarks, hence the generous ``MARGIN``.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from persona.prompt import system_prompt
-from tests.conftest import ServerFactory
-from tests.fake_openai import (
+from testkit import T
+from testkit.clients import (
+    WsClient,
+    assert_well_formed,
+    joined_text,
+    negotiate,
+    post_message,
+    read_sse,
+    stream_events,
+    ws_turn,
+)
+from testkit.fake_openai import (
     CloseWithoutDone,
     FakeOpenAI,
     InStreamError,
@@ -35,7 +46,7 @@ from tests.fake_openai import (
     Status,
     split_words,
 )
-from tests.support import RunningServer, T, WsClient, assert_well_formed, joined_text, negotiate, read_sse
+from testkit.server import RunningServer, ServerFactory
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -52,89 +63,42 @@ REPLY_TEXT = "We roast on Mondays and Thursdays and ship within a day of roastin
 LONG_TEXT = " ".join(f"word{i}" for i in range(40))
 
 
-class TimedFakeOpenAI(FakeOpenAI):
-    """The fake, also noting when each request arrived (``RecordedRequest`` carries no time)."""
-
-    def __init__(self, default: Scenario | None = None) -> None:
-        super().__init__(default)
-        self.arrived_at: dict[int, float] = {}  # id(RecordedRequest) -> time.monotonic()
-
-    def _record(self, record: RecordedRequest) -> None:
-        self.arrived_at[id(record)] = time.monotonic()
-        super()._record(record)
+DEADLINES = {
+    "upstream_connect_timeout_s": CONNECT_S,
+    "upstream_first_token_timeout_s": FIRST_TOKEN_S,
+    "upstream_stall_timeout_s": STALL_S,
+    "upstream_total_deadline_s": TOTAL_S,
+    "upstream_retry_max_wait_s": RETRY_MAX_WAIT_S,
+}
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[TimedFakeOpenAI]:
-    async with TimedFakeOpenAI() as server:
-        yield server
-        assert server.errors == []
-
-
-StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-@pytest.fixture
-def start(fake: TimedFakeOpenAI, servers: ServerFactory) -> StartServer:
-    """Start a server whose model provider is the fake, with short deadlines (overridable).
-
-    Requests ``fake`` before ``servers`` so that teardown stops the servers first, then the fake."""
-
-    async def factory(**overrides: Any) -> RunningServer:
-        settings: dict[str, Any] = {
-            "llm_provider": "openai",
-            "openai_api_key": "test",
-            "openai_base_url": fake.base_url,
-            "upstream_connect_timeout_s": CONNECT_S,
-            "upstream_first_token_timeout_s": FIRST_TOKEN_S,
-            "upstream_stall_timeout_s": STALL_S,
-            "upstream_total_deadline_s": TOTAL_S,
-            "upstream_retry_max_wait_s": RETRY_MAX_WAIT_S,
-            **overrides,
-        }
-        server = await servers(**settings)
-        # Like a load balancer, send traffic only once /readyz says so. Its provider check
-        # (GET /v1/models) also warms the SDK client, whose first request is slow on a busy machine.
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
-            response = await http.get("/readyz")
-        assert response.status_code == 200, response.text
-        await fake.wait_for_open_connections(0, timeout=2 * T)
-        return server
-
-    return factory
+def start(servers_on_fake: ServerFactory) -> ServerFactory:
+    """Start a server whose model provider is the fake, with the short deadlines above (overridable)."""
+    return functools.partial(servers_on_fake, **DEADLINES)
 
 
 # --- clients -----------------------------------------------------------------------------------------
 
 
-async def ws_turn(
+async def timed_ws_turn(
     server: RunningServer, brand: str = "demo", text: str = QUESTION
 ) -> tuple[list[dict[str, Any]], float]:
     """Send one message over WebSocket; the stream's events to the terminal one, and the seconds it took."""
     n = await negotiate(server.base_url, brand)
-    async with WsClient.connect(server.ws_url, n["token"]) as client:
-        started = time.monotonic()
-        await client.send({"type": "send", "client_message_id": "m1", "text": text})
-        accepted = await client.recv()
-        assert accepted["type"] == "accepted", accepted
-        events = await client.stream(accepted["stream_id"], timeout=15)
-        elapsed = time.monotonic() - started
-    return events, elapsed
+    started = time.monotonic()
+    events = await ws_turn(server.ws_url, n, text, timeout=15)
+    return events, time.monotonic() - started
 
 
 async def sse_send(server: RunningServer, n: dict[str, Any], text: str = QUESTION) -> str:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=5 * T) as http:
-        response = await http.post(
-            f"/v1/conversations/{n['conversation_id']}/messages",
-            json={"client_message_id": "m1", "text": text},
-            headers={"Authorization": f"Bearer {n['token']}"},
-        )
+    response = await post_message(server.base_url, n, text)
     assert response.status_code == 202, response.text
     stream_id: str = response.json()["stream_id"]
     return stream_id
 
 
-async def sse_turn(
+async def timed_sse_turn(
     server: RunningServer, brand: str = "demo", text: str = QUESTION
 ) -> tuple[list[dict[str, Any]], float]:
     """Send one message over SSE; the stream's events to the terminal one, and the seconds it took."""
@@ -147,7 +111,7 @@ async def sse_turn(
     return [e.data for e in reader.events], elapsed
 
 
-TURNS = {"websocket": ws_turn, "sse": sse_turn}
+TURNS = {"websocket": timed_ws_turn, "sse": timed_sse_turn}
 
 
 def assert_done(events: list[dict[str, Any]], finish_reason: str) -> dict[str, Any]:
@@ -182,11 +146,6 @@ def deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "delta"]
 
 
-def chat_requests(fake: FakeOpenAI) -> list[RecordedRequest]:
-    """The chat-completions requests the fake received (the readiness check's ``GET /v1/models`` left out)."""
-    return [r for r in fake.requests if r.path == "/v1/chat/completions"]
-
-
 def retry_counts(requests: list[RecordedRequest]) -> list[str]:
     """The SDK's own retry counter per request; absent counts as "0" (max_retries=0 sends "0" or nothing)."""
     return [r.headers.get("x-stainless-retry-count", "0") for r in requests]
@@ -197,7 +156,7 @@ def retry_counts(requests: list[RecordedRequest]) -> list[str]:
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_request_without_sdk_retries(
-    fake: TimedFakeOpenAI, start: StartServer, transport: str
+    fake: FakeOpenAI, start: ServerFactory, transport: str
 ) -> None:
     server = await start()
     fake.enqueue(Reply(text=REPLY_TEXT))
@@ -206,8 +165,8 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
     assert done["text"] == REPLY_TEXT
     assert elapsed < MARGIN
 
-    assert len(chat_requests(fake)) == 1
-    request = chat_requests(fake)[0]
+    assert len(fake.chat_requests) == 1
+    request = fake.chat_requests[0]
     assert request.path == "/v1/chat/completions"
     assert request.json is not None
     assert request.json["stream"] is True
@@ -215,62 +174,50 @@ async def test_a_normal_reply_streams_the_upstream_text_from_one_streaming_reque
     messages = request.json["messages"]
     assert messages[0] == {"role": "system", "content": system_prompt(server.runtime.brands["demo"])}
     assert messages[-1] == {"role": "user", "content": QUESTION}
-    assert retry_counts(chat_requests(fake)) == ["0"]
+    assert retry_counts(fake.chat_requests) == ["0"]
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-# --- stall before headers (connect deadline) -----------------------------------------------------------
+# --- stalls: before headers (connect deadline), mid-reply (stall deadline) -----------------------------------
+# A brand without an error fallback gets a retryable error; one with it gets the fallback instead.
 
 
-async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_retryable_timeout_error(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await ws_turn(server)
+def a_retryable_timeout_error_and_no_text(server: RunningServer, events: list[dict[str, Any]]) -> None:
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 2
-    assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-async def test_an_upstream_that_never_answers_ends_with_the_brand_fallback_when_it_has_one(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
-    events, elapsed = await ws_turn(server, brand="fallback-demo")
+def the_brand_fallback_alone(server: RunningServer, events: list[dict[str, Any]]) -> None:
     done = assert_done(events, "fallback")
     assert done["text"] == fallback_text(server)
     assert [e["type"] for e in events] == ["start", "delta", "done"]
-    assert len(chat_requests(fake)) == 2
+
+
+@pytest.mark.parametrize(
+    ("brand", "ends_with"),
+    [
+        pytest.param("demo", a_retryable_timeout_error_and_no_text, id="timeout-error"),
+        pytest.param("fallback-demo", the_brand_fallback_alone, id="brand-fallback"),
+    ],
+)
+async def test_an_upstream_that_never_answers_is_retried_once_then_ends_in_a_timeout_error_or_the_brand_fallback(
+    fake: FakeOpenAI, start: ServerFactory, brand: str, ends_with: Callable[[RunningServer, list[dict[str, Any]]], None]
+) -> None:
+    server = await start()
+    fake.enqueue(StallBeforeHeaders(), StallBeforeHeaders())
+    events, elapsed = await timed_ws_turn(server, brand=brand)
+    ends_with(server, events)
+    assert len(fake.chat_requests) == 2
     assert elapsed < 2 * CONNECT_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-# --- stall mid-reply (stall deadline) ----------------------------------------------------------------------
-
-
-async def test_a_stall_after_some_text_ends_in_a_timeout_error_without_retry_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+def a_retryable_timeout_error_after_the_partial_text(server: RunningServer, events: list[dict[str, Any]]) -> None:
     assert_error(events, "upstream_timeout", retryable=True)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:3])
-    assert len(chat_requests(fake)) == 1
-    assert elapsed < STALL_S + MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
-async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
-    events, elapsed = await sse_turn(server, brand="fallback-demo")
+def the_partial_text_retracted_for_the_brand_fallback(server: RunningServer, events: list[dict[str, Any]]) -> None:
     fallback = fallback_text(server)
     done = assert_done(events, "fallback")
     assert done["text"] == fallback
@@ -279,7 +226,27 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
     assert retract["type"] == "retract", [e["type"] for e in events]
     assert retract["text"] == fallback
     assert retract["reason"]
-    assert len(chat_requests(fake)) == 1
+
+
+@pytest.mark.parametrize(
+    ("transport", "brand", "ends_with"),
+    [
+        pytest.param("websocket", "demo", a_retryable_timeout_error_after_the_partial_text, id="timeout-error"),
+        pytest.param("sse", "fallback-demo", the_partial_text_retracted_for_the_brand_fallback, id="brand-fallback"),
+    ],
+)
+async def test_a_stall_after_some_text_is_not_retried_ends_in_an_error_or_the_brand_fallback_and_closes_the_upstream_socket(
+    fake: FakeOpenAI,
+    start: ServerFactory,
+    transport: str,
+    brand: str,
+    ends_with: Callable[[RunningServer, list[dict[str, Any]]], None],
+) -> None:
+    server = await start()
+    fake.enqueue(StallAfter(chunks=3, text=REPLY_TEXT))
+    events, elapsed = await TURNS[transport](server, brand=brand)
+    ends_with(server, events)
+    assert len(fake.chat_requests) == 1
     assert elapsed < STALL_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -299,14 +266,14 @@ async def test_a_stall_after_some_text_retracts_it_for_the_brand_fallback_over_s
     ],
 )
 async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_partial_text(
-    fake: TimedFakeOpenAI, start: StartServer, fault: Scenario, turn: str, code: str
+    fake: FakeOpenAI, start: ServerFactory, fault: Scenario, turn: str, code: str
 ) -> None:
     server = await start()
     fake.enqueue(fault)
-    events, elapsed = await (sse_turn(server) if turn == "sse" else ws_turn(server))
+    events, elapsed = await (timed_sse_turn(server) if turn == "sse" else timed_ws_turn(server))
     assert_error(events, code)
     assert joined_text(events) == "".join(split_words(REPLY_TEXT)[:2])
-    assert len(chat_requests(fake)) == 1  # text was streamed: no retry
+    assert len(fake.chat_requests) == 1  # text was streamed: no retry
     assert elapsed < MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -318,58 +285,55 @@ async def test_a_stream_broken_mid_reply_ends_at_once_in_an_error_after_the_part
     "first", [Status(500), Status(503), Reset(chunks=0)], ids=["status-500", "status-503", "reset-before-text"]
 )
 async def test_a_failure_before_any_text_is_retried_once_and_only_the_second_attempt_is_shown(
-    fake: TimedFakeOpenAI, start: StartServer, first: Scenario
+    fake: FakeOpenAI, start: ServerFactory, first: Scenario
 ) -> None:
     server = await start()
     fake.enqueue(first, Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 2
-    assert [type(r.scenario) for r in chat_requests(fake)] == [type(first), Reply]
-    assert retry_counts(chat_requests(fake)) == ["0", "0"], "the job retries, not the SDK"
+    assert len(fake.chat_requests) == 2
+    assert [type(r.scenario) for r in fake.chat_requests] == [type(first), Reply]
+    assert retry_counts(fake.chat_requests) == ["0", "0"], "the job retries, not the SDK"
     assert elapsed < RETRY_PAUSE_S + MARGIN
 
 
 async def test_a_429_with_a_short_retry_after_is_retried_no_sooner_than_it_asks_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     retry_after = 0.3 * T
     fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
-    events, elapsed = await sse_turn(server)
+    events, elapsed = await timed_sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 2
-    first, second = (fake.arrived_at[id(r)] for r in chat_requests(fake))
+    assert len(fake.chat_requests) == 2
+    first, second = (r.received_at for r in fake.chat_requests)
     assert second - first >= retry_after
     assert elapsed < retry_after + MARGIN
 
 
-async def test_a_429_asking_to_wait_longer_than_the_retry_limit_ends_in_a_retryable_rate_limited_error(
-    fake: TimedFakeOpenAI, start: StartServer
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
+        pytest.param(
+            Status(429, retry_after=2 * RETRY_MAX_WAIT_S), "rate_limited", True, id="429-longer-than-the-retry-limit"
+        ),
+        pytest.param(Status(401), "upstream_error", False, id="401"),
+    ],
+)
+async def test_an_upstream_error_that_is_not_worth_a_retry_ends_at_once_in_an_error_saying_whether_to_retry_later(
+    fake: FakeOpenAI, start: ServerFactory, status: Status, code: str, retryable: bool
 ) -> None:
+    assert (status.retry_after or 0) < TOTAL_S - MARGIN
     server = await start()
-    # Longer than the retry limit, yet short enough that the total deadline would allow the wait.
-    retry_after = 2 * RETRY_MAX_WAIT_S
-    assert retry_after < TOTAL_S - MARGIN
-    fake.enqueue(Status(429, retry_after=retry_after), Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
-    assert_error(events, "rate_limited", retryable=True)
+    fake.enqueue(status, Reply(text=REPLY_TEXT))
+    events, elapsed = await timed_ws_turn(server)
+    assert_error(events, code, retryable=retryable)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert fake.pending == 1, "the good reply was never asked for"
-    assert elapsed < MARGIN
-
-
-async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(Status(401), Reply(text=REPLY_TEXT))
-    events, elapsed = await ws_turn(server)
-    assert_error(events, "upstream_error", retryable=False)
-    assert len(chat_requests(fake)) == 1
     assert elapsed < MARGIN
 
 
@@ -377,43 +341,43 @@ async def test_a_401_is_not_retried_and_ends_in_a_non_retryable_error(
 
 
 async def test_a_slow_drip_with_gaps_under_the_stall_deadline_completes_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     text = "one two three four five six"  # 5 gaps of 0.6 x STALL_S: 3 x STALL_S in all
     fake.enqueue(Reply(text=text, delay_s=0.6 * STALL_S))
-    events, elapsed = await sse_turn(server)
+    events, elapsed = await timed_sse_turn(server)
     done = assert_done(events, "stop")
     assert done["text"] == text
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert elapsed > 2 * STALL_S, "the whole reply took longer than one stall deadline"
 
 
 async def test_a_slow_drip_beyond_the_total_deadline_ends_in_a_timeout_error_at_the_deadline(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     total_s = 1.0 * T
     server = await start(upstream_total_deadline_s=total_s)
     fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.6 * STALL_S))
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events), "text was streaming when the deadline hit"
     assert LONG_TEXT.startswith(joined_text(events))
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1
     assert total_s <= elapsed < total_s + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
 
 async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a_timeout_error(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     late = Reply(text=REPLY_TEXT, first_delay_s=4 * FIRST_TOKEN_S)
     fake.enqueue(late, late)
-    events, elapsed = await ws_turn(server)
+    events, elapsed = await timed_ws_turn(server)
     assert_error(events, "upstream_timeout", retryable=True)
     assert deltas(events) == []
-    assert len(chat_requests(fake)) == 2
+    assert len(fake.chat_requests) == 2
     assert elapsed < 2 * FIRST_TOKEN_S + RETRY_PAUSE_S + MARGIN
     await fake.wait_for_open_connections(0, timeout=2 * T)
 
@@ -421,23 +385,22 @@ async def test_no_first_token_within_its_deadline_is_retried_once_then_ends_in_a
 # --- odd but valid endings ------------------------------------------------------------------------------------
 
 
-async def test_a_reply_without_the_usage_chunk_completes_normally(fake: TimedFakeOpenAI, start: StartServer) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=REPLY_TEXT, include_usage=False))
-    events, _ = await ws_turn(server)
-    done = assert_done(events, "stop")
-    assert done["text"] == REPLY_TEXT
-    assert len(chat_requests(fake)) == 1
-
-
-async def test_an_upstream_length_finish_reason_ends_with_done_length(
-    fake: TimedFakeOpenAI, start: StartServer
+@pytest.mark.parametrize(
+    ("reply", "finish_reason"),
+    [
+        pytest.param(Reply(text=REPLY_TEXT, include_usage=False), "stop", id="without-the-usage-chunk"),
+        pytest.param(Reply(text=REPLY_TEXT, finish_reason="length"), "length", id="finish-reason-length"),
+    ],
+)
+async def test_an_odd_but_valid_upstream_ending_completes_normally_with_the_upstream_finish_reason(
+    fake: FakeOpenAI, start: ServerFactory, reply: Reply, finish_reason: str
 ) -> None:
     server = await start()
-    fake.enqueue(Reply(text=REPLY_TEXT, finish_reason="length"))
-    events, _ = await ws_turn(server)
-    done = assert_done(events, "length")
+    fake.enqueue(reply)
+    events, _ = await timed_ws_turn(server)
+    done = assert_done(events, finish_reason)
     assert done["text"] == REPLY_TEXT
+    assert len(fake.chat_requests) == 1
 
 
 def second_delta(frame: dict[str, Any]) -> bool:
@@ -445,37 +408,33 @@ def second_delta(frame: dict[str, Any]) -> bool:
     return frame["type"] == "delta" and frame["seq"] >= 3
 
 
+async def send_and_read_to_the_second_delta(client: WsClient) -> str:
+    """Send the question; its stream id, once the reply's second delta has arrived."""
+    await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
+    accepted = await client.recv()
+    assert accepted["type"] == "accepted", accepted
+    await client.recv_until(second_delta, timeout=5)
+    stream_id: str = accepted["stream_id"]
+    return stream_id
+
+
 # --- cancel and disconnect -----------------------------------------------------------------------------------
 
 
-async def test_cancel_over_websocket_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+async def cancel_over_websocket(server: RunningServer) -> tuple[list[dict[str, Any]], float]:
+    """Send over WebSocket, cancel after the second delta; the stream's events and the seconds the cancel took."""
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
-        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
-        accepted = await client.recv()
-        stream_id = accepted["stream_id"]
-        await client.recv_until(second_delta, timeout=5)
+        stream_id = await send_and_read_to_the_second_delta(client)
         started = time.monotonic()
         await client.send({"type": "cancel", "stream_id": stream_id})
         await client.recv_until(lambda f: f.get("stream_id") == stream_id and f["type"] in ("done", "error"))
         elapsed = time.monotonic() - started
-    events = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
-    done = assert_done(events, "cancelled")
-    assert done["text"] and LONG_TEXT.startswith(done["text"])
-    assert done["text"] != LONG_TEXT
-    assert elapsed < MARGIN
-    await fake.wait_for_open_connections(0, timeout=2 * T)
+    return stream_events(client.frames, stream_id), elapsed
 
 
-async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
-    fake: TimedFakeOpenAI, start: StartServer
-) -> None:
-    server = await start()
-    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+async def cancel_over_sse(server: RunningServer) -> tuple[list[dict[str, Any]], float]:
+    """Send over SSE, cancel after the second delta; the stream's events and the seconds the cancel took."""
     n = await negotiate(server.base_url)
     stream_id = await sse_send(server, n)
     first = await read_sse(server.base_url, stream_id, n["token"], stop_after=3, timeout=5)  # start + 2 deltas
@@ -485,7 +444,18 @@ async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes
     assert response.status_code == 202, response.text
     rest = await read_sse(server.base_url, stream_id, n["token"], after_seq=first.events[-1].id, timeout=5)
     elapsed = time.monotonic() - started
-    events = [e.data for e in first.events + rest.events]
+    return [e.data for e in first.events + rest.events], elapsed
+
+
+@pytest.mark.parametrize("cancel", [cancel_over_websocket, cancel_over_sse], ids=["websocket", "sse"])
+async def test_cancel_ends_a_slow_reply_with_the_text_so_far_and_closes_the_upstream_socket(
+    fake: FakeOpenAI,
+    start: ServerFactory,
+    cancel: Callable[[RunningServer], Awaitable[tuple[list[dict[str, Any]], float]]],
+) -> None:
+    server = await start()
+    fake.enqueue(Reply(text=LONG_TEXT, delay_s=0.1 * T))
+    events, elapsed = await cancel(server)
     done = assert_done(events, "cancelled")
     assert done["text"] and LONG_TEXT.startswith(done["text"])
     assert done["text"] != LONG_TEXT
@@ -494,18 +464,15 @@ async def test_cancel_over_sse_ends_a_slow_reply_with_the_text_so_far_and_closes
 
 
 async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_over_sse(
-    fake: TimedFakeOpenAI, start: StartServer
+    fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
     text = " ".join(f"piece{i}" for i in range(12))
     fake.enqueue(Reply(text=text, delay_s=0.05 * T))
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
-        await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
-        accepted = await client.recv()
-        stream_id = accepted["stream_id"]
-        await client.recv_until(second_delta, timeout=5)
-    first_part = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
+        stream_id = await send_and_read_to_the_second_delta(client)
+    first_part = stream_events(client.frames, stream_id)
     assert first_part[-1]["type"] == "delta"
 
     # The upstream request runs to its end with nobody listening.
@@ -514,4 +481,4 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
     events = first_part + [e.data for e in rest.events]
     done = assert_done(events, "stop")
     assert done["text"] == text
-    assert len(chat_requests(fake)) == 1
+    assert len(fake.chat_requests) == 1

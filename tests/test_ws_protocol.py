@@ -17,8 +17,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.auth import issue_token
 from persona.demo import compose_answer
-from tests.conftest import ServerFactory
-from tests.support import SECRET, RunningServer, T, WsClient, assert_well_formed, joined_text
+from testkit import T
+from testkit.clients import WsClient, assert_well_formed, joined_text, stream_events
+from testkit.server import SECRET, RunningServer, ServerFactory
 
 QUESTION = "How long does shipping take?"
 
@@ -32,7 +33,7 @@ def http_client(server: RunningServer) -> httpx.AsyncClient:
 
 
 async def negotiate(server: RunningServer, brand: str = "demo") -> dict[str, Any]:
-    """``tests.support.negotiate`` over :func:`http_client`."""
+    """``testkit.clients.negotiate`` over :func:`http_client`."""
     async with http_client(server) as http:
         response = await http.post("/v1/negotiate", json={"brand": brand})
     response.raise_for_status()
@@ -77,7 +78,7 @@ async def send_and_accept(client: WsClient, client_message_id: str, text: str = 
 async def events_through(client: WsClient, stream_id: str, seq: int) -> list[dict[str, Any]]:
     """The stream's events up to and including ``seq`` (a non-terminal point mid-stream)."""
     frames = await client.recv_until(lambda f: f.get("stream_id") == stream_id and f.get("seq") == seq)
-    return [f for f in frames if f.get("stream_id") == stream_id and "seq" in f]
+    return stream_events(frames, stream_id)
 
 
 async def history(server: RunningServer, negotiated: dict[str, Any]) -> list[dict[str, Any]]:
@@ -268,7 +269,7 @@ async def test_cancel_ends_the_stream_with_done_cancelled_and_the_text_streamed_
         await client.recv_until(lambda f: f.get("stream_id") == stream_id and f["type"] == "delta")
         await client.send({"type": "cancel", "stream_id": stream_id})
         await client.stream(stream_id)
-    events = [f for f in client.frames if f.get("stream_id") == stream_id and "seq" in f]
+    events = stream_events(client.frames, stream_id)
     assert_well_formed(events)
     done = events[-1]
     assert done["type"] == "done" and done["finish_reason"] == "cancelled"

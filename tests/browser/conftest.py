@@ -27,9 +27,9 @@ import pytest
 import pytest_asyncio
 
 from api.settings import PROJECT_ROOT
+from testkit import T
+from testkit.server import ServerFactory, server_pool
 from tests.browser.helpers import CHROMIUM_ARGS, DESKTOP, PAGES, RECORDER, WidgetPage, chromium_path
-from tests.conftest import ServerFactory
-from tests.support import T, server_pool
 
 
 def _missing(reason: str) -> None:

@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 import httpx
 
 from persona.demo import compose_answer
-from tests.support import RunningServer, T
+from testkit import T
+from testkit.server import RunningServer
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -13,8 +13,8 @@ import asyncio
 from pathlib import Path
 
 from api.settings import PROJECT_ROOT
+from testkit.server import start_server
 from tests.browser.helpers import CHROMIUM_ARGS, DESKTOP, MOBILE, RECORDER, WidgetPage, chromium_path
-from tests.support import start_server
 
 FIRST = "How fast do you ship?"
 SECOND = "Which beans do you roast, and how do I brew them in a French press?"

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from testkit import T
+from testkit.clients import WsClient, negotiate
+from testkit.server import ServerFactory
 from tests.browser.helpers import DESKTOP
-from tests.conftest import ServerFactory
-from tests.support import T, WsClient, negotiate
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")  # the module shares one browser
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from testkit.server import ServerFactory
 from tests.browser.helpers import QUESTION, SLOW, WidgetPage, expected_answer, server_history
 from tests.browser.proxy import Proxy
-from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")  # the module shares one browser
 

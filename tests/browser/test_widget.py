@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from testkit.server import ServerFactory
 from tests.browser.helpers import MOBILE, QUESTION, SLOW, WidgetPage, expected_answer, server_history
-from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")  # the module shares one browser
 
