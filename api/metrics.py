@@ -19,7 +19,7 @@ from typing import Any
 from datadog.dogstatsd.base import DogStatsd
 
 from streaming.buffer import StreamBuffer
-from streaming.contract import CancelHandler, ReplyStatus, StreamInfo, Turn
+from streaming.contract import CancelHandler, LeaseLostHandler, Orphan, ReplyStatus, StreamInfo, StreamOrigin, Turn
 from streaming.events import StoredEvent
 from streaming.fanout import Subscription
 
@@ -197,6 +197,19 @@ class TimedBuffer:
 
     async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
         await self._inner.end_abandoned(stream_id, code, message)
+
+    async def orphans(self) -> list[str]:
+        return await self._inner.orphans()
+
+    async def take_over(self, stream_id: str) -> Orphan | None:
+        return await self._inner.take_over(stream_id)
+
+    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
+        self._inner.on_lease_lost(callback)
+
+    async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
+        with self._timed("append"):
+            await self._inner.start_production(stream_id, origin, first)
 
     # --- stream log ------------------------------------------------------------------------
     async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:

@@ -43,6 +43,9 @@ FOLLOW_IDLE_POLL_MAX_S = 5.0
 # A live job always ends by its total deadline (plus the shutdown grace); a stream still open this
 # much later has lost its instance and is ended with generation_lost.
 GENERATION_LOST_MARGIN_S = 30.0
+# Streams whose producer died are looked for twice per lease TTL (so a takeover happens within
+# about 1.5 times LEASE_TTL_S), but not more often than this.
+TAKEOVER_SWEEP_MIN_S = 0.2
 # The provider's own read timeout is only a backstop: the job's deadlines fire first.
 PROVIDER_READ_TIMEOUT_MARGIN_S = 5.0
 
@@ -93,6 +96,8 @@ class Runtime:
                 conversation_ttl_s=settings.conversation_ttl_s,
                 resume_window_s=settings.resume_window_s,
                 subscription_maxsize=settings.follower_queue_max_events,
+                lease_ttl_s=settings.lease_ttl_s,
+                outage_deadline_s=settings.buffer_outage_deadline_s,
             ),
         )
         hooks = HookRegistry()
@@ -113,6 +118,7 @@ class Runtime:
         manager = GenerationManager(
             buffer=buffer,
             provider=provider,
+            brands=brands,
             options=ReplyOptions(
                 deadlines=Deadlines(
                     connect_s=settings.upstream_connect_timeout_s,
@@ -125,6 +131,7 @@ class Runtime:
                 max_reply_tokens=settings.max_reply_tokens,
                 stream_max_events=settings.stream_max_events,
                 stream_max_chars=settings.stream_max_chars,
+                takeover_sweep_s=max(TAKEOVER_SWEEP_MIN_S, settings.lease_ttl_s / 2),
             ),
             hooks=hooks.emit,
             guard_factory=brand_guard,
@@ -155,6 +162,7 @@ class Runtime:
                 "verify on other instances or after a restart"
             )
         await self.buffer.start()
+        self.manager.start()
         # Load the tokenizer's tables now, not inside the first request (it blocks for ~0.5 s).
         await asyncio.to_thread(count_tokens, "warm up")
         logger.info(
@@ -177,6 +185,7 @@ class Runtime:
         self.begin_shutdown()
         # 2. Let running replies finish within the grace period; the rest end with a retryable error.
         await self.manager.drain(self.settings.shutdown_grace_s)
+        await self.manager.stop()
         # 3. Release the provider and the buffer.
         with contextlib.suppress(Exception):
             await self.provider.close()

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     stream_max_events: int = 5_000
     stream_max_chars: int = 40_000
     follower_queue_max_events: int = 256  # live events queued per follower before it re-reads the log
+    lease_ttl_s: float = 5.0  # a producer silent this long (dead, paused) is taken over by another instance
+    buffer_outage_deadline_s: float = 10.0  # replies wait this long for an unreachable Redis, then end
 
     # --- input limits ----------------------------------------------------------------------
     max_message_chars: int = 4_000

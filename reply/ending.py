@@ -13,6 +13,7 @@ brand's fallback replies replaces a reply::
     the upstream failed, brand has `error`    retract(code, error fallback) | delta(…), done(fallback)
     the upstream failed, no `error` fallback  error(code, message, retryable)
     this instance shut down mid-reply         error(shutting_down, retryable)
+    the shared buffer stayed down too long    error(buffer_unavailable, retryable)
 
 A ``retract`` withdraws text clients already have; when nothing was streamed yet the fallback is
 simply the first delta.
@@ -62,12 +63,16 @@ class Outcome:
     replacement: str | None = None  # the guard's own replacement (a trimmed reply), else the fallback
     failure: UpstreamError | None = None
     shutdown: bool = False
+    buffer_unavailable: bool = False  # the shared buffer stayed unreachable past its deadline
 
 
 def closing_events(writer: StreamWriter, fallbacks: Fallbacks, outcome: Outcome) -> list[StoredEvent]:
     """The events that end the stream, the terminal one last (see the module docstring)."""
     if outcome.shutdown:
         return [writer.error("shutting_down", "the server restarted before the reply ended", retryable=True)]
+    if outcome.buffer_unavailable:
+        message = "the reply could not be stored; send the message again in a moment"
+        return [writer.error("buffer_unavailable", message, retryable=True)]
     if outcome.violation is not None:
         text = outcome.replacement if outcome.replacement is not None else fallback_text(fallbacks, outcome.violation)
         return [*_replace_with(writer, outcome.violation, text), writer.done("fallback")]

@@ -12,12 +12,21 @@ instance) can pick it up. Lifecycle of one job::
 
 The total deadline wraps everything including the one retry; the other deadlines are the
 upstream's (``reply.upstream``).
+
+**Failover.** Each job's stream keeps its origin (the prompt, the brand, the request) in the buffer,
+and the job holds the stream's producer lease. A sweeper on every instance takes over streams whose
+lease expired (their instance died or was paused): it rebuilds the job from the origin, numbers on
+from the last durable seq and continues the text (``reply/failover.py``). The total deadline and a
+cancel requested meanwhile still hold. A producer that lost its lease stops without writing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +40,14 @@ from persona.prompt import assemble
 from reply.batcher import DeltaBatcher
 from reply.ending import Outcome, closing_events
 from reply.exceptions import GuardViolation, ShuttingDown, StreamFull
+from reply.failover import Continuation, Delta, Op
 from reply.options import JobHooks, ReplyOptions
 from reply.upstream import ReplyContext, Upstream
 from streaming.buffer import StreamBuffer
-from streaming.contract import AssistantTurn, ReplyStatus, UserTurn, turn_to_dict
-from streaming.exceptions import StreamExpired
+from streaming.contract import AssistantTurn, Orphan, ReplyStatus, StreamOrigin, Turn, UserTurn, turn_to_dict
+from streaming.exceptions import BufferUnavailable, LeaseLost, StreamExpired
 from streaming.ids import new_id
-from streaming.log import StreamWriter
+from streaming.log import StreamWriter, fold_text
 
 # Room left after the total deadline before a stream's metadata may expire: the terminal write
 # and its retries happen in it.
@@ -62,6 +72,8 @@ class _Job:
     conversation_id: str
     writer: StreamWriter
     request: ReplyRequest
+    total_s: float  # what is left of the total deadline when this job starts
+    continuation: Continuation | None = None  # set when this job took the stream over
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
 
@@ -82,19 +94,34 @@ class GenerationManager:
         *,
         buffer: StreamBuffer,
         provider: ChatProvider,
+        brands: Mapping[str, Brand],
         options: ReplyOptions,
         hooks: JobHooks,
         guard_factory: GuardFactory,
     ) -> None:
         self.buffer = buffer
         self.options = options
+        self._brands = brands
         self._hooks = hooks
         self._upstream = Upstream(
             provider=provider, deadlines=options.deadlines, guard_factory=guard_factory, hooks=self._hook
         )
         self._jobs: dict[str, _Job] = {}
         self._accepting = True
+        self._sweeper: asyncio.Task[None] | None = None
         buffer.on_cancel(self._cancel_local)
+        buffer.on_lease_lost(self._lease_lost)
+
+    def start(self) -> None:
+        """Start looking for streams whose producer died (see the module docstring)."""
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="takeover-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
 
     @property
     def running(self) -> int:
@@ -133,8 +160,10 @@ class GenerationManager:
         if winner != stream_id:
             logger.bind(conversation_id=conversation_id, stream_id=winner).info("duplicate send, first stream returned")
             return Submission(winner, created=False)
+        stored: list[Turn] = []
         if history is None:
-            history = [turn_to_dict(t) for t in await self.buffer.history(conversation_id)]
+            stored = await self.buffer.history(conversation_id)
+            history = [turn_to_dict(t) for t in stored]
         prompt = assemble(brand, history, text, max_reply_tokens=options.max_reply_tokens)
         logger.bind(conversation_id=conversation_id, stream_id=stream_id, brand=brand.id).debug(
             "prompt v{}: {} tokens of {}, {} exchanges kept, {} summarised, {} facts, {} examples",
@@ -149,10 +178,9 @@ class GenerationManager:
         # What the guard's end-of-reply relevance check may count as on-topic besides the brand's words.
         recent = [str(m.get("content") or "") for m in prompt.history_messages[-GUARD_RECENT_TURNS:]]
         guard_context = GuardContext(question=text, context=(*(s.text for s in prompt.knowledge), *recent))
-        await self.buffer.add_turn(conversation_id, UserTurn(text=text, client_message_id=client_message_id))
-        await self.buffer.add_turn(conversation_id, AssistantTurn(stream_id=stream_id))
-        writer = StreamWriter(stream_id, max_events=options.stream_max_events, max_chars=options.stream_max_chars)
-        await self.buffer.append(stream_id, [writer.start(conversation_id, client_message_id)])
+        turns = (UserTurn(text=text, client_message_id=client_message_id), AssistantTurn(stream_id=stream_id))
+        for turn in turns:
+            await self.buffer.add_turn(conversation_id, turn)
         model = brand.model
         request = ReplyRequest(
             brand_id=brand.id,
@@ -161,12 +189,76 @@ class GenerationManager:
             model=model.model,
             temperature=model.temperature,
         )
+        origin = StreamOrigin(
+            conversation_id, client_message_id, (*stored, *turns), _job_record(request, guard_context, time.time())
+        )
+        writer = self._writer(stream_id)
+        await self.buffer.start_production(stream_id, origin, [writer.start(conversation_id, client_message_id)])
         reply = ReplyContext(stream_id, brand, time.monotonic(), guard_context)
-        job = _Job(reply, conversation_id, writer, request)
+        job = _Job(reply, conversation_id, writer, request, options.deadlines.total_s)
         self._jobs[stream_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"job-{stream_id}")
         self._hook("stream_started", stream_id=stream_id, conversation_id=conversation_id, brand=brand.id)
         return Submission(stream_id, created=True)
+
+    def _writer(self, stream_id: str) -> StreamWriter:
+        return StreamWriter(
+            stream_id, max_events=self.options.stream_max_events, max_chars=self.options.stream_max_chars
+        )
+
+    # --- failover ---------------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.takeover_sweep_s)
+            if not self._accepting:
+                continue
+            try:
+                for stream_id in await self.buffer.orphans():
+                    orphan = await self.buffer.take_over(stream_id)
+                    if orphan is not None:
+                        await self._adopt(orphan)
+            except BufferUnavailable:
+                continue  # the buffer is down: nobody can take anything over; try again later
+            except Exception:
+                logger.exception("takeover sweep failed")
+
+    async def _adopt(self, orphan: Orphan) -> None:
+        """Continue a stream whose producer died, from its last durable event."""
+        sid, origin = orphan.stream_id, orphan.origin
+        log = logger.bind(stream_id=sid, conversation_id=origin.conversation_id)
+        record = json.loads(origin.job)
+        brand = self._brands.get(str(record["brand"]))
+        if brand is None or not orphan.events:
+            log.error("cannot continue stream {}: brand {!r} unknown here", sid, record.get("brand"))
+            await self.buffer.end_abandoned(sid, "generation_lost", "the reply was interrupted on the server")
+            return
+        writer = self._writer(sid)
+        writer.seq, writer.text, writer._started = orphan.events[-1].seq, fold_text(orphan.events), True
+        request = ReplyRequest(
+            brand_id=brand.id,
+            messages=record["messages"],
+            max_tokens=int(record["max_tokens"]),
+            model=record.get("model"),
+            temperature=record.get("temperature"),
+        )
+        guard_context = GuardContext(question=str(record["question"]), context=tuple(record["context"]))
+        elapsed = max(0.0, time.time() - orphan.created_at)
+        reply = ReplyContext(sid, brand, time.monotonic() - elapsed, guard_context)
+        remaining = self.options.deadlines.total_s - elapsed
+        job = _Job(reply, origin.conversation_id, writer, request, remaining, Continuation(writer.text))
+        if orphan.cancel_requested:
+            job.cancel_reason = "cancelled"
+        self._jobs[sid] = job
+        log.info("took over stream {} at seq {} ({:.1f} s of its deadline left)", sid, writer.seq, remaining)
+        self._hook("stream_taken_over", stream_id=sid, brand=brand.id)
+        job.task = asyncio.create_task(self._run(job), name=f"job-{sid}")
+
+    def _lease_lost(self, stream_id: str) -> None:
+        """Another instance produces this stream now: stop ours without writing anything."""
+        job = self._jobs.get(stream_id)
+        if job is not None and job.task is not None and not job.task.done():
+            job.cancel_reason = "fenced"
+            job.task.cancel()
 
     async def cancel(self, stream_id: str) -> None:
         """Stop a reply wherever it runs; it ends with ``done`` / ``finish_reason: cancelled``."""
@@ -203,20 +295,34 @@ class GenerationManager:
     async def _run(self, job: _Job) -> None:
         log = logger.bind(stream_id=job.stream_id, conversation_id=job.conversation_id)
         batcher = DeltaBatcher(job.writer, lambda events: self.buffer.append(job.stream_id, events))
-        total_s = self.options.deadlines.total_s
+        sink = _Sink(batcher, job.continuation)
         outcome: Outcome
         try:
+            if job.cancel_reason == "cancelled":  # cancelled while no instance produced it
+                raise asyncio.CancelledError
             try:
-                async with asyncio.timeout(total_s):
-                    outcome = Outcome(finish=await self._upstream.generate(job.reply, job.request, batcher))
+                async with asyncio.timeout(max(0.0, job.total_s)):
+                    finish = await self._upstream.generate(job.reply, job.request, sink)
+                    sink.finish()
+                    outcome = Outcome(finish=finish)
             except TimeoutError:
-                raise UpstreamTimeout("deadline", total_s) from None
+                raise UpstreamTimeout("deadline", self.options.deadlines.total_s) from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if job.cancel_reason is None or task is None:
                 raise  # cancelled by the event loop going away: nothing sensible left to do
-            task.uncancel()
+            if task.cancelling():
+                task.uncancel()
+            if job.cancel_reason == "fenced":
+                await self._abandon(job, batcher, log)
+                return
             outcome = Outcome(shutdown=True) if job.cancel_reason == "shutdown" else Outcome(finish="cancelled")
+        except LeaseLost:
+            await self._abandon(job, batcher, log)
+            return
+        except BufferUnavailable:
+            outcome = Outcome(buffer_unavailable=True)
+            log.warning("the buffer stayed unavailable past its deadline; ending the reply")
         except StreamFull:
             outcome = Outcome(finish="length")
         except GuardViolation as exc:
@@ -239,18 +345,33 @@ class GenerationManager:
             log.exception("generation failed")
         await self._finish(job, batcher, outcome, log)
 
+    async def _abandon(self, job: _Job, batcher: DeltaBatcher, log: Any) -> None:
+        """Another instance took the stream over: write nothing more, forget the job."""
+        with contextlib.suppress(BaseException):
+            await batcher.close(timeout_s=0)
+        log.warning("lease lost: another instance took over stream {}; this producer stops", job.stream_id)
+        self._jobs.pop(job.stream_id, None)
+
     async def _finish(self, job: _Job, batcher: DeltaBatcher, outcome: Outcome, log: Any) -> None:
         writer = job.writer
         try:
             try:
                 await batcher.close(timeout_s=CLOSE_TIMEOUT_S)
-            except StreamExpired:
+            except (StreamExpired, LeaseLost):
                 raise
+            except BufferUnavailable:
+                outcome = Outcome(buffer_unavailable=True)
             except Exception as exc:
                 log.error("could not write pending text: {!r}", exc)
                 raise
             events = closing_events(writer, job.brand.fallbacks, outcome)
-            await self.buffer.append(job.stream_id, events, expire_after_s=self.options.resume_window_s)
+            try:
+                await self.buffer.append(job.stream_id, events, expire_after_s=self.options.resume_window_s)
+            except BufferUnavailable:
+                # Kept by the buffer and written back if it returns; followers' own deadlines end
+                # their wait with a retryable buffer_unavailable meanwhile.
+                log.warning("could not store the end of the reply; it is written back when the buffer returns")
+                return
             terminal = events[-1].payload()
             status: ReplyStatus = "error" if terminal["type"] == "error" else "done"
             await self.buffer.finish_reply(job.conversation_id, job.stream_id, writer.text, status)
@@ -266,7 +387,57 @@ class GenerationManager:
             )
         except StreamExpired:
             log.error("the buffer lost the stream before it ended; nothing more can be written")
+        except LeaseLost:
+            log.warning("lease lost: another instance took over stream {}; this producer stops", job.stream_id)
         except Exception:
             log.exception("could not write the terminal event")
         finally:
             self._jobs.pop(job.stream_id, None)
+
+
+class _Sink:
+    """Where the upstream's checked text goes: the batcher, through the failover splice when this
+    job continues a stream another instance started."""
+
+    def __init__(self, batcher: DeltaBatcher, continuation: Continuation | None) -> None:
+        self._batcher = batcher
+        self._continuation = continuation
+
+    @property
+    def text_so_far(self) -> int:
+        return self._batcher.text_so_far
+
+    def push(self, text: str) -> None:
+        if self._continuation is None:
+            self._batcher.push(text)
+        else:
+            self._apply(self._continuation.feed(text))
+
+    def finish(self) -> None:
+        if self._continuation is not None:
+            self._apply(self._continuation.finish())
+
+    def _apply(self, ops: list[Op]) -> None:
+        for op in ops:
+            if isinstance(op, Delta):
+                self._batcher.push(op.text)
+            else:
+                self._batcher.retract(op.reason, op.text)
+
+
+def _job_record(request: ReplyRequest, guard: GuardContext, created_at: float) -> str:
+    """What another instance needs to continue this reply (kept with the stream; see StreamOrigin)."""
+    record: str = json.dumps(
+        {
+            "brand": request.brand_id,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "model": request.model,
+            "temperature": request.temperature,
+            "question": guard.question,
+            "context": list(guard.context),
+            "created_at": created_at,
+        },
+        separators=(",", ":"),
+    )
+    return record

@@ -25,6 +25,7 @@ class ReplyOptions:
     max_reply_tokens: int  # when the brand sets none
     stream_max_events: int
     stream_max_chars: int
+    takeover_sweep_s: float  # how often this instance looks for streams whose producer died
 
 
 class JobHooks(Protocol):

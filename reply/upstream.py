@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from loguru import logger
 
@@ -24,13 +25,23 @@ from llm.base import ChatProvider, Piece, ReplyRequest
 from llm.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from persona.brand import Brand
 from persona.guard import ABORTED, GuardContext, GuardFactory, GuardStep, ReplyGuard
-from reply.batcher import DeltaBatcher
 from reply.exceptions import GuardViolation
 from reply.options import Deadlines, JobHooks
 from streaming.events import FinishReason
 
 # Wait before the one retry when the upstream gave no ``retry-after``.
 DEFAULT_RETRY_WAIT_S = 0.25
+
+
+class TextSink(Protocol):
+    """Where checked text goes (the job's batcher, maybe through a failover splice)."""
+
+    @property
+    def text_so_far(self) -> int:
+        """Characters of reply text written or pending (any means: no retry)."""
+        ...
+
+    def push(self, text: str) -> None: ...
 
 
 @dataclass
@@ -59,7 +70,7 @@ class Upstream:
         self._guard_factory = guard_factory
         self._hook = hooks
 
-    async def generate(self, reply: ReplyContext, request: ReplyRequest, batcher: DeltaBatcher) -> FinishReason:
+    async def generate(self, reply: ReplyContext, request: ReplyRequest, batcher: TextSink) -> FinishReason:
         """Stream the reply into ``batcher``, retrying once if it fails before any text was produced.
 
         Raises :class:`UpstreamError` (after the retry), :class:`GuardViolation` or ``StreamFull``;
@@ -82,7 +93,7 @@ class Upstream:
                 )
                 await asyncio.sleep(wait_s)
 
-    async def _stream_once(self, reply: ReplyContext, request: ReplyRequest, batcher: DeltaBatcher) -> FinishReason:
+    async def _stream_once(self, reply: ReplyContext, request: ReplyRequest, batcher: TextSink) -> FinishReason:
         d = self._deadlines
         opened_at = time.monotonic()
         try:
@@ -130,7 +141,7 @@ class Upstream:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    def _apply(self, step: GuardStep, batcher: DeltaBatcher, reply: ReplyContext) -> None:
+    def _apply(self, step: GuardStep, batcher: TextSink, reply: ReplyContext) -> None:
         for note in step.notes:
             logger.bind(stream_id=reply.stream_id, brand=reply.brand_id).info(
                 "guard note {}: {}", note.event, ", ".join(f"{k}={v}" for k, v in note.fields.items())
@@ -142,7 +153,7 @@ class Upstream:
             raise GuardViolation(step.violation, step.replacement)
 
 
-def _release_held(guard: ReplyGuard, batcher: DeltaBatcher) -> None:
+def _release_held(guard: ReplyGuard, batcher: TextSink) -> None:
     step = guard.finish(ABORTED)
     if step.release and not step.violation:
         with contextlib.suppress(Exception):  # a full stream or a failed buffer: the terminal path reports it

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from streaming.contract import BufferOptions, ControlBus, ConversationStore, StreamLog
+from streaming.contract import BufferOptions, ControlBus, ConversationStore, ProducerLeases, StreamLog
 from streaming.memory import MemoryBuffer
 from streaming.redis_buffer import RedisBuffer
 
 
 @runtime_checkable
-class StreamBuffer(StreamLog, ConversationStore, ControlBus, Protocol):
-    """What the server needs from a buffer backend: the three parts plus a lifecycle."""
+class StreamBuffer(StreamLog, ConversationStore, ControlBus, ProducerLeases, Protocol):
+    """What the server needs from a buffer backend: the four parts plus a lifecycle."""
 
     url: str
 

@@ -5,7 +5,8 @@ A buffer backend (memory, Redis) implements all three; each user of it depends o
 * :class:`StreamLog` — per stream, the append-only event log, its metadata and live followers;
 * :class:`ConversationStore` — per conversation, the turns and the ``client_message_id → stream_id``
   map that makes sends idempotent;
-* :class:`ControlBus` — the one control message that must cross instances: "cancel this stream".
+* :class:`ControlBus` — the one control message that must cross instances: "cancel this stream";
+* :class:`ProducerLeases` — which instance produces a stream, so another can take over when it dies.
 
 :class:`~streaming.buffer.StreamBuffer` is the three together plus the lifecycle (start, close,
 ping); :func:`~streaming.buffer.make_buffer` picks a backend by URL scheme.
@@ -30,6 +31,8 @@ class BufferOptions:
     conversation_ttl_s: int  # how long a conversation is kept after its last write
     resume_window_s: int  # how long a finished stream stays resumable
     subscription_maxsize: int  # live events queued per follower before it re-reads the log
+    lease_ttl_s: float  # a producer that stops renewing for this long may be taken over
+    outage_deadline_s: float  # appends wait this long for an unreachable backend, then fail
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,9 @@ class StreamLog(Protocol):
         """Append events (already numbered by the single writer) and tell live followers.
 
         ``expire_after_s`` is given with the terminal event: the stream is marked terminal and
-        expires that long after. Raises ``StreamExpired`` if the stream is gone."""
+        expires that long after. Appends are fenced: :class:`~streaming.exceptions.LeaseLost` when
+        another instance took the stream over; ``BufferUnavailable`` when the backend stayed
+        unreachable past its outage deadline (the events are kept and written back if it returns)."""
 
     async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
         """The events with ``seq > after_seq``, in order. Raises ``StreamExpired`` if unknown."""
@@ -147,3 +152,66 @@ class ControlBus(Protocol):
 
     def on_cancel(self, callback: CancelHandler) -> None:
         """Register the local handler for cancel requests (from any instance)."""
+
+
+@dataclass(frozen=True)
+class StreamOrigin:
+    """What a stream's producer keeps with it: enough for another instance to continue the reply,
+    and for the producer to write back what a restarted Redis lost."""
+
+    conversation_id: str
+    client_message_id: str
+    turns: tuple[Turn, ...]  # the conversation up to and including this message's two turns
+    job: str  # the reply pipeline's record (opaque JSON), handed to whoever takes the stream over
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "c": self.conversation_id,
+                "m": self.client_message_id,
+                "turns": [turn_to_dict(t) for t in self.turns],
+                "job": self.job,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: str) -> StreamOrigin:
+        obj = json.loads(raw)
+        turns = tuple(turn_from_dict(t) for t in obj["turns"])
+        return cls(str(obj["c"]), str(obj["m"]), turns, str(obj["job"]))
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A stream whose producer stopped renewing its lease, now leased to this instance."""
+
+    stream_id: str
+    origin: StreamOrigin
+    events: list[StoredEvent]  # the durable log so far
+    created_at: float  # epoch seconds
+    cancel_requested: bool
+
+
+LeaseLostHandler = Callable[[str], None]
+
+
+class ProducerLeases(Protocol):
+    """Exactly one producer per stream. A producer holds a lease that its appends renew (and a
+    timer, between appends); when it stops renewing (the process died or was paused), any instance
+    may take the stream over and continue it. The memory backend is one process: it never has
+    orphans."""
+
+    async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
+        """Become the stream's producer: keep ``origin`` with it and append its first events (the
+        ``start``); from then on appends renew the lease. Raises like :meth:`StreamLog.append`."""
+
+    async def orphans(self) -> list[str]:
+        """Open streams whose lease has expired (a bounded batch)."""
+
+    async def take_over(self, stream_id: str) -> Orphan | None:
+        """Atomically make this instance the stream's producer, if its lease is still expired and
+        it has not ended; ``None`` when another instance was first or it is not an orphan."""
+
+    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
+        """Register the local handler told when another instance took over one of our streams."""

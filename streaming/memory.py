@@ -13,7 +13,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from streaming.contract import AssistantTurn, BufferOptions, CancelHandler, ReplyStatus, StreamInfo, Turn
+from streaming.contract import (
+    AssistantTurn,
+    BufferOptions,
+    CancelHandler,
+    LeaseLostHandler,
+    Orphan,
+    ReplyStatus,
+    StreamInfo,
+    StreamOrigin,
+    Turn,
+)
 from streaming.events import ErrorEvent, StoredEvent, encode
 from streaming.exceptions import StreamExpired
 from streaming.fanout import Fanout, Subscription
@@ -160,6 +170,19 @@ class MemoryBuffer:
 
     def on_cancel(self, callback: CancelHandler) -> None:
         self._cancel_handler = callback
+
+    # --- producer leases: one process, so no stream is ever orphaned while it runs ---------------
+    async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
+        await self.append(stream_id, first)
+
+    async def orphans(self) -> list[str]:
+        return []
+
+    async def take_over(self, stream_id: str) -> Orphan | None:
+        return None
+
+    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
+        return None
 
     # --- housekeeping -------------------------------------------------------------------------
     def sweep(self) -> int:

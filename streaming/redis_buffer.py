@@ -1,28 +1,52 @@
-"""``redis://`` — the shared buffer: any instance can replay and follow any stream.
+"""``redis://`` — the shared buffer: any instance can replay and follow any stream, and take over
+producing one whose instance died.
 
 Layout (prefix ``bc:``)::
 
     bc:s:{stream_id}          Redis Stream; entry id "{seq}-0", fields t=type, d=json
-    bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), end=1 and last=seq once terminal
-    bc:ch:{stream_id}         pub/sub channel: live events, one "seq type json" line each
+    bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), o=producer, origin=JSON,
+                              cancel=1 when cancelled, end=1 and last=seq once terminal
+    bc:s:{stream_id}:l        the producer's lease: its owner id, with a TTL of LEASE_TTL_S
+    bc:live                   sorted set: open streams by lease deadline (ms, Redis clock)
+    bc:ch:{stream_id}         pub/sub channel: live events, "owner" then one "seq type json" line each
     bc:c:{conv}:msgs          hash: client_message_id -> stream_id (idempotent sends)
     bc:c:{conv}:turns         list of JSON turns
     bc:c:{conv}:replies       hash: stream_id -> {"text", "status"} once the reply ended
     bc:cancel                 pub/sub channel: stream ids whose generation should stop
 
 Why the entry id is the seq: ``XADD`` refuses an id not above the last one, so a second writer
-can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``. Appends after the
-first use ``NOMKSTREAM``: if Redis lost the stream (restart without persistence) the writer is
-told instead of silently re-creating a stream with a missing head.
+can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``.
+
+**Producers and leases.** Every append is one Lua script that checks the meta hash's producer
+(``o``) first: an instance that lost the stream to another (it was paused past its lease) has its
+writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). Appends and a timer renew
+the lease; when it expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the
+stream — the script rewrites ``o`` — and continue it from the last durable seq.
+
+**Durability first, local first.** An append resolves once Redis has it; only then do followers on
+this instance get the events, straight from memory (the pub/sub echo of our own writes is
+skipped). Followers on other instances get them over pub/sub. So every event any client sees is in
+Redis, and a producer that takes over never renumbers a seq some client already saw
+(docs/streaming.md, "Invariants").
+
+**Outages.** When Redis is unreachable the instance-wide writer keeps the events in memory and
+retries with backoff; the job's append waits (its followers wait too: no word is lost). When Redis
+returns, the writer writes back whatever it lost: a stream whose meta hash is gone is restored
+whole (origin, every event, the conversation's ``client_message_id`` and turns), one whose log is
+behind gets the missing tail. If Redis stays away for ``outage_deadline_s``, every waiting append
+fails with :class:`~streaming.exceptions.BufferUnavailable` and the job ends the reply (its
+terminal event is still written back if Redis returns later). redis-py runs with socket timeouts,
+health checks and a bounded retry, so no call waits longer than a few seconds.
 
 Live delivery costs one pub/sub connection per instance, not one per follower: the reader task
 subscribes to a stream's channel when its first local follower arrives (ref-counted) and fans
 events out in memory (:mod:`streaming.fanout`). redis-py's asyncio ``PubSub`` allows
-``subscribe()`` from one task while another awaits ``get_message()`` on the same connection
-(commands are written, replies arrive as messages), which is what encode/broadcaster relies on
-too. A follower reads the log without waiting for the subscription to be confirmed; when the
-confirmation arrives its followers re-read the log once, so nothing published in between is lost.
-On a reader reconnect every follower is marked lagged and re-reads the log, too.
+``subscribe()`` from one task while another awaits ``get_message()`` on the same connection,
+which is what encode/broadcaster relies on too; after a reconnect it re-subscribes every channel
+by itself (``PubSub.on_connect``). A follower reads the log without waiting for the subscription to
+be confirmed; when the confirmation arrives its followers re-read the log once, so nothing
+published in between is lost. On a reader reconnect every follower is marked lagged and re-reads
+the log, too.
 """
 
 from __future__ import annotations
@@ -31,31 +55,63 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from loguru import logger
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from streaming.contract import (
     AssistantTurn,
     BufferOptions,
     CancelHandler,
+    LeaseLostHandler,
+    Orphan,
     ReplyStatus,
     StreamInfo,
+    StreamOrigin,
     Turn,
     decode_turn,
     encode_turn,
 )
 from streaming.events import StoredEvent
-from streaming.exceptions import StreamExpired
+from streaming.exceptions import BufferUnavailable, LeaseLost, StreamExpired
 from streaming.fanout import Fanout, Subscription
 
 PREFIX = "bc:"
 CANCEL_CHANNEL = PREFIX + "cancel"
+LIVE_KEY = PREFIX + "live"
+
+# Bounded pool: a burst waits (at most POOL_WAIT_S) for a connection instead of opening thousands.
+# Appends of every stream share one pipeline, so a busy instance needs few connections.
+POOL_MAX_CONNECTIONS = 64
+POOL_WAIT_S = 5.0
+# No Redis call waits longer than this for a reply (a paused or blackholed Redis answers nothing;
+# without a socket timeout a call would wait for the kernel's TCP timeout, minutes).
+SOCKET_TIMEOUT_S = 2.0
+# redis-py's own retry of a failed call: two more tries, 50 ms then 100 ms apart. Longer outages are
+# the writer's business (it retries with its own backoff until the outage deadline).
+CALL_RETRIES = 2
+# A pooled connection idle this long is pinged before use, so a dead one is noticed before a call.
+HEALTH_CHECK_INTERVAL_S = 5
+# Until the first stream is created and tells the writer its lifetime (deadline + resume window).
+INITIAL_STREAM_TTL_S = 3600
+# The pub/sub reader's and the writer's reconnect backoff, doubling from min to max.
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+# How long one pub/sub read waits before looping (lets cancellation and reconnects in).
+READER_POLL_S = 1.0
+# How many orphans one sweep looks at.
+ORPHANS_PER_SWEEP = 50
+# A stream this instance created but never started (its client_message_id lost the race) is
+# forgotten after this long.
+UNSTARTED_FORGET_S = 60.0
 
 
 def _skey(stream_id: str) -> str:
@@ -66,6 +122,10 @@ def _mkey(stream_id: str) -> str:
     return f"{PREFIX}s:{stream_id}:m"
 
 
+def _lkey(stream_id: str) -> str:
+    return f"{PREFIX}s:{stream_id}:l"
+
+
 def _channel(stream_id: str) -> str:
     return f"{PREFIX}ch:{stream_id}"
 
@@ -74,17 +134,141 @@ def _ckey(conversation_id: str, part: str) -> str:
     return f"{PREFIX}c:{conversation_id}:{part}"
 
 
-def _encode_live(events: Sequence[StoredEvent]) -> str:
-    return "\n".join(f"{e.seq} {e.type} {e.data}" for e in events)
+def _encode_live(owner: str, events: Sequence[StoredEvent]) -> str:
+    return owner + "\n" + "\n".join(f"{e.seq} {e.type} {e.data}" for e in events)
 
 
-def _decode_live(payload: str) -> list[StoredEvent]:
+def _decode_live(payload: str) -> tuple[str, list[StoredEvent]]:
+    owner, _, body = payload.partition("\n")
     out = []
-    for line in payload.split("\n"):
+    for line in body.split("\n"):
         seq, kind, data = line.split(" ", 2)
         out.append(StoredEvent(int(seq), kind, data))
-    return out
+    return owner, out
 
+
+def _event_args(events: Sequence[StoredEvent]) -> list[str | int]:
+    args: list[str | int] = []
+    for e in events:
+        args += [e.seq, e.type, e.data]
+    return args
+
+
+# Redis's own clock in ms, so lease deadlines mean the same on every instance.
+_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+
+# Fenced append. KEYS: stream, meta, lease, live, channel. ARGV: owner, lease_ms, stream_ttl_s,
+# terminal_expire_s ('' while open), live payload, stream_id, then seq/type/data triples.
+# Returns {status, last durable seq}: ok | fenced (another producer) | gone (Redis lost the stream)
+# | behind (Redis lost the log's tail: resend from last + 1).
+_APPEND = (
+    _NOW_MS
+    + """
+local o = redis.call('HGET', KEYS[2], 'o')
+if not o then return {'gone', 0} end
+if o ~= ARGV[1] then return {'fenced', 0} end
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+if tonumber(ARGV[7]) > last + 1 then return {'behind', last} end
+local wrote = 0
+for i = 7, #ARGV, 3 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[1], seq .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2])
+    last = seq
+    wrote = wrote + 1
+  end
+end
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[6])
+else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[6])
+end
+if wrote > 0 then redis.call('PUBLISH', KEYS[5], ARGV[5]) end
+return {'ok', last}
+"""
+)
+
+# Lease renewal between appends. KEYS: meta, lease, live. ARGV: owner, lease_ms, stream_id.
+_RENEW = (
+    _NOW_MS
+    + """
+local o = redis.call('HGET', KEYS[1], 'o')
+if not o then return 'gone' end
+if o ~= ARGV[1] then return 'fenced' end
+if redis.call('HGET', KEYS[1], 'end') == '1' then return 'ended' end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[3])
+return 'ok'
+"""
+)
+
+# KEYS: live. ARGV: limit.
+_ORPHANS = _NOW_MS + "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])\n"
+
+# KEYS: meta, lease, live. ARGV: owner, lease_ms, stream_id. Returns the meta hash, or nil.
+_TAKE_OVER = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'end') == '1' then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return nil
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return nil end
+if not redis.call('HGET', KEYS[1], 'origin') then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return nil
+end
+redis.call('HSET', KEYS[1], 'o', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[3])
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# Write back a stream Redis lost (it restarted without its data). KEYS: stream, meta, lease, live,
+# msgs, turns. ARGV: owner, lease_ms, stream_ttl_s, terminal_expire_s ('' while open), stream_id,
+# conversation_id, created_at, origin JSON, client_message_id, conversation_ttl_s, turn count,
+# turns…, then seq/type/data triples. Turns are restored only when the conversation lost them all.
+_RESTORE = (
+    _NOW_MS
+    + """
+if redis.call('HGET', KEYS[2], 'o') then return 'present' end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'c', ARGV[6], 'at', ARGV[7], 'o', ARGV[1], 'origin', ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local nturns = tonumber(ARGV[11])
+local first = 12 + nturns
+local last = 0
+for i = first, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2])
+  last = tonumber(ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[5])
+end
+redis.call('HSETNX', KEYS[5], ARGV[9], ARGV[5])
+redis.call('EXPIRE', KEYS[5], ARGV[10])
+if redis.call('EXISTS', KEYS[6]) == 0 and nturns > 0 then
+  for i = 12, first - 1 do redis.call('RPUSH', KEYS[6], ARGV[i]) end
+  redis.call('EXPIRE', KEYS[6], ARGV[10])
+end
+return 'restored'
+"""
+)
 
 # Ends a stream whose writer is gone: atomic, so racing followers add one terminal event at most.
 _END_ABANDONED = """
@@ -97,75 +281,101 @@ redis.call('XADD', KEYS[1], seq .. '-0', 't', 'error', 'd', data)
 redis.call('HSET', KEYS[2], 'end', '1', 'last', seq)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', KEYS[3], seq .. ' error ' .. data)
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('PUBLISH', KEYS[3], '-\\n' .. seq .. ' error ' .. data)
 return seq
 """
 
 
 @dataclass
-class _Append:
+class _Produced:
+    """A stream this instance produces: every event it appended (for write-back), what Redis has."""
+
     stream_id: str
-    events: list[StoredEvent]
-    expire_after_s: int | None
-    done: asyncio.Future[None]
+    conversation_id: str
+    created_at: float
+    ttl_s: int
+    origin: StreamOrigin | None = None  # set when production starts
+    events: list[StoredEvent] = field(default_factory=list)
+    durable_seq: int = 0
+    terminal_expire_s: int | None = None
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    needs_restore: bool = False
 
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
 
-# Bounded pool: a burst waits (at most POOL_WAIT_S) for a connection instead of opening thousands.
-# Appends of every stream share one pipeline, so a busy instance needs few connections.
-POOL_MAX_CONNECTIONS = 64
-POOL_WAIT_S = 5.0
-# Until the first stream is created and tells the writer its lifetime (deadline + resume window).
-INITIAL_STREAM_TTL_S = 3600
-# The pub/sub reader's reconnect backoff after Redis went away, doubling from min to max.
-READER_BACKOFF_MIN_S = 0.05
-READER_BACKOFF_MAX_S = 2.0
-# How long one pub/sub read waits before looping (lets cancellation and reconnects in).
-READER_POLL_S = 1.0
+    def undurable(self) -> list[StoredEvent]:
+        return [e for e in self.events if e.seq > self.durable_seq]
 
 
 class RedisBuffer:
     def __init__(self, url: str, options: BufferOptions) -> None:
         self.url = url
+        self.owner = f"p-{secrets.token_hex(6)}"  # this process as a producer (fencing token)
         self._conversation_ttl_s = options.conversation_ttl_s
         self._resume_window_s = options.resume_window_s
         self._subscription_maxsize = options.subscription_maxsize
+        self._lease_ms = max(1, int(options.lease_ttl_s * 1000))
+        self._lease_ttl_s = options.lease_ttl_s
+        self._outage_deadline_s = options.outage_deadline_s
         self._pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_S
+            url,
+            decode_responses=True,
+            max_connections=POOL_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            retry=Retry(ExponentialBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_MIN_S), CALL_RETRIES),
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
+        # The reader blocks in get_message(timeout=READER_POLL_S): its socket timeout must be longer.
         self._pubsub = self._redis.pubsub()
+        self._append_script = self._redis.register_script(_APPEND)
+        self._renew_script = self._redis.register_script(_RENEW)
+        self._orphans_script = self._redis.register_script(_ORPHANS)
+        self._take_over_script = self._redis.register_script(_TAKE_OVER)
+        self._restore_script = self._redis.register_script(_RESTORE)
+        self._end_abandoned_script = self._redis.register_script(_END_ABANDONED)
         self._fanout = Fanout()
         self._refs: dict[str, int] = {}
         self._sub_lock = asyncio.Lock()
-        self._reader: asyncio.Task[None] | None = None
         self._cancel_handler: CancelHandler | None = None
+        self._lease_lost_handler: LeaseLostHandler | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._appends: list[_Append] = []
-        self._append_wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._produced: dict[str, _Produced] = {}
+        self._write_wake = asyncio.Event()
+        self._outage_since: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stream_ttl_s = INITIAL_STREAM_TTL_S
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._redis.ping()
         await self._pubsub.subscribe(CANCEL_CHANNEL)
-        self._reader = asyncio.create_task(self._read_forever(), name="redis-buffer-reader")
-        self._writer = asyncio.create_task(self._write_forever(), name="redis-buffer-writer")
+        self._tasks = [
+            asyncio.create_task(self._read_forever(), name="redis-buffer-reader"),
+            asyncio.create_task(self._write_forever(), name="redis-buffer-writer"),
+            asyncio.create_task(self._renew_forever(), name="redis-buffer-leases"),
+        ]
 
     async def close(self) -> None:
-        for task in (self._reader, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._reader = self._writer = None
-        for item in self._appends:
-            if not item.done.done():
-                item.done.set_exception(ConnectionError("the Redis buffer is closed"))
-        self._appends = []
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for produced in self._produced.values():
+            _fail_waiters(produced, BufferUnavailable("the Redis buffer is closed", stream_id=produced.stream_id))
+        self._produced.clear()
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        await self._redis.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()
         await self._pool.disconnect()
 
     async def ping(self) -> None:
@@ -174,86 +384,281 @@ class RedisBuffer:
     # --- streams ------------------------------------------------------------------------------
     async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
         mkey = _mkey(stream_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(mkey, mapping={"c": conversation_id, "at": f"{time.time():.3f}"})
-            pipe.expire(mkey, ttl_s)
-            await pipe.execute()
+        created_at = time.time()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(mkey, mapping={"c": conversation_id, "at": f"{created_at:.3f}", "o": self.owner})
+                pipe.expire(mkey, ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
         # Every stream gets the same lifetime (deadline + resume window); the stream key, born on
         # the first append, takes the latest value seen here.
         self._stream_ttl_s = ttl_s
+        self._produced[stream_id] = _Produced(stream_id, conversation_id, created_at, ttl_s)
+
+    async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
+        produced = self._produced.get(stream_id)
+        if produced is None:
+            raise LeaseLost(stream_id)
+        produced.origin = origin
+        try:
+            await self._redis.hset(_mkey(stream_id), "origin", origin.encode())
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
+        await self.append(stream_id, first)
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
-        """Queue the events for the instance-wide writer and wait until Redis has them.
+        """Hand the events to the instance-wide writer and wait until Redis has them.
 
         Appends from every stream on this instance are written together: while one pipeline is in
-        flight the next batch gathers, so a busy instance sends one round trip for many streams
-        (redis-py spends far more CPU per pipeline than per command). One writer per stream (the
-        job) awaits each append before the next, so per-stream order is kept."""
+        flight the next batch gathers, so a busy instance sends one round trip for many streams.
+        One writer per stream (the job) awaits each append before the next, so per-stream order is
+        kept. Cancelling the wait leaves the events queued: they are numbered, so they are written
+        once. Raises LeaseLost, BufferUnavailable (after the outage deadline) or StreamExpired."""
         if not events:
             return
+        produced = self._produced.get(stream_id)
+        if produced is None:
+            raise LeaseLost(stream_id)
+        produced.events.extend(events)
+        if expire_after_s is not None:
+            produced.terminal_expire_s = expire_after_s
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._appends.append(_Append(stream_id, list(events), expire_after_s, done))
-        self._append_wake.set()
+        produced.waiters.append((events[-1].seq, done))
+        self._write_wake.set()
         await done
 
     async def _write_forever(self) -> None:
+        backoff = BACKOFF_MIN_S
         while True:
-            await self._append_wake.wait()
-            self._append_wake.clear()
-            batch, self._appends = self._appends, []
-            if batch:
-                await self._write(batch)
+            await self._write_wake.wait()
+            self._write_wake.clear()
+            work = [p for p in self._produced.values() if p.needs_restore or p.durable_seq < p.last_seq]
+            if not work:
+                continue
+            try:
+                await self._write(work)
+            except (RedisError, OSError) as exc:
+                now = time.monotonic()
+                if self._outage_since is None:
+                    self._outage_since = now
+                    logger.warning("redis unreachable for writes: {!r}; holding events and retrying", exc)
+                if now - self._outage_since > self._outage_deadline_s:
+                    for produced in work:
+                        _fail_waiters(
+                            produced,
+                            BufferUnavailable(
+                                "the shared buffer is unavailable; send again in a moment", stream_id=produced.stream_id
+                            ),
+                        )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self._write_wake.set()  # try again (the events are still here)
+                continue
+            if self._outage_since is not None:
+                logger.info(
+                    "redis reachable again after {:.1f} s; events written back", time.monotonic() - self._outage_since
+                )
+                self._outage_since = None
+            backoff = BACKOFF_MIN_S
 
-    async def _write(self, batch: list[_Append]) -> None:
-        spans: list[tuple[int, int]] = []
+    async def _write(self, work: list[_Produced]) -> None:
+        """One pipeline for every stream with events Redis does not have yet; handle each answer."""
+        restores = [p for p in work if p.needs_restore and p.origin is not None]
+        for produced in restores:
+            await self._restore(produced)
+        appends = [p for p in work if p.durable_seq < p.last_seq and not p.needs_restore]
+        if not appends:
+            return
+        batches: list[list[StoredEvent]] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for produced in appends:
+                pending = produced.undurable()
+                batches.append(pending)
+                sid = produced.stream_id
+                terminal = (
+                    str(produced.terminal_expire_s) if pending[-1].terminal and produced.terminal_expire_s else ""
+                )
+                await self._append_script(
+                    keys=[_skey(sid), _mkey(sid), _lkey(sid), LIVE_KEY, _channel(sid)],
+                    args=[
+                        self.owner,
+                        self._lease_ms,
+                        produced.ttl_s,
+                        terminal,
+                        _encode_live(self.owner, pending),
+                        sid,
+                        *_event_args(pending),
+                    ],
+                    client=pipe,
+                )
+            results = await pipe.execute(raise_on_error=False)
+        for produced, pending, result in zip(appends, batches, results, strict=True):
+            if isinstance(result, (RedisError, OSError)):
+                raise result
+            if isinstance(result, Exception):
+                _fail_waiters(produced, result)
+                continue
+            status, last = str(result[0]), int(result[1])
+            if status == "ok":
+                self._made_durable(produced, last, pending)
+            elif status == "fenced":
+                self._lost(produced)
+            elif status == "gone":
+                if produced.origin is None:
+                    _fail_waiters(produced, StreamExpired(f"stream {produced.stream_id} vanished from Redis"))
+                    self._produced.pop(produced.stream_id, None)
+                else:
+                    logger.bind(stream_id=produced.stream_id).warning("redis lost the stream; writing it back")
+                    produced.needs_restore = True
+                    self._write_wake.set()
+            elif status == "behind":
+                logger.bind(stream_id=produced.stream_id).warning("redis lost the log after seq {}; resending", last)
+                produced.durable_seq = last
+                self._write_wake.set()
+
+    def _made_durable(self, produced: _Produced, last: int, written: list[StoredEvent]) -> None:
+        produced.durable_seq = max(produced.durable_seq, last)
+        # Followers on this instance get the events now, from memory (the pub/sub echo is skipped).
+        self._fanout.publish(produced.stream_id, written)
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for seq, waiter in produced.waiters:
+            if seq <= produced.durable_seq:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((seq, waiter))
+        produced.waiters = still
+        if produced.events and produced.events[-1].terminal and produced.durable_seq >= produced.last_seq:
+            self._produced.pop(produced.stream_id, None)
+
+    async def _restore(self, produced: _Produced) -> None:
+        assert produced.origin is not None
+        sid, origin = produced.stream_id, produced.origin
+        durable = [e for e in produced.events if e.seq <= produced.durable_seq]
+        terminal = ""
+        if durable and durable[-1].terminal and produced.terminal_expire_s:
+            terminal = str(produced.terminal_expire_s)
+        turns = [encode_turn(t) for t in origin.turns]
+        result = await self._restore_script(
+            keys=[
+                _skey(sid),
+                _mkey(sid),
+                _lkey(sid),
+                LIVE_KEY,
+                _ckey(origin.conversation_id, "msgs"),
+                _ckey(origin.conversation_id, "turns"),
+            ],
+            args=[
+                self.owner,
+                self._lease_ms,
+                produced.ttl_s,
+                terminal,
+                sid,
+                origin.conversation_id,
+                f"{produced.created_at:.3f}",
+                origin.encode(),
+                origin.client_message_id,
+                self._conversation_ttl_s,
+                len(turns),
+                *turns,
+                *_event_args(durable),
+            ],
+        )
+        produced.needs_restore = False
+        logger.bind(stream_id=sid).info("wrote back a stream redis had lost ({}): {} events", result, len(durable))
+        self._write_wake.set()
+
+    def _lost(self, produced: _Produced) -> None:
+        """Another instance produces this stream now: refuse every write, tell the job."""
+        self._produced.pop(produced.stream_id, None)
+        _fail_waiters(produced, LeaseLost(produced.stream_id))
+        logger.bind(stream_id=produced.stream_id).warning(
+            "lease lost: another instance took over stream {}", produced.stream_id
+        )
+        if self._lease_lost_handler is not None:
+            self._lease_lost_handler(produced.stream_id)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl_s / 3)
+            now = time.time()
+            for sid in [
+                s for s, p in self._produced.items() if p.origin is None and now - p.created_at > UNSTARTED_FORGET_S
+            ]:
+                self._produced.pop(sid, None)  # created, but its client_message_id went to another stream
+            started = [p for p in self._produced.values() if p.origin is not None and not p.needs_restore]
+            if not started:
+                continue
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for produced in started:
+                        sid = produced.stream_id
+                        await self._renew_script(
+                            keys=[_mkey(sid), _lkey(sid), LIVE_KEY], args=[self.owner, self._lease_ms, sid], client=pipe
+                        )
+                    results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError):
+                continue  # an outage: the writer reports it and writes back when Redis returns
+            for produced, result in zip(started, results, strict=True):
+                if result == "fenced":
+                    self._lost(produced)
+                elif result == "gone":
+                    logger.bind(stream_id=produced.stream_id).warning("redis lost the stream; writing it back")
+                    produced.needs_restore = True
+                    self._write_wake.set()
+
+    # --- producer leases ----------------------------------------------------------------------
+    async def orphans(self) -> list[str]:
+        try:
+            found = await self._orphans_script(keys=[LIVE_KEY], args=[ORPHANS_PER_SWEEP])
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, None) from exc
+        return [str(s) for s in found if str(s) not in self._produced]
+
+    async def take_over(self, stream_id: str) -> Orphan | None:
+        try:
+            raw = await self._take_over_script(
+                keys=[_mkey(stream_id), _lkey(stream_id), LIVE_KEY], args=[self.owner, self._lease_ms, stream_id]
+            )
+            if not raw:
+                return None
+            meta = dict(zip(raw[::2], raw[1::2], strict=True))
+            entries = await self._redis.xrange(_skey(stream_id), min="-", max="+")
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
+        events = _events(entries)
+        origin = StreamOrigin.decode(meta["origin"])
+        created_at = float(meta.get("at", 0))
+        ttl_s = self._stream_ttl_s
+        produced = _Produced(stream_id, origin.conversation_id, created_at, ttl_s, origin, list(events))
+        produced.durable_seq = events[-1].seq if events else 0
+        self._produced[stream_id] = produced
+        logger.bind(stream_id=stream_id).info("took over stream {} at seq {}", stream_id, produced.durable_seq)
+        return Orphan(stream_id, origin, events, created_at, meta.get("cancel") == "1")
+
+    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
+        self._lease_lost_handler = callback
+
+    # --- reading ------------------------------------------------------------------------------
+    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    skey, mkey = _skey(item.stream_id), _mkey(item.stream_id)
-                    spans.append((len(pipe), len(item.events)))
-                    for event in item.events:
-                        pipe.xadd(
-                            skey, {"t": event.type, "d": event.data}, id=f"{event.seq}-0", nomkstream=event.seq > 1
-                        )
-                    if item.events[0].seq == 1:
-                        # The stream key is born with the meta key's lifetime.
-                        pipe.expire(skey, self._stream_ttl_s)
-                    if item.expire_after_s is not None:
-                        pipe.hset(mkey, mapping={"end": "1", "last": item.events[-1].seq})
-                        pipe.expire(skey, item.expire_after_s)
-                        pipe.expire(mkey, item.expire_after_s)
-                    pipe.publish(_channel(item.stream_id), _encode_live(item.events))
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
-            return
-        for item, (start, count) in zip(batch, spans, strict=True):
-            if item.done.done():
-                continue  # its caller was cancelled
-            written = results[start : start + count]
-            error = next((r for r in written if isinstance(r, Exception)), None)
-            if error is not None:
-                item.done.set_exception(error)
-            elif any(r is None for r in written):
-                item.done.set_exception(
-                    StreamExpired(f"stream {item.stream_id} vanished from Redis", stream_id=item.stream_id)
-                )
-            else:
-                item.done.set_result(None)
-
-    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(_mkey(stream_id))
-            pipe.xrange(_skey(stream_id), min=f"{after_seq + 1}-0", max="+")
-            exists, entries = await pipe.execute()
+                pipe.exists(_mkey(stream_id))
+                pipe.xrange(_skey(stream_id), min=f"{after_seq + 1}-0", max="+")
+                exists, entries = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
         if not exists:
             raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
-        return [StoredEvent(int(eid.split("-", 1)[0]), f["t"], f["d"]) for eid, f in entries]
+        return _events(entries)
 
     async def stream_info(self, stream_id: str) -> StreamInfo | None:
-        meta = await self._redis.hgetall(_mkey(stream_id))
+        try:
+            meta = await self._redis.hgetall(_mkey(stream_id))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
         if not meta:
             return None
         ended = meta.get("end") == "1"
@@ -261,9 +666,12 @@ class RedisBuffer:
         return StreamInfo(stream_id, str(meta["c"]), float(meta.get("at", 0)), ended, last)
 
     async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
-        keys = [_skey(stream_id), _mkey(stream_id), _channel(stream_id)]
+        keys = [_skey(stream_id), _mkey(stream_id), _channel(stream_id), _lkey(stream_id), LIVE_KEY]
         args = [stream_id, code, message, str(self._resume_window_s)]
-        await self._redis.eval(_END_ABANDONED, len(keys), *keys, *args)
+        try:
+            await self._end_abandoned_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
@@ -282,13 +690,16 @@ class RedisBuffer:
         We do not wait for Redis to confirm: the follower reads the log at once, and when the
         confirmation arrives (:meth:`_dispatch`) every follower of that stream is marked lagged and
         re-reads the log, which covers anything published before the subscription was live. So
-        hundreds of followers arriving together cost no round trip each."""
+        hundreds of followers arriving together cost no round trip each. While Redis is down the
+        follower is registered anyway (redis-py re-subscribes every channel on reconnect)."""
         async with self._sub_lock:
             count = self._refs.get(stream_id, 0)
             self._refs[stream_id] = count + 1
             if count == 0:
                 try:
                     await self._pubsub.subscribe(_channel(stream_id))
+                except (RedisError, OSError):
+                    self._pubsub.channels[_channel(stream_id)] = None  # re-subscribed on reconnect
                 except BaseException:
                     self._drop_ref(stream_id)
                     raise
@@ -309,16 +720,16 @@ class RedisBuffer:
                 await self._pubsub.unsubscribe(_channel(stream_id))
 
     async def _read_forever(self) -> None:
-        backoff = READER_BACKOFF_MIN_S
+        backoff = BACKOFF_MIN_S
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=READER_POLL_S)
-                backoff = READER_BACKOFF_MIN_S
+                backoff = BACKOFF_MIN_S
             except (RedisError, OSError) as exc:
                 logger.warning("redis reader lost its connection: {!r}; followers will re-read the log", exc)
                 self._fanout.mark_all_lagged()
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, READER_BACKOFF_MAX_S)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             if message is not None:
                 self._dispatch(message)
@@ -340,11 +751,12 @@ class RedisBuffer:
             return
         stream_id = channel[len(PREFIX) + 3 :]
         try:
-            events = _decode_live(message["data"])
+            owner, events = _decode_live(message["data"])
         except ValueError:
             logger.error("malformed live message on {}", channel)
             return
-        self._fanout.publish(stream_id, events)
+        if owner != self.owner:  # our own appends reached local followers from memory already
+            self._fanout.publish(stream_id, events)
 
     # --- conversations ------------------------------------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
@@ -386,7 +798,30 @@ class RedisBuffer:
 
     # --- control ------------------------------------------------------------------------------
     async def request_cancel(self, stream_id: str) -> None:
-        await self._redis.publish(CANCEL_CHANNEL, stream_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                # Also on the stream: an instance that takes it over later still cancels it.
+                pipe.hset(_mkey(stream_id), "cancel", "1")
+                pipe.publish(CANCEL_CHANNEL, stream_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
 
     def on_cancel(self, callback: CancelHandler) -> None:
         self._cancel_handler = callback
+
+
+def _events(entries: Any) -> list[StoredEvent]:
+    """XRANGE entries ("{seq}-0", {t, d}) → events."""
+    return [StoredEvent(int(str(eid).split("-", 1)[0]), str(f["t"]), str(f["d"])) for eid, f in entries]
+
+
+def _unavailable(exc: BaseException, stream_id: str | None) -> BufferUnavailable:
+    return BufferUnavailable(f"the shared buffer is unavailable ({type(exc).__name__}); try again", stream_id=stream_id)
+
+
+def _fail_waiters(produced: _Produced, exc: BaseException) -> None:
+    for _, waiter in produced.waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
+    produced.waiters = []

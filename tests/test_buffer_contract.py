@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streaming.buffer import StreamBuffer, make_buffer
-from streaming.contract import AssistantTurn, BufferOptions, UserTurn, turn_to_dict
+from streaming.contract import AssistantTurn, BufferOptions, StreamOrigin, UserTurn, turn_to_dict
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
@@ -19,7 +19,13 @@ from testkit.processes import RedisProcess
 
 
 def buffer_options(subscription_maxsize: int = 256) -> BufferOptions:
-    return BufferOptions(conversation_ttl_s=86_400, resume_window_s=600, subscription_maxsize=subscription_maxsize)
+    return BufferOptions(
+        conversation_ttl_s=86_400,
+        resume_window_s=600,
+        subscription_maxsize=subscription_maxsize,
+        lease_ttl_s=5.0,
+        outage_deadline_s=10.0,
+    )
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -170,8 +176,29 @@ async def test_a_cancel_request_reaches_the_registered_handler(buffer: StreamBuf
         assert await received.get() == "s_9"
 
 
-async def test_a_redis_that_lost_the_stream_is_reported_instead_of_a_partial_replay(redis_url: str) -> None:
-    """Redis restarted without persistence mid-reply: the writer and every reader are told."""
+async def test_a_redis_that_lost_a_live_stream_gets_it_back_whole_from_its_producer(redis_url: str) -> None:
+    """Redis restarted without persistence mid-reply: the producer writes back the stream (origin,
+    every event) and the conversation's client_message_id map, so readers never see a partial log."""
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    try:
+        await buf.create_stream("s_1", "c_1", 60)
+        writer = StreamWriter("s_1", max_events=5_000, max_chars=40_000)
+        origin = StreamOrigin("c_1", "m_1", (UserTurn("hi", "m_1"), AssistantTurn("s_1")), job="{}")
+        await buf.start_production("s_1", origin, [writer.start("c_1", "m_1")])
+        await buf.append("s_1", [writer.delta("a")])
+        raw = aioredis.from_url(redis_url)
+        await raw.flushdb()
+        await raw.aclose()
+        await buf.append("s_1", [writer.delta("b")])
+        assert [e.seq for e in await buf.read_after("s_1", 0)] == [1, 2, 3]
+        assert await buf.claim_message("c_1", "m_1", "s_other") == "s_1"
+        assert [turn_to_dict(t)["role"] for t in await buf.history("c_1")] == ["user", "assistant"]
+    finally:
+        await buf.close()
+
+
+async def test_a_reader_of_a_stream_redis_lost_with_no_producer_is_told_it_expired(redis_url: str) -> None:
     buf = make_buffer(redis_url, buffer_options())
     await buf.start()
     try:
@@ -180,8 +207,6 @@ async def test_a_redis_that_lost_the_stream_is_reported_instead_of_a_partial_rep
         raw = aioredis.from_url(redis_url)
         await raw.flushdb()
         await raw.aclose()
-        with pytest.raises(StreamExpired):
-            await buf.append("s_1", [writer.delta("b")])
         with pytest.raises(StreamExpired):
             await buf.read_after("s_1", 1)
     finally:
