@@ -132,6 +132,7 @@ class Runtime:
                 stream_max_events=settings.stream_max_events,
                 stream_max_chars=settings.stream_max_chars,
                 takeover_sweep_s=max(TAKEOVER_SWEEP_MIN_S, settings.lease_ttl_s / 2),
+                buffer_outage_deadline_s=settings.buffer_outage_deadline_s,
             ),
             hooks=hooks.emit,
             guard_factory=brand_guard,
@@ -230,6 +231,7 @@ class Runtime:
             stream_id,
             after_seq,
             idle_poll_s=max(FOLLOW_IDLE_POLL_MIN_S, min(FOLLOW_IDLE_POLL_MAX_S, self.heartbeat_s)),
+            unavailable_after_s=self.settings.buffer_outage_deadline_s,
             lost_after_s=self.settings.upstream_total_deadline_s
             + self.settings.shutdown_grace_s
             + GENERATION_LOST_MARGIN_S,

@@ -41,9 +41,9 @@ from api.frames import (
 )
 from api.ws_state import CloseConnection, WsProtocol, check_stream_owner
 from reply.exceptions import ShuttingDown
-from streaming.codes import Close, WireError
+from streaming.codes import Close, WireError, error_code
 from streaming.contract import StreamInfo
-from streaming.exceptions import StreamExpired
+from streaming.exceptions import StreamError
 from streaming.follow import AlreadyEnded
 from streaming.tasks import race
 
@@ -236,8 +236,9 @@ class WsConnection:
         try:
             async for event in self.rt.follow(stream_id, after_seq, transport="websocket"):
                 self._enqueue(event.data)
-        except StreamExpired as exc:
-            frame = RequestErrorFrame(code=exc.code, message=exc.message, stream_id=stream_id, retryable=False)
+        except StreamError as exc:  # expired, or the buffer unavailable past its deadline (retryable)
+            retryable = error_code(exc.code).retryable
+            frame = RequestErrorFrame(code=exc.code, message=exc.message, stream_id=stream_id, retryable=retryable)
             self._enqueue(frame.encode())
         except AlreadyEnded as ended:
             self._enqueue(Ended(stream_id=stream_id, last_seq=ended.last_seq).encode())

@@ -67,6 +67,13 @@ class DeltaBatcher:
         async with asyncio.timeout(timeout_s):
             await asyncio.shield(self._task)
 
+    def abort(self) -> None:
+        """Stop flushing and drop the pending text (the buffer could not take it)."""
+        self._pending.clear()
+        self._pending_chars = 0
+        self._retract = None
+        self._task.cancel()
+
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()

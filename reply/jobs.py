@@ -347,8 +347,7 @@ class GenerationManager:
 
     async def _abandon(self, job: _Job, batcher: DeltaBatcher, log: Any) -> None:
         """Another instance took the stream over: write nothing more, forget the job."""
-        with contextlib.suppress(BaseException):
-            await batcher.close(timeout_s=0)
+        batcher.abort()
         log.warning("lease lost: another instance took over stream {}; this producer stops", job.stream_id)
         self._jobs.pop(job.stream_id, None)
 
@@ -356,14 +355,16 @@ class GenerationManager:
         writer = job.writer
         try:
             try:
-                await batcher.close(timeout_s=CLOSE_TIMEOUT_S)
+                # The buffer bounds each append by its outage deadline; this is only a backstop.
+                await batcher.close(timeout_s=self.options.buffer_outage_deadline_s + CLOSE_TIMEOUT_S)
             except (StreamExpired, LeaseLost):
                 raise
-            except BufferUnavailable:
+            except (BufferUnavailable, TimeoutError) as exc:
+                # Whatever was numbered is kept by the buffer and written back if it returns; end
+                # the reply after it, so the log still ends once the buffer is back.
+                log.warning("could not store the rest of the reply: {!r}", exc)
+                batcher.abort()
                 outcome = Outcome(buffer_unavailable=True)
-            except Exception as exc:
-                log.error("could not write pending text: {!r}", exc)
-                raise
             events = closing_events(writer, job.brand.fallbacks, outcome)
             try:
                 await self.buffer.append(job.stream_id, events, expire_after_s=self.options.resume_window_s)

@@ -26,6 +26,7 @@ class ReplyOptions:
     stream_max_events: int
     stream_max_chars: int
     takeover_sweep_s: float  # how often this instance looks for streams whose producer died
+    buffer_outage_deadline_s: float  # the buffer fails an append after this long unreachable
 
 
 class JobHooks(Protocol):

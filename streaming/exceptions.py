@@ -33,6 +33,10 @@ class StreamExpired(StreamError):
 class BufferUnavailable(StreamError):
     code = "buffer_unavailable"
 
+    def __init__(self, message: str, *, stream_id: str | None = None, since: float | None = None) -> None:
+        super().__init__(message, stream_id=stream_id)
+        self.since = since  # time.monotonic() when the outage began, when known
+
 
 class LeaseLost(Exception):
     """This instance no longer produces the stream: its lease expired and another instance took

@@ -94,10 +94,10 @@ POOL_MAX_CONNECTIONS = 64
 POOL_WAIT_S = 5.0
 # No Redis call waits longer than this for a reply (a paused or blackholed Redis answers nothing;
 # without a socket timeout a call would wait for the kernel's TCP timeout, minutes).
-SOCKET_TIMEOUT_S = 2.0
-# redis-py's own retry of a failed call: two more tries, 50 ms then 100 ms apart. Longer outages are
-# the writer's business (it retries with its own backoff until the outage deadline).
-CALL_RETRIES = 2
+SOCKET_TIMEOUT_S = 1.5
+# redis-py's own retry of a failed call: one more try, 50 ms later. Longer outages are the writer's
+# and the followers' business (they retry with their own backoff until the outage deadline).
+CALL_RETRIES = 1
 # A pooled connection idle this long is pinged before use, so a dead one is noticed before a call.
 HEALTH_CHECK_INTERVAL_S = 5
 # Until the first stream is created and tells the writer its lifetime (deadline + resume window).
@@ -424,6 +424,8 @@ class RedisBuffer:
         produced.events.extend(events)
         if expire_after_s is not None:
             produced.terminal_expire_s = expire_after_s
+        self._write_wake.set()
+        self._raise_if_down(stream_id)  # kept for write-back, but nobody should wait for it now
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         produced.waiters.append((events[-1].seq, done))
         self._write_wake.set()
@@ -437,12 +439,14 @@ class RedisBuffer:
             work = [p for p in self._produced.values() if p.needs_restore or p.durable_seq < p.last_seq]
             if not work:
                 continue
+            attempt_started = time.monotonic()
             try:
                 await self._write(work)
             except (RedisError, OSError) as exc:
                 now = time.monotonic()
                 if self._outage_since is None:
-                    self._outage_since = now
+                    # The outage began when the write that failed was sent, not when it timed out.
+                    self._outage_since = attempt_started
                     logger.warning("redis unreachable for writes: {!r}; holding events and retrying", exc)
                 if now - self._outage_since > self._outage_deadline_s:
                     for produced in work:
@@ -643,6 +647,11 @@ class RedisBuffer:
 
     # --- reading ------------------------------------------------------------------------------
     async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
+        produced = self._produced.get(stream_id)
+        if produced is not None and produced.origin is not None and produced.events:
+            # We produce it: our copy is the truth (and survives a Redis restart). Durable events only.
+            self._raise_if_down(stream_id)
+            return [e for e in produced.events if after_seq < e.seq <= produced.durable_seq]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.exists(_mkey(stream_id))
@@ -654,7 +663,23 @@ class RedisBuffer:
             raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
         return _events(entries)
 
+    def _raise_if_down(self, stream_id: str) -> None:
+        """Past the outage deadline even our own streams are unavailable: their followers end with a
+        retryable error instead of waiting for events that cannot be stored."""
+        since = self._outage_since
+        if since is not None and time.monotonic() - since > self._outage_deadline_s:
+            raise BufferUnavailable(
+                "the shared buffer is unavailable; resume in a moment", stream_id=stream_id, since=since
+            )
+
     async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        produced = self._produced.get(stream_id)
+        if produced is not None and produced.origin is not None and produced.events:
+            self._raise_if_down(stream_id)
+            durable = [e for e in produced.events if e.seq <= produced.durable_seq]
+            ended = bool(durable) and durable[-1].terminal
+            last = durable[-1].seq if ended else None
+            return StreamInfo(stream_id, produced.conversation_id, produced.created_at, ended, last)
         try:
             meta = await self._redis.hgetall(_mkey(stream_id))
         except (RedisError, OSError) as exc:

@@ -71,13 +71,13 @@ async def test_an_unknown_stream_is_reported_expired_not_empty(buffer: StreamBuf
         await buffer.read_after("s_nope", 0)
     assert await buffer.stream_info("s_nope") is None
     with pytest.raises(StreamExpired):
-        await collect(follow(buffer, "s_nope", 0, idle_poll_s=0.2))
+        await collect(follow(buffer, "s_nope", 0, idle_poll_s=0.2, unavailable_after_s=10))
 
 
 async def test_a_follower_gets_the_replay_then_live_events_to_the_terminal(buffer: StreamBuffer) -> None:
     writer = await new_stream(buffer)
     await buffer.append("s_1", [writer.delta("early ")])
-    it = follow(buffer, "s_1", 1, idle_poll_s=5)
+    it = follow(buffer, "s_1", 1, idle_poll_s=5, unavailable_after_s=10)
     replayed = await anext(it)  # subscribed and replayed; what follows is written after this point
     for word in ["live ", "words"]:
         await buffer.append("s_1", [writer.delta(word)])
@@ -89,7 +89,9 @@ async def test_a_follower_gets_the_replay_then_live_events_to_the_terminal(buffe
 
 async def test_many_followers_of_one_stream_each_get_every_event_once(buffer: StreamBuffer) -> None:
     writer = await new_stream(buffer)
-    followers = [asyncio.create_task(collect(follow(buffer, "s_1", 0, idle_poll_s=5))) for _ in range(50)]
+    followers = [
+        asyncio.create_task(collect(follow(buffer, "s_1", 0, idle_poll_s=5, unavailable_after_s=10))) for _ in range(50)
+    ]
     for i in range(20):
         await buffer.append("s_1", [writer.delta(f"{i} ")])
     await buffer.append("s_1", [writer.done("stop")], expire_after_s=60)
@@ -100,7 +102,7 @@ async def test_many_followers_of_one_stream_each_get_every_event_once(buffer: St
 async def test_a_follower_that_falls_behind_its_queue_rereads_the_log_and_loses_nothing(buffer: StreamBuffer) -> None:
     # The subscription holds 8 events; 100 arrive while the follower is not reading.
     writer = await new_stream(buffer)
-    it = follow(buffer, "s_1", 0, idle_poll_s=5)
+    it = follow(buffer, "s_1", 0, idle_poll_s=5, unavailable_after_s=10)
     first = await anext(it)
     assert first.seq == 1
     for i in range(100):
@@ -112,7 +114,7 @@ async def test_a_follower_that_falls_behind_its_queue_rereads_the_log_and_loses_
 
 async def test_a_follower_of_a_quiet_stream_still_sees_the_end_when_live_delivery_is_lost(buffer: StreamBuffer) -> None:
     writer = await new_stream(buffer)
-    it = follow(buffer, "s_1", 0, idle_poll_s=0.1)
+    it = follow(buffer, "s_1", 0, idle_poll_s=0.1, unavailable_after_s=10)
     assert (await anext(it)).seq == 1
     # Write the terminal event behind the follower's back: no live message reaches it.
     event = writer.done("stop")
@@ -221,7 +223,10 @@ async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url:
         for i in range(10):
             await new_stream(buf, f"s_{i}")
         followers = [
-            asyncio.create_task(collect(follow(buf, f"s_{i % 10}", 0, idle_poll_s=30), timeout=20)) for i in range(1000)
+            asyncio.create_task(
+                collect(follow(buf, f"s_{i % 10}", 0, idle_poll_s=30, unavailable_after_s=10), timeout=20)
+            )
+            for i in range(1000)
         ]
         async with asyncio.timeout(10 * T):
             while len(buf._fanout) < 1000:  # type: ignore[attr-defined]
@@ -258,7 +263,7 @@ async def test_followers_recover_after_the_redis_reader_loses_its_connection(own
     raw = aioredis.from_url(own_redis.url)
     try:
         writer = await new_stream(buf)
-        it = follow(buf, "s_1", 0, idle_poll_s=0.3)
+        it = follow(buf, "s_1", 0, idle_poll_s=0.3, unavailable_after_s=10)
         assert (await anext(it)).seq == 1
         await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         for word in ["after ", "reconnect"]:
@@ -275,7 +280,9 @@ async def test_a_stream_whose_writer_died_is_ended_by_its_follower_with_a_retrya
     """The instance running the job crashed (no graceful shutdown): followers must not wait for ever."""
     writer = await new_stream(buffer)
     await buffer.append("s_1", [writer.delta("half a repl")])
-    events = await collect(follow(buffer, "s_1", 0, idle_poll_s=0.1, lost_after_s=0.2), timeout=5)
+    events = await collect(
+        follow(buffer, "s_1", 0, idle_poll_s=0.1, unavailable_after_s=10, lost_after_s=0.2), timeout=5
+    )
     assert [e.type for e in events] == ["start", "delta", "error"]
     assert [e.seq for e in events] == [1, 2, 3]
     last = events[-1].payload()
