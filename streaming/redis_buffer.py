@@ -379,7 +379,10 @@ class RedisBuffer:
         await self._pool.disconnect()
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, None) from exc
 
     # --- streams ------------------------------------------------------------------------------
     async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
@@ -786,32 +789,47 @@ class RedisBuffer:
     # --- conversations ------------------------------------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         key = _ckey(conversation_id, "msgs")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, client_message_id, stream_id)
-            pipe.hget(key, client_message_id)
-            pipe.expire(key, self._conversation_ttl_s)
-            _, winner, _ = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, client_message_id, stream_id)
+                pipe.hget(key, client_message_id)
+                pipe.expire(key, self._conversation_ttl_s)
+                _, winner, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
+        produced = self._produced.get(stream_id)
+        if produced is not None and winner != stream_id:
+            self._produced.pop(stream_id, None)  # this stream will never start
         return str(winner)
 
     async def add_turn(self, conversation_id: str, turn: Turn) -> None:
         key = _ckey(conversation_id, "turns")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, encode_turn(turn))
-            pipe.expire(key, self._conversation_ttl_s)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, encode_turn(turn))
+                pipe.expire(key, self._conversation_ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, None) from exc
 
     async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
         key = _ckey(conversation_id, "replies")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, stream_id, json.dumps({"text": text, "status": status}))
-            pipe.expire(key, self._conversation_ttl_s)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, stream_id, json.dumps({"text": text, "status": status}))
+                pipe.expire(key, self._conversation_ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, stream_id) from exc
 
     async def history(self, conversation_id: str) -> list[Turn]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(_ckey(conversation_id, "turns"), 0, -1)
-            pipe.hgetall(_ckey(conversation_id, "replies"))
-            raw_turns, replies = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(_ckey(conversation_id, "turns"), 0, -1)
+                pipe.hgetall(_ckey(conversation_id, "replies"))
+                raw_turns, replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc, None) from exc
         out: list[Turn] = []
         for raw in raw_turns:
             turn = decode_turn(raw)
