@@ -14,6 +14,7 @@ class ClientFrames {
     if (frame.type === "accepted") return this._onAccepted(frame);
     if (typeof frame.seq === "number" && frame.stream_id) return this._onStreamEvent(frame);
     if (frame.type === "error") return this._onErrorFrame(frame);
+    // "ended" (protocol 1.1): a resume at or after the terminal event; that reply is complete here.
   }
 
   _onAccepted(frame) {
@@ -120,7 +121,11 @@ class ClientFrames {
       });
       return;
     }
-    if (frame.client_message_id) {
+    if (frame.retryable) {
+      // Refused or interrupted for now (e.g. buffer_unavailable: the server's store is down):
+      // keep the message queued, or keep following the reply, and try again after a pause.
+      this._retryLater(frame);
+    } else if (frame.client_message_id) {
       // The server refused this message for good (SSE 4xx): do not retry it.
       this.outbox = this.outbox.filter((m) => m.client_message_id !== frame.client_message_id);
       this._persist();
@@ -132,6 +137,27 @@ class ClientFrames {
       message: frame.message || "",
       retryable: !!frame.retryable,
     });
+  }
+
+  _retryLater(frame) {
+    const delay = Math.max(Number(frame.retry_after_ms) || 0, this.options.backoffBaseMs * 4);
+    const refusedOn = this.transport;
+    this.env.setTimeout(() => {
+      const transport = this.transport;
+      // A reconnect in the meantime resent the queue and resumed every reply already.
+      if (!transport || transport !== refusedOn || this.state !== "connected") return;
+      if (frame.client_message_id) {
+        const msg = this.outbox.find((m) => m.client_message_id === frame.client_message_id);
+        if (!msg) return; // accepted meanwhile
+        msg.sentOn = null;
+        this._flush();
+      } else if (frame.stream_id) {
+        const reply = this.replies.get(frame.stream_id);
+        if (reply && reply.status === "streaming") {
+          this._transmit(transport, { type: "resume", stream_id: reply.stream_id, after_seq: reply.lastSeq });
+        }
+      }
+    }, delay);
   }
 
   _latestStreaming() {
