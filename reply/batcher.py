@@ -31,7 +31,7 @@ class DeltaBatcher:
 
     @property
     def text_so_far(self) -> int:
-        return len(self._writer.text) + self._pending_chars
+        return self._writer.length + self._pending_chars
 
     def retract(self, reason: str, text: str) -> None:
         """Replace everything so far (written or pending) with ``text``."""

@@ -86,6 +86,6 @@ def closing_events(writer: StreamWriter, fallbacks: Fallbacks, outcome: Outcome)
 
 def _replace_with(writer: StreamWriter, reason: str, text: str) -> list[StoredEvent]:
     """Withdraw what was streamed (if anything) in favour of ``text``."""
-    if writer.text:
+    if writer.length:
         return [writer.retract(reason, text)]
     return [writer.delta(text)] if text else []

@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from loguru import logger
 
-from llm.base import ChatProvider, Piece, ReplyRequest
+from llm.base import ChatProvider, ReplyRequest
 from llm.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from persona.brand import Brand
 from persona.guard import ABORTED, GuardContext, GuardFactory, GuardStep, ReplyGuard
 from reply.exceptions import GuardViolation
 from reply.options import Deadlines, JobHooks
 from streaming.events import FinishReason
+from streaming.tasks import MovingDeadline
 
 # Wait before the one retry when the upstream gave no ``retry-after``.
 DEFAULT_RETRY_WAIT_S = 0.25
@@ -102,39 +102,43 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout("connect", d.connect_s) from None
         guard = self._guard_factory(reply.brand, reply.guard_context)
+        # One deadline per phase, moved by each piece (no timer per piece): first token, then stall.
+        phase, limit = "first_token", max(0.0, d.first_token_s - (time.monotonic() - opened_at))
+        loop_time = asyncio.get_running_loop().time
         last_text_at: float | None = None
         try:
-            while True:
-                if last_text_at is not None:
-                    phase, limit = "stall", d.stall_s
-                else:
-                    phase = "first_token"
-                    limit = max(0.0, d.first_token_s - (time.monotonic() - opened_at))
-                piece = await _next_piece(pieces, phase, limit)
-                if piece is None:
-                    raise UpstreamUnavailable("the model provider ended the reply without a finish reason")
-                if piece.text:
-                    now = time.monotonic()
-                    if reply.first_token_at is None:
-                        reply.first_token_at = now
-                        self._hook(
-                            "first_token",
-                            stream_id=reply.stream_id,
-                            brand=reply.brand_id,
-                            seconds=now - reply.started_at,
-                        )
-                    elif last_text_at is not None:
-                        self._hook("token_gap", brand=reply.brand_id, seconds=now - last_text_at)
-                    last_text_at = now
-                    self._apply(guard.feed(piece.text), batcher, reply)
-                if piece.finish_reason:
-                    self._apply(guard.finish(piece.finish_reason), batcher, reply)
-                    return "length" if piece.finish_reason == "length" else "stop"
-        except (UpstreamError, asyncio.CancelledError):
-            # Failed, cancelled or out of time: the client keeps the checked text so far, as it
-            # would without a holdback window (and text shown means no retry, as before).
-            _release_held(guard, batcher)
-            raise
+            async with MovingDeadline() as deadline:
+                deadline.move_to(loop_time() + limit)
+                try:
+                    while True:
+                        piece = await anext(pieces, None)
+                        if piece is None:
+                            raise UpstreamUnavailable("the model provider ended the reply without a finish reason")
+                        if piece.text:
+                            now = time.monotonic()
+                            if last_text_at is None:
+                                phase, limit = "stall", d.stall_s
+                                if reply.first_token_at is None:
+                                    reply.first_token_at = now
+                                    seconds = now - reply.started_at
+                                    self._hook(
+                                        "first_token", stream_id=reply.stream_id, brand=reply.brand_id, seconds=seconds
+                                    )
+                            else:
+                                self._hook("token_gap", brand=reply.brand_id, seconds=now - last_text_at)
+                            last_text_at = now
+                            deadline.move_to(loop_time() + limit)
+                            self._apply(guard.feed(piece.text), batcher, reply)
+                        if piece.finish_reason:
+                            self._apply(guard.finish(piece.finish_reason), batcher, reply)
+                            return "length" if piece.finish_reason == "length" else "stop"
+                except (UpstreamError, asyncio.CancelledError):
+                    # Failed, cancelled or out of time: the client keeps the checked text so far, as
+                    # it would without a holdback window (and text shown means no retry, as before).
+                    _release_held(guard, batcher)
+                    raise
+        except TimeoutError:
+            raise UpstreamTimeout(phase, limit) from None
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
@@ -158,13 +162,3 @@ def _release_held(guard: ReplyGuard, batcher: TextSink) -> None:
     if step.release and not step.violation:
         with contextlib.suppress(Exception):  # a full stream or a failed buffer: the terminal path reports it
             batcher.push(step.release)
-
-
-async def _next_piece(pieces: AsyncIterator[Piece], phase: str, limit: float) -> Piece | None:
-    try:
-        async with asyncio.timeout(limit):
-            return await anext(pieces)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise UpstreamTimeout(phase, limit) from None

@@ -45,9 +45,28 @@ class StreamWriter:
     max_events: int  # STREAM_MAX_EVENTS
     max_chars: int  # STREAM_MAX_CHARS
     seq: int = 0
-    text: str = ""
     terminal: bool = False
     _started: bool = field(default=False, repr=False)
+    # The reply text as the pieces it arrived in: joined once when asked for, not grown with `+=`
+    # per delta (quadratic over a long reply).
+    _parts: list[str] = field(default_factory=list, repr=False)
+    _length: int = field(default=0, repr=False)
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._parts[:] = [value] if value else []
+        self._length = len(value)
+
+    @property
+    def length(self) -> int:
+        """``len(self.text)``, without joining."""
+        return self._length
 
     def start(self, conversation_id: str, client_message_id: str) -> StoredEvent:
         if self._started:
@@ -68,7 +87,7 @@ class StreamWriter:
         One event is always kept in reserve for the terminal event."""
         if self.seq + 2 > self.max_events:
             return 0
-        return max(0, self.max_chars - len(self.text))
+        return max(0, self.max_chars - self._length)
 
     def delta(self, text: str) -> StoredEvent:
         self._check_open()
@@ -76,7 +95,8 @@ class StreamWriter:
             raise ValueError("empty delta")
         if len(text) > self.room():
             raise StreamFull(f"stream {self.stream_id} is full")
-        self.text += text
+        self._parts.append(text)
+        self._length += len(text)
         return self._emit(DeltaEvent(stream_id=self.stream_id, seq=self.seq + 1, text=text))
 
     def retract(self, reason: str, text: str) -> StoredEvent:
@@ -162,10 +182,10 @@ def check_replay(stream_id: str, after_seq: int, events: Sequence[StoredEvent]) 
 
 def fold_text(events: Iterable[StoredEvent]) -> str:
     """The reply text the events add up to (what ``done.text`` will say)."""
-    text = ""
+    parts: list[str] = []
     for event in events:
         if event.type == "delta":
-            text += event.payload()["text"]
+            parts.append(event.payload()["text"])
         elif event.type == "retract" or event.type == "done":
-            text = event.payload()["text"]
-    return text
+            parts = [event.payload()["text"]]
+    return "".join(parts)
