@@ -23,11 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from persona.demo import compose_answer
+from persona.loader import load_brands
 from testkit import T
 from testkit.processes import free_port
 from testkit.server import SECRET
@@ -44,6 +47,41 @@ INSTANCE_DEFAULTS: dict[str, str] = {
     "LOG_LEVEL": "INFO",
     "SHUTDOWN_GRACE_S": "5",
 }
+# The settings that failover and outage handling read (names from issue 9; the server ignores names
+# it does not know). In units of T, like every test time; the environment gets them scaled.
+LEASE_TTL_S = 1.5
+"""The producer's lease: a dead or frozen producer's stream is taken over about this long after it stopped."""
+OUTAGE_DEADLINE_S = 3.0
+"""How long Redis may stay away before every reply it holds up ends with ``buffer_unavailable``."""
+GRACE_S = 5.0
+"""The "few seconds" a test allows beyond a deadline of the server (scheduling, the rest of the reply)."""
+HEARTBEAT_MS = 1000
+
+
+def fault_env(**overrides: str | float | int) -> dict[str, str | float | int]:
+    """The environment of an instance in a fault test: lease and outage deadline set, pings every second."""
+    return {
+        "LEASE_TTL_S": LEASE_TTL_S * T,
+        "BUFFER_OUTAGE_DEADLINE_S": OUTAGE_DEADLINE_S * T,
+        "HEARTBEAT_MS": HEARTBEAT_MS,
+        **overrides,
+    }
+
+
+QUESTIONS = (
+    "How do I brew a pour-over, and how long does shipping take?",
+    "Which beans do you roast, and can I pause my subscription?",
+    "A bag arrived damaged: can I get a refund, and when is the cafe open?",
+)
+"""Questions to the demo brand whose offline answers are long (~50 words: a few seconds to stream)."""
+
+
+@cache
+def expected_answer(question: str, brand: str = "demo") -> str:
+    """The exact text the offline provider streams for ``question`` as a conversation's first message."""
+    return compose_answer(load_brands(PROJECT_ROOT / "brands")[brand], question)
+
+
 # Variables a child process needs from ours; nothing else leaks in (a developer's BUFFER_URL or
 # OPENAI_API_KEY must not change what the test runs).
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
@@ -215,6 +253,7 @@ class BlackholeProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.bytes_forwarded = 0
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -237,13 +276,16 @@ class BlackholeProxy:
         self._open.set()
 
     async def close(self) -> None:
+        """Stop listening and abort every connection; the pumps end by themselves (a cancelled
+        connection handler would be logged as an error by asyncio's streams)."""
+        self._closing = True
         if self.server is not None:
             self.server.close()
+        self._open.set()
         for writer in list(self._writers):
             writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5 * T)
         if self.server is not None:
             await self.server.wait_closed()
             self.server = None
@@ -263,6 +305,8 @@ class BlackholeProxy:
         upstream: asyncio.StreamWriter | None = None
         try:
             await self._open.wait()  # a connection made during a blackhole hangs until restored
+            if self._closing:
+                return
             up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             self._writers.add(upstream)
             await asyncio.gather(self._pump(reader, upstream), self._pump(up_reader, writer))

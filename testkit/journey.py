@@ -53,8 +53,9 @@ class Submitted:
 class Journey:
     """One client's view of one reply, across connections, instances and transports."""
 
-    def __init__(self, negotiated: dict[str, Any], *, heartbeat_ms: int = 1000) -> None:
+    def __init__(self, negotiated: dict[str, Any], *, heartbeat_ms: int = 1000, last_event_id: bool = False) -> None:
         self.negotiated = negotiated
+        self.last_event_id = last_event_id  # SSE resumes with the Last-Event-ID header, not ?after_seq
         self.token: str = negotiated["token"]
         self.silence_s = 2 * heartbeat_ms / 1000 * T
         self.stream_id: str | None = None
@@ -64,6 +65,7 @@ class Journey:
         self.sent_at = 0.0
         self.terminal_at: float | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._abort: Callable[[], None] | None = None  # cuts the current WebSocket without a closing handshake
 
     # --- what the client has ---------------------------------------------------------------------
     @property
@@ -86,7 +88,8 @@ class Journey:
         kinds = " ".join(f"{e['seq']}:{e['type']}" for e in self.events[-12:])
         return (
             f"stream {self.stream_id}: {len(self.events)} events (last: {kinds or '-'}); "
-            f"refusals {self.refusals}; connections {self.connections}"
+            f"refusals: {_collapse([json.dumps(r, sort_keys=True) for r in self.refusals])}; "
+            f"connections: {_collapse(self.connections)}"
         )
 
     # --- sending, dropping, resuming ---------------------------------------------------------------
@@ -118,7 +121,7 @@ class Journey:
         assert self.stream_id is not None, "nothing was sent"
         assert not self.reading, "still reading: drop() first"
         assert transport in TRANSPORTS, transport
-        where = f"{'ws' if transport == 'websocket' else 'sse'} resume>{self.last_seq} @{endpoint.base_url}"
+        where = f"{'ws' if transport == 'websocket' else 'sse'} after {self.last_seq} @{endpoint.base_url}"
         if transport == "websocket":
             frame = {"type": "resume", "stream_id": self.stream_id, "after_seq": self.last_seq}
             self._start(self._ws_reader(endpoint, frame, None), where)
@@ -128,6 +131,8 @@ class Journey:
     async def drop(self) -> None:
         """Cut the current connection, as a dead Wi-Fi would (the server is not told)."""
         if self._reader is not None:
+            if self._abort is not None:
+                self._abort()  # no closing handshake: a frozen server would hold it for close_timeout
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
@@ -166,6 +171,10 @@ class Journey:
                 raise AssertionError(f"no terminal event within {timeout * T:.1f} s: {self.describe()}")
             if not self.reading:
                 self._reader = None
+                expired = [r for r in self.refusals if r.get("code") == "stream_expired"]
+                if expired:
+                    await self.drop()
+                    raise AssertionError(f"the stream is gone from the buffer (stream_expired): {self.describe()}")
                 endpoint, transport = choose()
                 self.resume(endpoint, transport)
             await self.wait_until_reading_ends(min(remaining / T, 1.0))
@@ -208,6 +217,7 @@ class Journey:
         loop = asyncio.get_running_loop()
         try:
             async with WsClient.connect(endpoint.ws_url, self.token) as ws:
+                self._abort = ws.ws.transport.abort
                 await ws.send(first)
                 async with asyncio.timeout(self.silence_s) as silence:
                     async for raw in ws.ws:
@@ -230,17 +240,23 @@ class Journey:
                     closed = ws.ws.close_code
                     return f"closed by the server ({closed})"
         finally:
+            self._abort = None
             if accepted is not None and not accepted.done():
                 accepted.set_result(Submitted(None, {"code": "connection_lost", "message": "before accepted"}))
 
     async def _sse_reader(self, endpoint: Endpoint) -> str:
         loop = asyncio.get_running_loop()
         headers = {"Authorization": f"Bearer {self.token}"}
+        params = {}
+        if self.last_event_id and self.last_seq:
+            headers["Last-Event-ID"] = str(self.last_seq)
+        else:
+            params["after_seq"] = self.last_seq
         url = f"/v1/streams/{self.stream_id}/events"
         async with (
             httpx.AsyncClient(base_url=endpoint.base_url, timeout=None, verify=False) as http,
             asyncio.timeout(self.silence_s) as silence,
-            http.stream("GET", url, headers=headers, params={"after_seq": self.last_seq}) as response,
+            http.stream("GET", url, headers=headers, params=params) as response,
         ):
             if response.status_code != 200:
                 body = await response.aread()
@@ -265,6 +281,20 @@ class Journey:
                         self.refusals.append(data)
                 fields = {}
             return "ended by the server"
+
+
+def _collapse(lines: Sequence[str]) -> str:
+    """``lines`` with runs of the same line (a client reconnecting in a loop) written once, with a count."""
+    out: list[str] = []
+    previous, count = None, 0
+    for line in [*lines, None]:
+        if line == previous:
+            count += 1
+            continue
+        if previous is not None:
+            out.append(previous if count == 1 else f"{previous} (x{count})")
+        previous, count = line, 1
+    return "[" + "; ".join(out) + "]"
 
 
 async def submit(
