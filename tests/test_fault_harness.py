@@ -10,7 +10,9 @@ import pytest
 import redis
 
 from testkit import T
-from testkit.faults import BlackholeProxy
+from testkit.clients import negotiate
+from testkit.faults import HEARTBEAT_MS, QUESTIONS, BlackholeProxy, expected_answer, fault_env
+from testkit.journey import Journey, assert_whole_reply, decode_redis_stream
 from tests.conftest import InstanceFactory, RedisFactory
 
 
@@ -98,3 +100,25 @@ async def test_a_blackholed_proxy_passes_no_bytes_either_way_and_delivers_them_o
             writer.close()
             await writer.wait_closed()
     admin.close()
+
+
+async def test_a_journey_that_drops_and_resumes_on_another_instance_gets_the_whole_reply_with_no_fault(
+    instances: InstanceFactory, redis_servers: RedisFactory
+) -> None:
+    """The control for the fault tests: with nothing failing, the harness sees a whole, well-formed reply,
+    and the log in Redis reads back as the same events."""
+    store = redis_servers()
+    a, b = await asyncio.gather(instances(store.url, "i-a", **fault_env()), instances(store.url, "i-b", **fault_env()))
+    question = QUESTIONS[1]
+    journey = Journey(await negotiate(a.base_url), heartbeat_ms=HEARTBEAT_MS, last_event_id=True)
+    submitted = await journey.send(a, "websocket", question)
+    assert submitted.stream_id is not None, submitted
+    await journey.wait_for_events(3)
+    await journey.drop()
+    await journey.follow_to_end(lambda: (b, "sse"), 10)  # resumes with Last-Event-ID
+    assert_whole_reply(journey.events, expected_answer(question))
+    assert len(journey.connections) == 2, journey.describe()
+    client = redis.Redis.from_url(store.url)
+    stored = decode_redis_stream(client.xrange(f"bc:s:{submitted.stream_id}", "-", "+"))
+    client.close()
+    assert stored == journey.events
