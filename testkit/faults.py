@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import httpx
 from persona.demo import compose_answer
 from persona.loader import load_brands
 from testkit import T
-from testkit.processes import free_port
+from testkit.processes import RedisProcess, free_port
 from testkit.server import SECRET
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +233,13 @@ async def wait_for_log(instance: InstanceProcess, needle: str, timeout: float) -
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.1)
+
+
+InstanceFactory = Callable[..., Awaitable[InstanceProcess]]
+"""``await factory(buffer_url, instance_id, **env)``: a started instance (the ``instances`` fixture)."""
+
+RedisFactory = Callable[..., RedisProcess]
+"""``factory(persistent=False)``: a started ``redis-server`` a test may kill, restart or pause (``redis_servers``)."""
 
 
 class BlackholeProxy:

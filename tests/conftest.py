@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -9,7 +9,7 @@ import redis
 
 from testkit import T
 from testkit.fake_openai import FakeOpenAI
-from testkit.faults import InstanceProcess
+from testkit.faults import InstanceFactory, InstanceProcess, RedisFactory
 from testkit.processes import RedisProcess
 from testkit.server import RunningServer, ServerFactory, server_pool
 
@@ -84,10 +84,6 @@ def servers_on_fake(fake: FakeOpenAI, servers: ServerFactory) -> ServerFactory:
     return factory
 
 
-RedisFactory = Callable[..., RedisProcess]
-"""``factory(persistent=False)``: a started ``redis-server`` of the test's own, which it may kill, restart or pause."""
-
-
 @pytest.fixture
 def redis_servers() -> Iterator[RedisFactory]:
     """Redis servers for fault tests (the session's shared one must not be killed); stopped after the test."""
@@ -102,10 +98,6 @@ def redis_servers() -> Iterator[RedisFactory]:
     yield factory
     for proc in started:
         proc.stop()
-
-
-InstanceFactory = Callable[..., Awaitable[InstanceProcess]]
-"""``await factory(buffer_url, instance_id, **env)``: a server instance as a real process, answering /healthz."""
 
 
 @pytest.fixture

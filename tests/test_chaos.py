@@ -25,13 +25,14 @@ from testkit.faults import (
     LEASE_TTL_S,
     OUTAGE_DEADLINE_S,
     QUESTIONS,
+    InstanceFactory,
     InstanceProcess,
+    RedisFactory,
     expected_answer,
     fault_env,
 )
 from testkit.journey import TRANSPORTS, Figures, Journey, assert_whole_reply, random_choice
 from testkit.processes import RedisProcess
-from tests.conftest import InstanceFactory, RedisFactory
 
 INSTANCES = 3
 REPLIES_PER_ROUND = 3

@@ -24,13 +24,14 @@ from testkit.faults import (
     HEARTBEAT_MS,
     LEASE_TTL_S,
     QUESTIONS,
+    InstanceFactory,
     InstanceProcess,
+    RedisFactory,
     expected_answer,
     fault_env,
     wait_for_log,
 )
 from testkit.journey import TRANSPORTS, Journey, assert_whole_reply, decode_redis_stream
-from tests.conftest import InstanceFactory, RedisFactory
 
 FAILOVER_DEADLINE_S = LEASE_TTL_S + GRACE_S
 """From the producer's death to the client's terminal event (units of T)."""

@@ -11,9 +11,16 @@ import redis
 
 from testkit import T
 from testkit.clients import negotiate
-from testkit.faults import HEARTBEAT_MS, QUESTIONS, BlackholeProxy, expected_answer, fault_env
+from testkit.faults import (
+    HEARTBEAT_MS,
+    QUESTIONS,
+    BlackholeProxy,
+    InstanceFactory,
+    RedisFactory,
+    expected_answer,
+    fault_env,
+)
 from testkit.journey import Journey, assert_whole_reply, decode_redis_stream
-from tests.conftest import InstanceFactory, RedisFactory
 
 
 async def test_an_instance_process_answers_until_paused_and_again_once_resumed_and_dies_on_kill(

@@ -32,7 +32,9 @@ from testkit.faults import (
     OUTAGE_DEADLINE_S,
     QUESTIONS,
     BlackholeProxy,
+    InstanceFactory,
     InstanceProcess,
+    RedisFactory,
     expected_answer,
     fault_env,
 )
@@ -44,7 +46,6 @@ from testkit.journey import (
     submit,
 )
 from testkit.processes import RedisProcess
-from tests.conftest import InstanceFactory, RedisFactory
 
 OUTAGE_GRACE_S = 3.0
 TERMINAL_DEADLINE_S = OUTAGE_DEADLINE_S + OUTAGE_GRACE_S
