@@ -56,6 +56,11 @@ test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest
 	node --test tests/js/
 
+## make chaos: the long randomized fault runs (producers killed, Redis restarted, clients dropped); prints figures
+.PHONY: chaos
+chaos: $(VENV)/.dev
+	$(PY) -m pytest -m chaos -rA $(CHAOS_ARGS)
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -9,6 +9,7 @@ import redis
 
 from testkit import T
 from testkit.fake_openai import FakeOpenAI
+from testkit.faults import InstanceFactory, InstanceProcess, RedisFactory
 from testkit.processes import RedisProcess
 from testkit.server import RunningServer, ServerFactory, server_pool
 
@@ -19,6 +20,18 @@ def redis_proc() -> Iterator[RedisProcess]:
     proc.start()
     yield proc
     proc.stop()
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember whether a test failed, so fixtures can add what explains it (instance logs)."""
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
 
 
 @pytest.fixture
@@ -69,3 +82,39 @@ def servers_on_fake(fake: FakeOpenAI, servers: ServerFactory) -> ServerFactory:
         return server
 
     return factory
+
+
+@pytest.fixture
+def redis_servers() -> Iterator[RedisFactory]:
+    """Redis servers for fault tests (the session's shared one must not be killed); stopped after the test."""
+    started: list[RedisProcess] = []
+
+    def factory(*, persistent: bool = False) -> RedisProcess:
+        proc = RedisProcess(persistent=persistent)
+        started.append(proc)
+        proc.start()
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+async def instances(request: pytest.FixtureRequest, redis_servers: RedisFactory) -> AsyncIterator[InstanceFactory]:
+    """Server instances as real processes (``python -m api``); every one is killed after the test (before
+    the test's own Redis servers stop), and when the test failed the tail of each one's log is printed."""
+    started: list[InstanceProcess] = []
+
+    async def factory(buffer_url: str, instance_id: str, **env: str | float | int) -> InstanceProcess:
+        instance = InstanceProcess(buffer_url, instance_id, **env)
+        started.append(instance)
+        return await instance.start()
+
+    yield factory
+    failed = request.node.stash.get(FAILED, False)
+    for instance in started:
+        state = repr(instance)
+        instance.close()
+        if failed:
+            print(f"--- {state}: last lines of its log ({instance.log_path}) ---\n{instance.tail(60)}")
