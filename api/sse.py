@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.frames import RequestErrorFrame
 from streaming.events import StoredEvent
-from streaming.exceptions import StreamExpired
+from streaming.exceptions import BufferUnavailable, StreamExpired
 from streaming.follow import AlreadyEnded
 from streaming.tasks import race
 
@@ -122,9 +122,14 @@ class EventStreamResponse(Response):
                     self.outcome = "ended"
                     return
                 except StreamExpired as exc:
-                    await self._write(
-                        send, EXPIRED_RETRY_FRAME + sse_error_frame(self._stream_id, exc.code, exc.message)
-                    )
+                    error = sse_error_frame(self._stream_id, exc.code, exc.message)
+                    await self._write(send, EXPIRED_RETRY_FRAME + error)
+                    self.outcome = "expired"
+                    return
+                except BufferUnavailable as exc:
+                    # Retryable: EventSource comes back after RECONNECT_AFTER_MS and resumes.
+                    error = sse_error_frame(self._stream_id, exc.code, exc.message, retryable=True)
+                    await self._write(send, error)
                     self.outcome = "expired"
                     return
                 except AlreadyEnded:

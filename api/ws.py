@@ -187,6 +187,7 @@ class WsConnection:
             message=exc.message,
             stream_id=exc.stream_id,
             client_message_id=frame.client_message_id if isinstance(frame, SendFrame) else None,
+            retryable=True if error_code(exc.code).retryable else None,  # "try again later", e.g. buffer_unavailable
         )
 
     async def _handle(self, frame: ClientFrame) -> None:

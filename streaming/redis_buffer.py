@@ -302,6 +302,7 @@ class _Produced:
     terminal_expire_s: int | None = None
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     needs_restore: bool = False
+    behind_since: float | None = None  # monotonic time since when Redis lacks some of our events
 
     @property
     def last_seq(self) -> int:
@@ -424,6 +425,8 @@ class RedisBuffer:
         produced = self._produced.get(stream_id)
         if produced is None:
             raise LeaseLost(stream_id)
+        if produced.behind_since is None:
+            produced.behind_since = time.monotonic()
         produced.events.extend(events)
         if expire_after_s is not None:
             produced.terminal_expire_s = expire_after_s
@@ -445,7 +448,7 @@ class RedisBuffer:
             attempt_started = time.monotonic()
             try:
                 await self._write(work)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # RedisError, OSError, asyncio's TimeoutError: all mean "not written"
                 now = time.monotonic()
                 if self._outage_since is None:
                     # The outage began when the write that failed was sent, not when it timed out.
@@ -527,6 +530,8 @@ class RedisBuffer:
 
     def _made_durable(self, produced: _Produced, last: int, written: list[StoredEvent]) -> None:
         produced.durable_seq = max(produced.durable_seq, last)
+        if produced.durable_seq >= produced.last_seq:
+            produced.behind_since = None
         # Followers on this instance get the events now, from memory (the pub/sub echo is skipped).
         self._fanout.publish(produced.stream_id, written)
         still: list[tuple[int, asyncio.Future[None]]] = []
@@ -606,7 +611,7 @@ class RedisBuffer:
                             keys=[_mkey(sid), _lkey(sid), LIVE_KEY], args=[self.owner, self._lease_ms, sid], client=pipe
                         )
                     results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError):
+            except Exception:
                 continue  # an outage: the writer reports it and writes back when Redis returns
             for produced, result in zip(started, results, strict=True):
                 if result == "fenced":
@@ -669,7 +674,10 @@ class RedisBuffer:
     def _raise_if_down(self, stream_id: str) -> None:
         """Past the outage deadline even our own streams are unavailable: their followers end with a
         retryable error instead of waiting for events that cannot be stored."""
-        since = self._outage_since
+        produced = self._produced.get(stream_id)
+        # Known down (a write failed), or our events have waited for Redis this long already.
+        candidates = [self._outage_since, produced.behind_since if produced is not None else None]
+        since = min((c for c in candidates if c is not None), default=None)
         if since is not None and time.monotonic() - since > self._outage_deadline_s:
             raise BufferUnavailable(
                 "the shared buffer is unavailable; resume in a moment", stream_id=stream_id, since=since

@@ -157,14 +157,36 @@ class Journey:
                 await asyncio.shield(self._reader)
         return self._reader.done()
 
+    def unavailable(self) -> dict[str, Any] | None:
+        """The seq-less retryable ``buffer_unavailable`` the server ended a wait with, if any."""
+        for refusal in self.refusals:
+            if refusal.get("code") == "buffer_unavailable" and refusal.get("retryable") is True:
+                return refusal  # a WebSocket error frame, an SSE `event: error`
+            error = refusal.get("error")
+            if refusal.get("status") == 503 and isinstance(error, dict) and error.get("code") == "buffer_unavailable":
+                return refusal  # an HTTP 503 to a resume while the buffer is down
+        return None
+
     async def follow_to_end(
-        self, choose: Callable[[], tuple[Endpoint, str]], timeout: float, *, backoff: float = 0.2
+        self,
+        choose: Callable[[], tuple[Endpoint, str]],
+        timeout: float,
+        *,
+        backoff: float = 0.2,
+        until_unavailable: bool = False,
     ) -> dict[str, Any]:
         """Keep following (resuming on ``choose()``'s instance and transport whenever a connection ends
         without the terminal event) until the terminal event, which is returned. Past ``timeout`` * T
-        seconds from now the test fails with what the client got: a reply that hung."""
+        seconds from now the test fails with what the client got: a reply that hung.
+
+        ``until_unavailable``: a seq-less retryable ``buffer_unavailable`` also ends the wait (and is
+        returned): the server's answer when the buffer stays down past its deadline, since it sends
+        no event that is not stored (docs/streaming.md, "Invariants")."""
         deadline = time.monotonic() + timeout * T
         while self.terminal is None:
+            if until_unavailable and (told := self.unavailable()) is not None:
+                await self.drop()
+                return told
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await self.drop()
@@ -177,7 +199,10 @@ class Journey:
                     raise AssertionError(f"the stream is gone from the buffer (stream_expired): {self.describe()}")
                 endpoint, transport = choose()
                 self.resume(endpoint, transport)
+            seen = len(self.refusals)
             await self.wait_until_reading_ends(min(remaining / T, 1.0))
+            if self.terminal is None and self.reading and any(r.get("retryable") for r in self.refusals[seen:]):
+                await self.drop()  # told "not now" (e.g. buffer_unavailable): come back, as the JS client does
             if self.terminal is None and not self.reading:
                 await asyncio.sleep(min(backoff * T, max(0.0, deadline - time.monotonic())))
         await self.drop()
