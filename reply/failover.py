@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAILOVER = "failover"  # the retract reason
+from streaming.events import FAILOVER_REASON
+
+FAILOVER = FAILOVER_REASON  # the retract reason
 
 
 @dataclass(frozen=True)

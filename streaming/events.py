@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 FinishReason = Literal["stop", "length", "cancelled", "fallback"]
+# The reason of a retract written when another instance took a reply over (PROTOCOL §9).
+FAILOVER_REASON = "failover"
 TERMINAL_TYPES = frozenset({"done", "error"})
 
 

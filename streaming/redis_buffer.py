@@ -80,9 +80,10 @@ from streaming.contract import (
     decode_turn,
     encode_turn,
 )
-from streaming.events import StoredEvent
+from streaming.events import FAILOVER_REASON, RetractEvent, StoredEvent, encode
 from streaming.exceptions import BufferUnavailable, LeaseLost, StreamExpired
 from streaming.fanout import Fanout, Subscription
+from streaming.log import fold_text
 
 PREFIX = "bc:"
 CANCEL_CHANNEL = PREFIX + "cancel"
@@ -109,6 +110,14 @@ BACKOFF_MAX_S = 1.0
 READER_POLL_S = 1.0
 # How many orphans one sweep looks at.
 ORPHANS_PER_SWEEP = 50
+# During a Redis outage, followers on this instance keep receiving events Redis does not have yet:
+# at most LOCAL_AHEAD_MAX_EVENTS of them, one every LOCAL_AHEAD_INTERVAL_S (the job's text coalesces
+# in between), so about 8 s of a reply, enough for a Redis restart. Whoever takes a stream over first
+# writes LOCAL_AHEAD_MAX_EVENTS + 1 failover retracts, so a client that saw any of those events still
+# gets a retract after them and never keeps text the new producer numbered differently
+# (docs/streaming.md, "Invariants").
+LOCAL_AHEAD_MAX_EVENTS = 32
+LOCAL_AHEAD_INTERVAL_S = 0.25
 # A stream this instance created but never started (its client_message_id lost the race) is
 # forgotten after this long.
 UNSTARTED_FORGET_S = 60.0
@@ -303,6 +312,8 @@ class _Produced:
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     needs_restore: bool = False
     behind_since: float | None = None  # monotonic time since when Redis lacks some of our events
+    delivered_seq: int = 0  # the last seq this instance's followers were given (≥ durable_seq in an outage)
+    local_at: float = 0.0  # when the last event went to local followers ahead of Redis
 
     @property
     def last_seq(self) -> int:
@@ -432,6 +443,14 @@ class RedisBuffer:
             produced.terminal_expire_s = expire_after_s
         self._write_wake.set()
         self._raise_if_down(stream_id)  # kept for write-back, but nobody should wait for it now
+        if self._outage_since is not None and events[-1].seq <= produced.durable_seq + LOCAL_AHEAD_MAX_EVENTS:
+            # Redis is down: our followers get the events from memory (bounded), without waiting.
+            pause = produced.local_at + LOCAL_AHEAD_INTERVAL_S - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._deliver_locally(produced)
+            if produced.delivered_seq >= events[-1].seq:
+                return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         produced.waiters.append((events[-1].seq, done))
         self._write_wake.set()
@@ -454,6 +473,8 @@ class RedisBuffer:
                     # The outage began when the write that failed was sent, not when it timed out.
                     self._outage_since = attempt_started
                     logger.warning("redis unreachable for writes: {!r}; holding events and retrying", exc)
+                    for produced in work:
+                        self._deliver_locally(produced)
                 if now - self._outage_since > self._outage_deadline_s:
                     for produced in work:
                         _fail_waiters(
@@ -528,20 +549,38 @@ class RedisBuffer:
                 produced.durable_seq = last
                 self._write_wake.set()
 
-    def _made_durable(self, produced: _Produced, last: int, written: list[StoredEvent]) -> None:
-        produced.durable_seq = max(produced.durable_seq, last)
-        if produced.durable_seq >= produced.last_seq:
-            produced.behind_since = None
-        # Followers on this instance get the events now, from memory (the pub/sub echo is skipped).
-        self._fanout.publish(produced.stream_id, written)
+    def _deliver_locally(self, produced: _Produced) -> None:
+        """In an outage: give this instance's followers the events Redis lacks, up to the bound,
+        and let the appends of those events return."""
+        limit = produced.durable_seq + LOCAL_AHEAD_MAX_EVENTS
+        fresh = [e for e in produced.events if produced.delivered_seq < e.seq <= limit]
+        if fresh:
+            self._fanout.publish(produced.stream_id, fresh)
+            produced.delivered_seq = fresh[-1].seq
+            produced.local_at = time.monotonic()
+        self._resolve(produced, produced.delivered_seq)
+
+    def _resolve(self, produced: _Produced, upto: int) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
         for seq, waiter in produced.waiters:
-            if seq <= produced.durable_seq:
+            if seq <= upto:
                 if not waiter.done():
                     waiter.set_result(None)
             else:
                 still.append((seq, waiter))
         produced.waiters = still
+
+    def _made_durable(self, produced: _Produced, last: int, written: list[StoredEvent]) -> None:
+        produced.durable_seq = max(produced.durable_seq, last)
+        if produced.durable_seq >= produced.last_seq:
+            produced.behind_since = None
+        # Followers on this instance get the events now, from memory (the pub/sub echo is skipped),
+        # unless they had them already, ahead of Redis, during an outage.
+        fresh = [e for e in written if e.seq > produced.delivered_seq]
+        if fresh:
+            self._fanout.publish(produced.stream_id, fresh)
+        produced.delivered_seq = max(produced.delivered_seq, produced.durable_seq)
+        self._resolve(produced, produced.durable_seq)
         if produced.events and produced.events[-1].terminal and produced.durable_seq >= produced.last_seq:
             self._produced.pop(produced.stream_id, None)
 
@@ -645,10 +684,20 @@ class RedisBuffer:
         created_at = float(meta.get("at", 0))
         ttl_s = self._stream_ttl_s
         produced = _Produced(stream_id, origin.conversation_id, created_at, ttl_s, origin, list(events))
-        produced.durable_seq = events[-1].seq if events else 0
+        produced.durable_seq = produced.delivered_seq = events[-1].seq if events else 0
         self._produced[stream_id] = produced
         logger.bind(stream_id=stream_id).info("took over stream {} at seq {}", stream_id, produced.durable_seq)
-        return Orphan(stream_id, origin, events, created_at, meta.get("cancel") == "1")
+        # The previous producer may have shown its own followers up to LOCAL_AHEAD_MAX_EVENTS events
+        # Redis never got (it was cut off from Redis, then died): withdraw whatever they were, so
+        # every client, wherever it stopped, continues from the same text.
+        text = fold_text(events)
+        last = produced.durable_seq
+        fillers = [
+            encode(RetractEvent(stream_id=stream_id, seq=last + i, reason=FAILOVER_REASON, text=text))
+            for i in range(1, LOCAL_AHEAD_MAX_EVENTS + 2)
+        ]
+        await self.append(stream_id, fillers)
+        return Orphan(stream_id, origin, [*events, *fillers], created_at, meta.get("cancel") == "1")
 
     def on_lease_lost(self, callback: LeaseLostHandler) -> None:
         self._lease_lost_handler = callback
@@ -659,7 +708,8 @@ class RedisBuffer:
         if produced is not None and produced.origin is not None and produced.events:
             # We produce it: our copy is the truth (and survives a Redis restart). Durable events only.
             self._raise_if_down(stream_id)
-            return [e for e in produced.events if after_seq < e.seq <= produced.durable_seq]
+            upto = max(produced.durable_seq, produced.delivered_seq)
+            return [e for e in produced.events if after_seq < e.seq <= upto]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.exists(_mkey(stream_id))
@@ -687,9 +737,10 @@ class RedisBuffer:
         produced = self._produced.get(stream_id)
         if produced is not None and produced.origin is not None and produced.events:
             self._raise_if_down(stream_id)
-            durable = [e for e in produced.events if e.seq <= produced.durable_seq]
-            ended = bool(durable) and durable[-1].terminal
-            last = durable[-1].seq if ended else None
+            upto = max(produced.durable_seq, produced.delivered_seq)
+            seen = [e for e in produced.events if e.seq <= upto]
+            ended = bool(seen) and seen[-1].terminal
+            last = seen[-1].seq if ended else None
             return StreamInfo(stream_id, produced.conversation_id, produced.created_at, ended, last)
         try:
             meta = await self._redis.hgetall(_mkey(stream_id))

@@ -139,3 +139,41 @@ async def test_a_frozen_producer_that_wakes_after_its_lease_cannot_append_to_the
     assert stored[-1] == journey.events[-1], "the log's terminal event is not the one the client got"
     assert joined_text(stored) == stored[-1]["text"] == expected_answer(question)
     assert lease_lost is not None, f"A did not log 'lease lost' after waking up:\n{a.tail()}"
+
+
+async def test_a_producer_cut_off_from_redis_keeps_its_clients_going_and_a_takeover_never_corrupts_their_text(
+    instances: InstanceFactory, redis_servers: RedisFactory, rng: random.Random
+) -> None:
+    """The partition case of docs/streaming.md's invariants: A loses its link to Redis (blackholed, no
+    FIN), so its own client keeps receiving events Redis never gets, while B takes the stream over
+    (A's lease expires) and writes its own seqs. A's client, told buffer_unavailable, resumes on B
+    from a seq only it has seen, and must still end with exactly the provider's text."""
+    from testkit.faults import BlackholeProxy
+
+    store = redis_servers()
+    async with BlackholeProxy(store.port) as link:
+        a, b = await asyncio.gather(
+            instances(link.url, "i-a", **fault_env()),
+            instances(store.url, "i-b", **fault_env()),
+        )
+        question = rng.choice(QUESTIONS)
+        journey = Journey(await negotiate(a.base_url), heartbeat_ms=HEARTBEAT_MS)
+        submitted = await journey.send(a, "websocket", question)
+        assert submitted.stream_id is not None, submitted
+        await journey.wait_for_events(3)
+        link.blackhole()
+        before = len(journey.events)
+        # A's client: more words from memory, then (past A's outage deadline) a retryable refusal.
+        await journey.follow_to_end(lambda: (a, "websocket"), FAILOVER_DEADLINE_S + 5, until_unavailable=True)
+        assert len(journey.events) > before, "A's own client got nothing while Redis was out of reach"
+        seen_on_a = journey.events[-1]["seq"]
+        journey.refusals.clear()
+        await journey.follow_to_end(lambda: (b, rng.choice(TRANSPORTS)), FAILOVER_DEADLINE_S + 5)
+        assert_whole_reply(journey.events, expected_answer(question))
+        took_over = await wait_for_log(b, "took over stream", 1.0)
+        assert took_over is not None, "B never took the stream over"
+        durable = int(took_over.rsplit(" at seq ", 1)[1].split()[0])
+        assert seen_on_a > durable, (
+            f"the case under test did not happen: A showed up to {seen_on_a}, Redis had {durable}"
+        )
+        link.restore()
