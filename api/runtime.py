@@ -59,6 +59,7 @@ def make_provider(settings: Settings, brands: dict[str, Brand]) -> ChatProvider:
             model=settings.openai_model,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_total_deadline_s + PROVIDER_READ_TIMEOUT_MARGIN_S,
+            stream_parser=settings.openai_stream_parser,
         )
     if settings.provider_name == "offline":
         from llm.offline import OfflineProvider

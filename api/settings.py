@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     llm_provider: str = "auto"  # auto | openai | offline
+    openai_stream_parser: Literal["lean", "sdk"] = "lean"  # how the streamed reply is read (llm/openai_provider.py)
     max_reply_tokens: int = 512
     offline_token_delay_ms: int = 35
 
