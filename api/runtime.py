@@ -21,7 +21,7 @@ from api.ws_state import WsOptions
 from llm.base import ChatProvider
 from persona.brand import Brand
 from persona.demo import compose_reply
-from persona.guard import brand_guard
+from persona.guard import brand_guard, pass_through
 from persona.loader import load_brands
 from persona.tokens import count_tokens
 from reply.jobs import GenerationManager
@@ -128,7 +128,7 @@ class Runtime:
                 stream_max_chars=settings.stream_max_chars,
             ),
             hooks=hooks.emit,
-            guard_factory=brand_guard,
+            guard_factory=brand_guard if settings.guard_enabled else pass_through,
         )
         ws_options = WsOptions(
             max_message_chars=settings.max_message_chars,

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     hooks: list[str] = []  # "package.module:function" monitoring hooks loaded at start-up
 
     # --- brands --------------------------------------------------------------------------
+    guard_enabled: bool = True  # false only to measure the guard's cost (make bench); never in production
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
