@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -165,9 +166,11 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def spawn(argv: list[str], port: int, env: dict[str, str], cpus: set[int]) -> subprocess.Popen[bytes]:
+async def spawn(
+    argv: list[str], port: int, env: dict[str, str], cpus: set[int], cwd: Path = PROJECT_ROOT
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once per system, before any load
-        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT
+        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd
     )
     os.sched_setaffinity(proc.pid, cpus)
     async with asyncio.timeout(SERVER_START_TIMEOUT_S):
@@ -334,54 +337,73 @@ async def load(fake: TimedFake, client: Client, port: int, clients: int, replies
 # --- idle connections -------------------------------------------------------------------------------
 
 
-async def idle_cost(pid: int, port: int, count: int, fake: TimedFake) -> dict[str, float]:
-    """Server memory (KB) per open WebSocket and per open SSE connection, heartbeats on."""
+async def idle_cost(pid: int, port: int, count: int, fake: TimedFake, kind: str) -> dict[str, float]:
+    """Server memory (KB) per open WebSocket or SSE connection, heartbeats on (one kind per fresh
+    server: memory freed by one kind would be reused by the other and hide its cost)."""
     base = f"http://127.0.0.1:{port}"
     out: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S) as http:
         negotiated = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
         await asyncio.sleep(1)
         before = rss_kb(pid)
-        async with contextlib.AsyncExitStack() as stack:
-            for start in range(0, count, 100):
-                sockets = await asyncio.gather(
-                    *(
-                        stack.enter_async_context(websockets.connect(f"ws://127.0.0.1:{port}/v1/ws"))
-                        for _ in range(start, min(count, start + 100))
-                    )
-                )
-                for ws in sockets:
-                    await ws.send(json.dumps({"type": "hello", "token": negotiated["token"]}))
-                    await ws.recv()  # welcome
-            await asyncio.sleep(2)
-            out["websocket_kb"] = (rss_kb(pid) - before) / count
+        if kind == "websocket":
+            await idle_websockets(pid, port, count, negotiated, before, out)
+            return out
         # SSE: followers of one open stream whose model has not said its first word yet.
-        fake.enqueue(Reply(text="Ref0 idle.", first_delay_s=120))
-        auth = {"Authorization": f"Bearer {negotiated['token']}"}
-        sent = await http.post(
-            f"/v1/conversations/{negotiated['conversation_id']}/messages",
-            json={"client_message_id": "idle", "text": QUESTION},
-            headers=auth,
-        )
-        url = sent.json()["events_url"]
-        await asyncio.sleep(1)
-        before = rss_kb(pid)
-        limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
-        async with (
-            httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S, limits=limits) as sse,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            for start in range(0, count, 100):
-                await asyncio.gather(
-                    *(
-                        stack.enter_async_context(sse.stream("GET", url, headers=auth))
-                        for _ in range(start, min(count, start + 100))
-                    )
-                )
-            await asyncio.sleep(2)
-            out["sse_kb"] = (rss_kb(pid) - before) / count
-        await http.post(f"/v1/streams/{sent.json()['stream_id']}/cancel", headers=auth)
+        await idle_sse(pid, http, count, negotiated, fake, out)
     return out
+
+
+async def idle_websockets(
+    pid: int, port: int, count: int, negotiated: dict[str, Any], before: int, out: dict[str, float]
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for start in range(0, count, 100):
+            sockets = await asyncio.gather(
+                *(
+                    stack.enter_async_context(websockets.connect(f"ws://127.0.0.1:{port}/v1/ws"))
+                    for _ in range(start, min(count, start + 100))
+                )
+            )
+            for ws in sockets:
+                await ws.send(json.dumps({"type": "hello", "token": negotiated["token"]}))
+                await ws.recv()  # welcome
+        await asyncio.sleep(2)
+        out["websocket_kb"] = (rss_kb(pid) - before) / count
+
+
+async def idle_sse(
+    pid: int, http: httpx.AsyncClient, count: int, negotiated: dict[str, Any], fake: TimedFake, out: dict[str, float]
+) -> None:
+    base = str(http.base_url)
+    fake.enqueue(Reply(text="Ref0 idle.", first_delay_s=120))
+    auth = {"Authorization": f"Bearer {negotiated['token']}"}
+    sent = await http.post(
+        f"/v1/conversations/{negotiated['conversation_id']}/messages",
+        json={"client_message_id": "idle", "text": QUESTION},
+        headers=auth,
+    )
+    url = sent.json()["events_url"]
+    await asyncio.sleep(1)
+    before = rss_kb(pid)
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S, limits=limits) as sse,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        for start in range(0, count, 100):
+            responses = await asyncio.gather(
+                *(
+                    stack.enter_async_context(sse.stream("GET", url, headers=auth))
+                    for _ in range(start, min(count, start + 100))
+                )
+            )
+            refused = [r.status_code for r in responses if r.status_code != 200]
+            if refused:
+                raise RuntimeError(f"idle SSE connections refused: {refused[:5]}")
+        await asyncio.sleep(2)
+        out["sse_kb"] = (rss_kb(pid) - before) / count
+    await http.post(f"/v1/streams/{sent.json()['stream_id']}/cancel", headers=auth)
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -406,6 +428,8 @@ async def main(args: argparse.Namespace) -> None:
             fake.enqueue(*(Reply(text=reply_text(next(rid), args.words), delay_s=WORD_DELAY_S) for _ in range(n)))
 
         async def measure(name: str, client: Client, port: int, pids: list[int]) -> None:
+            if args.only not in name:
+                return
             enqueue(args.clients * args.replies)
             cpu0 = sum(cpu_seconds(p) for p in pids)
             result = await load(fake, client, port, args.clients, args.replies, args.words)
@@ -447,18 +471,29 @@ async def main(args: argparse.Namespace) -> None:
                         "UPSTREAM_FIRST_TOKEN_TIMEOUT_S": "300",
                         "UPSTREAM_TOTAL_DEADLINE_S": "600",
                         "WS_RATE_PER_S": "1000",
+                        "OPENAI_STREAM_PARSER": args.parser,
                     }
-                    server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus)
+                    server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
                     pids = [server.pid] + ([redis.proc.pid] if buffer == "redis" else [])
                     try:
                         await measure(f"{buffer}, guard {guard}, WebSocket", server_ws, port, pids)
                         await measure(f"{buffer}, guard {guard}, SSE", server_sse, port, pids)
-                        if buffer == "memory" and guard == "on":
-                            idle = await idle_cost(server.pid, port, args.idle, fake)
                     finally:
                         stop(server)
         finally:
             redis.stop()
+
+        # Idle cost on a fresh server (memory freed after a load run would hide the connections').
+        port = free_port()
+        env = {**env, "PORT": str(port), "BUFFER_URL": "memory://", "GUARD_ENABLED": "true"}
+        for kind in ("websocket", "sse"):
+            port = free_port()
+            env = {**env, "PORT": str(port)}
+            server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
+            try:
+                idle.update(await idle_cost(server.pid, port, args.idle, fake, kind))
+            finally:
+                stop(server)
 
     print(report(args, rows, idle, server_cpus, load_cpus))
 
@@ -514,6 +549,11 @@ if __name__ == "__main__":
     parser.add_argument("--replies", type=int, default=2)
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument(
+        "--server-root", type=Path, default=PROJECT_ROOT, help="run the server from this checkout (before/after)"
+    )
+    parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
+    parser.add_argument("--only", default="", help="run only the systems whose name contains this")
     parser.add_argument("--serve-naive", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_naive:
