@@ -28,9 +28,11 @@ run: $(VENV)/.runtime
 run-cluster: $(VENV)/.dev
 	PORT=$(PORT) $(PY) -m deploy.cluster
 
-## make bench: N concurrent clients; direct streaming (baseline) vs memory vs Redis buffer
+## make bench: the naive relay (FastAPI + openai SDK) vs this server on memory and Redis, WebSocket and SSE,
+## guard on and off, against the fake upstream at 20 words/s; idle memory per connection (docs/performance.md).
+## make bench BENCH_ARGS=--quick: the same in under two minutes
 bench: $(VENV)/.dev
-	$(PY) -m bench.stream_bench --clients $${CLIENTS:-200}
+	$(PY) -m bench.stream_bench $(BENCH_ARGS)
 
 ## make eval: scenario checks per brand against the configured provider (offline demo by default)
 .PHONY: eval bench-guard

@@ -1,25 +1,18 @@
-"""``python -m api``: serve with the settings' host/port, our graceful shutdown and frame limit."""
+"""``python -m api``: serve with the settings' host/port, our graceful shutdown and frame limit;
+with ``WORKERS`` > 1, that many processes (``api/workers.py``)."""
 
 from __future__ import annotations
 
-from api.app import create_app
-from api.logs import setup_logging
-from api.server import build_server
-from api.settings import Settings
+import sys
+
+from api.workers import load_settings, run_workers, serve
 
 
 def main() -> None:
-    settings = Settings()
-    setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
-    server = build_server(
-        create_app(settings),
-        settings,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=True,
-        log_config=None,  # logging is ours (api/logs.py): loguru, JSON off a terminal
-    )
-    server.run()
+    settings = load_settings()
+    if settings.workers > 1:
+        sys.exit(run_workers(settings))
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ raises is logged and ignored: monitoring never breaks a reply.
 Register hooks in code (``runtime.hooks.add(my_hook)``) or by configuration:
 ``HOOKS="mypkg.monitoring:sentry_hook,mypkg.tracing:hook"`` (import paths, loaded at start-up).
 
+A hook may say which events it wants with an ``events`` attribute (a set of names); it is then
+called for those only. ``token_gap`` comes once per upstream token, so the registry keeps one list
+of hooks per event and a token costs nothing for hooks that did not ask for it (the built-in log
+hook and the Datadog metrics declare theirs; a hook without ``events`` gets everything).
+
 Events (fields):
 
 =====================  ================================================================
@@ -17,7 +22,7 @@ Events (fields):
 ``downgrade``          transport (the one the client reports failed), reason, brand
 ``stream_started``     stream_id, conversation_id, brand
 ``first_token``        stream_id, brand, seconds
-``token_gap``          brand, seconds (between two pieces of upstream text; per token)
+``token_gap``          brand, seconds (between two pieces of upstream text; per token: declare ``events``)
 ``upstream_error``     stream_id, brand, code, status, retryable
 ``upstream_retry``     stream_id, brand, code, wait_s
 ``guard_fallback``     stream_id, brand, rule
@@ -48,15 +53,23 @@ Hook = Callable[[str, dict[str, Any]], None]
 class HookRegistry:
     def __init__(self) -> None:
         self._hooks: list[Hook] = []
+        self._by_event: dict[str, tuple[Hook, ...]] = {}
 
     def add(self, hook: Hook) -> None:
         self._hooks.append(hook)
+        self._by_event.clear()
 
     def __bool__(self) -> bool:
         return bool(self._hooks)
 
+    def _for(self, event: str) -> tuple[Hook, ...]:
+        hooks = self._by_event.get(event)
+        if hooks is None:
+            hooks = self._by_event[event] = tuple(h for h in self._hooks if event in getattr(h, "events", (event,)))
+        return hooks
+
     def emit(self, event: str, **fields: Any) -> None:
-        for hook in self._hooks:
+        for hook in self._by_event.get(event) or self._for(event):
             try:
                 hook(event, fields)
             except Exception:
@@ -86,3 +99,6 @@ def log_hook(event: str, fields: dict[str, Any]) -> None:
         logger.bind(stream_id=fields["stream_id"], brand=fields["brand"]).info(
             "first token after {:.3f} s", fields["seconds"]
         )
+
+
+log_hook.events = frozenset({"first_token"})  # type: ignore[attr-defined]

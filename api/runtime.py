@@ -21,7 +21,7 @@ from api.ws_state import WsOptions
 from llm.base import ChatProvider
 from persona.brand import Brand
 from persona.demo import compose_reply
-from persona.guard import brand_guard
+from persona.guard import brand_guard, pass_through
 from persona.loader import load_brands
 from persona.tokens import count_tokens
 from reply.jobs import GenerationManager
@@ -62,6 +62,7 @@ def make_provider(settings: Settings, brands: dict[str, Brand]) -> ChatProvider:
             model=settings.openai_model,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_total_deadline_s + PROVIDER_READ_TIMEOUT_MARGIN_S,
+            stream_parser=settings.openai_stream_parser,
         )
     if settings.provider_name == "offline":
         from llm.offline import OfflineProvider
@@ -135,7 +136,7 @@ class Runtime:
                 buffer_outage_deadline_s=settings.buffer_outage_deadline_s,
             ),
             hooks=hooks.emit,
-            guard_factory=brand_guard,
+            guard_factory=brand_guard if settings.guard_enabled else pass_through,
         )
         ws_options = WsOptions(
             max_message_chars=settings.max_message_chars,

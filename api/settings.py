@@ -9,8 +9,9 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,7 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=256)  # server processes (python -m api); > 1 needs Redis
     instance_id: str = Field(default_factory=lambda: "i-" + secrets.token_hex(3))
     allowed_origins: list[str] = ["*"]
 
@@ -30,6 +32,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     llm_provider: str = "auto"  # auto | openai | offline
+    openai_stream_parser: Literal["lean", "sdk"] = "lean"  # how the streamed reply is read (llm/openai_provider.py)
     max_reply_tokens: int = 512
     offline_token_delay_ms: int = 35
 
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
     hooks: list[str] = []  # "package.module:function" monitoring hooks loaded at start-up
 
     # --- brands --------------------------------------------------------------------------
+    guard_enabled: bool = True  # false only to measure the guard's cost (make bench); never in production
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
@@ -82,6 +86,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip().startswith("["):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_a_shared_buffer(self) -> Settings:
+        if self.workers > 1 and self.buffer_url.split(":", 1)[0].lower() == "memory":
+            raise ValueError(
+                f"WORKERS={self.workers} needs a shared buffer (BUFFER_URL=redis://…): the memory buffer "
+                "lives in one process, so streams, resumes and cancels would not reach the other workers. "
+                "Use WORKERS=1 with the memory buffer."
+            )
+        return self
 
     @cached_property
     def secret_bytes(self) -> bytes:

@@ -2,13 +2,19 @@
 
 Per response, one race (like sse-starlette)::
 
-    ┌ pump ──────── follow the log → "id/event/data" frames; ": ping" after heartbeat_ms of silence
+    ┌ pump ──────── follow the log → "id/event/data" frames
+    ├ heartbeat ─── ": ping" after heartbeat_ms without a write
     ├ listen ────── http.disconnect from the client
     └ shutdown ──── the instance is going away: end the response, EventSource reconnects elsewhere
     whichever ends first cancels the others
 
 Every write has a deadline (``SEND_TIMEOUT_S``): a client that stops reading is dropped (it can
 resume with ``Last-Event-ID``) instead of the server holding its data.
+
+Per event the pump only awaits the next event and writes it: no task, future or timer per event
+(STYLE.md, "The hot path"). The write deadline is one timer per response, armed by the first write
+and pushed back when it fires while the writes keep finishing (a write that is still in flight past
+its deadline cancels the writer, which reports ``TimeoutError``).
 """
 
 from __future__ import annotations
@@ -79,14 +85,24 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._send_lock = asyncio.Lock()  # the pump and the heartbeat share the response
+        self._last_write = loop.time()
+        self._write_started: float | None = None
+        self._writer: asyncio.Task[Any] | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
         try:
-            await race(self._pump(send), self._listen(receive), self._shutdown())
+            await race(self._pump(send), self._heartbeat(send), self._listen(receive), self._shutdown())
         except TimeoutError:
             self.outcome = "slow_consumer"
             logger.bind(stream_id=self._stream_id, transport="sse").info("sse client stopped reading; dropped")
         except OSError:
             self.outcome = "disconnected"
         finally:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
             aclose = getattr(self._events, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -100,51 +116,70 @@ class EventStreamResponse(Response):
                 pass
 
     async def _write(self, send: Send, body: bytes) -> None:
-        async with asyncio.timeout(self._send_timeout_s):
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+        """Write under the response's write deadline; raises ``TimeoutError`` when it passes."""
+        async with self._send_lock:
+            self._write_started = self._loop.time()
+            self._writer = asyncio.current_task()
+            if self._deadline_timer is None:
+                self._deadline_timer = self._loop.call_at(
+                    self._write_started + self._send_timeout_s, self._on_write_deadline
+                )
+            try:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            except asyncio.CancelledError:
+                if self._timed_out and self._writer is not None and self._writer.uncancel() == 0:
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._write_started = None
+                self._last_write = self._loop.time()
+
+    def _on_write_deadline(self) -> None:
+        self._deadline_timer = None
+        started = self._write_started
+        if started is None:
+            return  # no write in flight: the next write arms the timer again
+        due = started + self._send_timeout_s
+        if self._loop.time() >= due:
+            self._timed_out = True
+            if self._writer is not None:
+                self._writer.cancel()
+        else:
+            self._deadline_timer = self._loop.call_at(due, self._on_write_deadline)
+
+    async def _heartbeat(self, send: Send) -> None:
+        while True:
+            quiet_for = self._loop.time() - self._last_write
+            if quiet_for < self._heartbeat_s or self._write_started is not None:
+                await asyncio.sleep(
+                    self._heartbeat_s - quiet_for if quiet_for < self._heartbeat_s else self._heartbeat_s
+                )
+                continue
+            await self._write(send, b": ping\n\n")
 
     async def _pump(self, send: Send) -> None:
         # Tell EventSource to come back quickly after a cut.
         await self._write(send, RETRY_FRAME)
-        iterator = self._events
-        next_event: asyncio.Future[StoredEvent] | None = None
         try:
-            while True:
-                if next_event is None:
-                    next_event = asyncio.ensure_future(anext(iterator))
-                done, _ = await asyncio.wait({next_event}, timeout=self._heartbeat_s)
-                if not done:
-                    await self._write(send, b": ping\n\n")
-                    continue
-                try:
-                    event = next_event.result()
-                except StopAsyncIteration:
-                    self.outcome = "ended"
-                    return
-                except StreamExpired as exc:
-                    error = sse_error_frame(self._stream_id, exc.code, exc.message)
-                    await self._write(send, EXPIRED_RETRY_FRAME + error)
-                    self.outcome = "expired"
-                    return
-                except BufferUnavailable as exc:
-                    # Retryable: EventSource comes back after RECONNECT_AFTER_MS and resumes.
-                    error = sse_error_frame(self._stream_id, exc.code, exc.message, retryable=True)
-                    await self._write(send, error)
-                    self.outcome = "expired"
-                    return
-                except AlreadyEnded:
-                    # Raced with the end (the request was checked before): the reconnect gets a 204.
-                    self.outcome = "ended"
-                    return
-                next_event = None
+            async for event in self._events:
                 await self._write(send, sse_frame(event))
                 if event.terminal:
                     self.outcome = "ended"
                     return
-        finally:
-            if next_event is not None and not next_event.done():
-                next_event.cancel()
-                await asyncio.gather(next_event, return_exceptions=True)
+        except StreamExpired as exc:
+            await self._write(send, EXPIRED_RETRY_FRAME + sse_error_frame(self._stream_id, exc.code, exc.message))
+            self.outcome = "expired"
+            return
+        except BufferUnavailable as exc:
+            # Retryable: EventSource comes back after RECONNECT_AFTER_MS and resumes.
+            await self._write(send, sse_error_frame(self._stream_id, exc.code, exc.message, retryable=True))
+            self.outcome = "expired"
+            return
+        except AlreadyEnded:
+            # Raced with the end (the request was checked before): the reconnect gets a 204.
+            self.outcome = "ended"
+            return
+        self.outcome = "ended"
 
     async def _listen(self, receive: Receive) -> None:
         while True:

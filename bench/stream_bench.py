@@ -1,184 +1,567 @@
-"""Streaming benchmark: N concurrent WebSocket clients, each streaming one whole reply.
+"""``make bench``: this server against the naive relay it replaces, side by side, in one run.
 
-Reports time to first delta (p50/p95), time to done (p50/p95) and delivered events per second for:
+Systems (each its own process, pinned to core 0 when the machine has two or more; the load
+generator, the fake upstream and ``redis-server`` share the other cores):
 
-* ``baseline``  — a bare WebSocket endpoint that writes the offline provider's words straight to the
-  socket (no log, no resume: what "token streaming directly to WebSocket" costs);
-* ``memory``    — this server with the memory buffer;
-* ``redis``     — this server with a real redis-server (the multi-instance setup).
+* ``naive``        FastAPI + the ``openai`` SDK, each chunk straight to the socket: no buffer, no
+                   guard, no resume (what a client runs today);
+* ``memory``       this server on the memory buffer, guard on and off;
+* ``redis``        this server on a real ``redis-server``, guard on and off;
 
-Each server runs in its own process; the clients run in the benchmark process. The time to first
-delta of the two real setups includes ``POST /v1/negotiate`` (the baseline has no such step).
-The provider is the offline one with a fixed pace, so the numbers measure the streaming path, not
-a model. Run: ``make bench`` (or ``python -m bench.stream_bench --clients 200``). Loopback only.
+each over WebSocket and SSE, against testkit's fake OpenAI-compatible upstream
+(:class:`testkit.fake_openai.FakeOpenAI`, run in this process) sending one word every 50 ms
+(20 words/s). Every reply is unique (``Ref<n>`` then ordinary words), and the fake notes when it
+wrote each word, so **lateness** = when the word reached the client minus when the upstream sent it;
+a zero-cost relay scores 0. Reported per system: p50/p99 lateness over every word, first-word
+lateness p50 (the first-word overhead), failures (errors, timeouts, wrong text), and server CPU µs
+per delivered word (the server process's own user+system time, plus ``redis-server``'s on Redis).
+Then the idle cost: server memory per open WebSocket and SSE connection, with heartbeats.
+
+``--quick`` (fewer clients, shorter replies, 200 idle connections) finishes in under two minutes.
+Loopback only; every run is bounded in clients, replies and time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import platform
+import re
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import uvicorn
 import websockets
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import StreamingResponse
 
 from api.settings import PROJECT_ROOT
-from llm.base import ReplyRequest
-from llm.offline import OfflineProvider
-from persona.demo import compose_reply
-from persona.loader import load_brands
-from testkit.clients import negotiate
+from testkit.fake_openai import FakeOpenAI, Reply, Scenario
 from testkit.processes import RedisProcess, free_port
 
-QUESTION = "How do I brew a pour-over, and how long does shipping take?"
+QUESTION = "How long does shipping take, and how should I brew the beans?"
+WORD_DELAY_S = 0.05  # 20 words/s
+CORPUS = " ".join(
+    [
+        "We roast on Mondays and Thursdays and ship within a day of roasting, so your beans leave the",
+        "roastery fresh. Orders over thirty five dollars ship free in the US and tracking lands in your",
+        "inbox the moment the bag is on its way. For pour-over, start with fifteen grams of coffee to two",
+        "hundred and fifty grams of water just off the boil, a medium-fine grind and a three-minute brew.",
+    ]
+).split()
+REF = re.compile(r"Ref(\d+) ")
+CLIENT_TIMEOUT_S = 120.0
+SERVER_START_TIMEOUT_S = 30.0
+
+
+def reply_text(rid: int, words: int) -> str:
+    return " ".join([f"Ref{rid}", *(CORPUS[i % len(CORPUS)] for i in range(words - 1))]) + "."
+
+
+def word_ends(text: str) -> list[int]:
+    """Offset just after each word of ``text``: a word has arrived when the client has that much."""
+    return [m.end() for m in re.finditer(r"\S+", text)]
+
+
+# --- the upstream: testkit's fake, noting when it wrote each word ------------------------------------
+
+
+class TimedFake(FakeOpenAI):
+    """The fake OpenAI server, recording the time each content chunk of each reply was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: dict[int, list[float]] = {}
+
+    async def _chat_stream(self, conn: Any, body: dict[str, Any], scenario: Scenario) -> None:
+        text = getattr(scenario, "text", "")
+        match = REF.match(text)
+        if match is None:
+            await super()._chat_stream(conn, body, scenario)
+            return
+        times = self.sent[int(match.group(1))] = []
+        write_chunk = conn.write_chunk
+
+        async def timed(data: bytes) -> None:
+            await write_chunk(data)
+            if b'"content": "' in data and b'"content": ""' not in data:
+                times.append(time.perf_counter())
+
+        conn.write_chunk = timed
+        await super()._chat_stream(conn, body, scenario)
+
+
+# --- the naive relay ------------------------------------------------------------------------------
+
+
+def serve_naive(port: int, base_url: str) -> None:
+    """FastAPI + the openai SDK, each chunk straight to the socket (run in its own process)."""
+    app = FastAPI()
+    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+
+    async def chunks(text: str) -> AsyncIterator[str]:
+        stream = await client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": text}], stream=True
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        with contextlib.suppress(Exception):
+            while True:
+                frame = json.loads(await socket.receive_text())
+                async for text in chunks(frame["text"]):
+                    await socket.send_text(json.dumps({"type": "delta", "text": text}))
+                await socket.send_text(json.dumps({"type": "done"}))
+
+    @app.get("/sse")
+    async def sse(q: str) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            async for text in chunks(q):
+                yield f"event: delta\ndata: {json.dumps({'type': 'delta', 'text': text})}\n\n"
+            yield 'event: done\ndata: {"type": "done"}\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+# --- processes: pinning, CPU time, memory -------------------------------------------------------------
+
+
+def cpu_split() -> tuple[set[int], set[int]]:
+    """(server cores, load-generator cores): apart when there are two or more."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    return {cores[0]}, set(cores[1:])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def spawn(
+    argv: list[str], port: int, env: dict[str, str], cpus: set[int], cwd: Path = PROJECT_ROOT
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once per system, before any load
+        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd
+    )
+    os.sched_setaffinity(proc.pid, cpus)
+    async with asyncio.timeout(SERVER_START_TIMEOUT_S):
+        while True:
+            try:
+                async with httpx.AsyncClient(timeout=2) as http:
+                    path = "/readyz" if "api" in argv else "/docs"
+                    if (await http.get(f"http://127.0.0.1:{port}{path}")).status_code == 200:
+                        return proc
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- clients --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One reply as a client saw it: the text, and when each word of it arrived."""
+
+    text: str = ""
+    arrivals: list[float] = field(default_factory=list)
+    rid: int | None = None
+    ends: list[int] = field(default_factory=list)
+    words: int = 0
+
+    def add(self, delta: str) -> None:
+        now = time.perf_counter()
+        self.text += delta
+        if self.rid is None:
+            match = REF.match(self.text)
+            if match is None:
+                return
+            self.rid = int(match.group(1))
+            self.ends = word_ends(reply_text(self.rid, self.words))
+        while len(self.arrivals) < len(self.ends) and len(self.text) >= self.ends[len(self.arrivals)]:
+            self.arrivals.append(now)
+
+
+@dataclass
+class Result:
+    lateness: list[float] = field(default_factory=list)
+    first: list[float] = field(default_factory=list)
+    words: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def score(fake: TimedFake, got: Received, result: Result, words: int) -> None:
+    expected = reply_text(got.rid, words) if got.rid is not None else None
+    sent = fake.sent.get(got.rid or -1, [])
+    if expected is None or got.text != expected or len(sent) < len(got.arrivals):
+        result.failures += 1
+        return
+    late = [a - s for a, s in zip(got.arrivals, sent, strict=False)]
+    result.lateness += late
+    result.first.append(late[0])
+    result.words += len(late)
+
+
+async def naive_ws(port: int, replies: int, words: int) -> list[Received]:
+    out = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+        for _ in range(replies):
+            got = Received(words=words)
+            await ws.send(json.dumps({"text": QUESTION}))
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["type"] != "delta":
+                    break
+                got.add(msg["text"])
+            out.append(got)
+    return out
+
+
+async def read_sse(response: httpx.Response, got: Received) -> None:
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            msg = json.loads(line[6:])
+            if msg["type"] == "delta":
+                got.add(msg["text"])
+            elif msg["type"] in ("done", "error"):
+                return
+
+
+async def naive_sse(port: int, replies: int, words: int) -> list[Received]:
+    out = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=CLIENT_TIMEOUT_S) as http:
+        for _ in range(replies):
+            got = Received(words=words)
+            async with http.stream("GET", "/sse", params={"q": QUESTION}) as response:
+                await read_sse(response, got)
+            out.append(got)
+    return out
+
+
+async def server_ws(port: int, replies: int, words: int) -> list[Received]:
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S) as http:
+        negotiated = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
+    out = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "hello", "token": negotiated["token"]}))
+        for i in range(replies):
+            got = Received(words=words)
+            await ws.send(json.dumps({"type": "send", "client_message_id": f"m{i}", "text": QUESTION}))
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["type"] == "delta":
+                    got.add(msg["text"])
+                elif msg["type"] in ("done", "error"):
+                    break
+            out.append(got)
+    return out
+
+
+async def server_sse(port: int, replies: int, words: int) -> list[Received]:
+    out = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=CLIENT_TIMEOUT_S) as http:
+        negotiated = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
+        auth = {"Authorization": f"Bearer {negotiated['token']}"}
+        for i in range(replies):
+            got = Received(words=words)
+            sent = await http.post(
+                f"/v1/conversations/{negotiated['conversation_id']}/messages",
+                json={"client_message_id": f"m{i}", "text": QUESTION},
+                headers=auth,
+            )
+            async with http.stream("GET", sent.json()["events_url"], headers=auth) as response:
+                await read_sse(response, got)
+            out.append(got)
+    return out
+
+
+Client = Callable[[int, int, int], Awaitable[list[Received]]]
+
+
+async def load(fake: TimedFake, client: Client, port: int, clients: int, replies: int, words: int) -> Result:
+    result = Result()
+
+    async def one() -> None:
+        try:
+            async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                for got in await client(port, replies, words):
+                    score(fake, got, result, words)
+        except Exception as exc:
+            result.failures += replies
+            result.errors.append(repr(exc)[:200])
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return result
+
+
+# --- idle connections -------------------------------------------------------------------------------
+
+
+async def idle_cost(pid: int, port: int, count: int, fake: TimedFake, kind: str) -> dict[str, float]:
+    """Server memory (KB) per open WebSocket or SSE connection, heartbeats on (one kind per fresh
+    server: memory freed by one kind would be reused by the other and hide its cost)."""
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S) as http:
+        negotiated = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
+        await asyncio.sleep(1)
+        before = rss_kb(pid)
+        if kind == "websocket":
+            await idle_websockets(pid, port, count, negotiated, before, out)
+            return out
+        # SSE: followers of one open stream whose model has not said its first word yet.
+        await idle_sse(pid, http, count, negotiated, fake, out)
+    return out
+
+
+async def idle_websockets(
+    pid: int, port: int, count: int, negotiated: dict[str, Any], before: int, out: dict[str, float]
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for start in range(0, count, 100):
+            sockets = await asyncio.gather(
+                *(
+                    stack.enter_async_context(websockets.connect(f"ws://127.0.0.1:{port}/v1/ws"))
+                    for _ in range(start, min(count, start + 100))
+                )
+            )
+            for ws in sockets:
+                await ws.send(json.dumps({"type": "hello", "token": negotiated["token"]}))
+                await ws.recv()  # welcome
+        await asyncio.sleep(2)
+        out["websocket_kb"] = (rss_kb(pid) - before) / count
+
+
+async def idle_sse(
+    pid: int, http: httpx.AsyncClient, count: int, negotiated: dict[str, Any], fake: TimedFake, out: dict[str, float]
+) -> None:
+    base = str(http.base_url)
+    fake.enqueue(Reply(text="Ref0 idle.", first_delay_s=120))
+    auth = {"Authorization": f"Bearer {negotiated['token']}"}
+    sent = await http.post(
+        f"/v1/conversations/{negotiated['conversation_id']}/messages",
+        json={"client_message_id": "idle", "text": QUESTION},
+        headers=auth,
+    )
+    url = sent.json()["events_url"]
+    await asyncio.sleep(1)
+    before = rss_kb(pid)
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT_S, limits=limits) as sse,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        for start in range(0, count, 100):
+            responses = await asyncio.gather(
+                *(
+                    stack.enter_async_context(sse.stream("GET", url, headers=auth))
+                    for _ in range(start, min(count, start + 100))
+                )
+            )
+            refused = [r.status_code for r in responses if r.status_code != 200]
+            if refused:
+                raise RuntimeError(f"idle SSE connections refused: {refused[:5]}")
+        await asyncio.sleep(2)
+        out["sse_kb"] = (rss_kb(pid) - before) / count
+    await http.post(f"/v1/streams/{sent.json()['stream_id']}/cancel", headers=auth)
+
+
+# --- the run ----------------------------------------------------------------------------------------------
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-def serve_baseline(port: int, delay_ms: int) -> None:
-    """The baseline server (run in its own process): words straight from the provider to the socket."""
-    brands = load_brands(PROJECT_ROOT / "brands")
-    provider = OfflineProvider(compose=lambda b, m: compose_reply(brands[b], m), token_delay_ms=delay_ms)
+async def main(args: argparse.Namespace) -> None:
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit[1], limit[1]))
+    server_cpus, load_cpus = cpu_split()
+    os.sched_setaffinity(0, load_cpus)
+    rows: list[tuple[str, Result, float]] = []
+    idle: dict[str, float] = {}
+    async with TimedFake() as fake:
+        rid = iter(range(1, 10**9))
 
-    async def endpoint(ws: WebSocket) -> None:
-        await ws.accept()
-        await ws.receive_text()
-        request = ReplyRequest(brand_id="demo", messages=[{"role": "user", "content": QUESTION}], max_tokens=512)
-        seq = 0
-        async for piece in await provider.open_reply(request):
-            seq += 1
-            if piece.text:
-                await ws.send_text(json.dumps({"type": "delta", "seq": seq, "text": piece.text}))
-        await ws.send_text(json.dumps({"type": "done", "seq": seq + 1}))
-        await ws.close()
+        def enqueue(n: int) -> None:
+            fake.enqueue(*(Reply(text=reply_text(next(rid), args.words), delay_s=WORD_DELAY_S) for _ in range(n)))
 
-    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        async def measure(name: str, client: Client, port: int, pids: list[int]) -> None:
+            if args.only not in name:
+                return
+            enqueue(args.clients * args.replies)
+            cpu0 = sum(cpu_seconds(p) for p in pids)
+            result = await load(fake, client, port, args.clients, args.replies, args.words)
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            rows.append((name, result, cpu))
+            print(f"  {name}: {result.words} words, {result.failures} failures {result.errors[:2]}", flush=True)
 
+        port = free_port()
+        naive = await spawn(
+            [sys.executable, "-m", "bench.stream_bench", "--serve-naive", str(port), fake.base_url],
+            port,
+            {},
+            server_cpus,
+        )
+        try:
+            await measure("naive relay, WebSocket", naive_ws, port, [naive.pid])
+            await measure("naive relay, SSE", naive_sse, port, [naive.pid])
+        finally:
+            stop(naive)
 
-async def spawn(argv: list[str], port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT
-    )
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return proc
-            except OSError:
-                await asyncio.sleep(0.1)
+        redis = RedisProcess()
+        redis.start()
+        assert redis.proc is not None
+        os.sched_setaffinity(redis.proc.pid, load_cpus)
+        try:
+            for buffer, url in (("memory", "memory://"), ("redis", redis.url)):
+                for guard in ("on", "off"):
+                    port = free_port()
+                    env = {
+                        "PORT": str(port),
+                        "BUFFER_URL": url,
+                        "LLM_PROVIDER": "openai",
+                        "OPENAI_API_KEY": "bench",
+                        "OPENAI_BASE_URL": fake.base_url,
+                        "GUARD_ENABLED": "true" if guard == "on" else "false",
+                        "LOG_LEVEL": "WARNING",
+                        "SESSION_SECRET": "bench",
+                        "HEARTBEAT_MS": "5000",
+                        "UPSTREAM_FIRST_TOKEN_TIMEOUT_S": "300",
+                        "UPSTREAM_TOTAL_DEADLINE_S": "600",
+                        "WS_RATE_PER_S": "1000",
+                        "OPENAI_STREAM_PARSER": args.parser,
+                    }
+                    server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
+                    pids = [server.pid] + ([redis.proc.pid] if buffer == "redis" else [])
+                    try:
+                        await measure(f"{buffer}, guard {guard}, WebSocket", server_ws, port, pids)
+                        await measure(f"{buffer}, guard {guard}, SSE", server_sse, port, pids)
+                    finally:
+                        stop(server)
+        finally:
+            redis.stop()
 
-
-async def one_client(url: str, first_frame: dict[str, Any]) -> tuple[float, float, int]:
-    started = time.perf_counter()
-    first = None
-    events = 0
-    async with websockets.connect(url, open_timeout=30, max_size=None) as ws:
-        for frame in ([{"type": "hello", "token": first_frame["token"]}] if "token" in first_frame else []) + [
-            {"type": "send", "client_message_id": "m1", "text": QUESTION}
-        ]:
-            await ws.send(json.dumps(frame))
-        async for raw in ws:
-            msg = json.loads(raw)
-            if msg["type"] == "delta":
-                events += 1
-                first = first or time.perf_counter()
-            if msg["type"] in ("done", "error"):
-                break
-    return (first or time.perf_counter()) - started, time.perf_counter() - started, events
-
-
-async def run_clients(n: int, make: Any) -> dict[str, float]:
-    t0 = time.perf_counter()
-    results = await asyncio.gather(*(make(i) for i in range(n)))
-    wall = time.perf_counter() - t0
-    ttft = [r[0] for r in results]
-    total = [r[1] for r in results]
-    events = sum(r[2] for r in results)
-    return {
-        "ttft_p50_ms": pct(ttft, 0.5),
-        "ttft_p95_ms": pct(ttft, 0.95),
-        "done_p50_ms": pct(total, 0.5),
-        "done_p95_ms": pct(total, 0.95),
-        "deltas_per_s": events / wall,
-        "replies": len(results),
-    }
-
-
-async def main(clients: int, delay_ms: int) -> None:
-    """Each server runs in its own process (its own core); the clients run here."""
-    rows: dict[str, dict[str, float]] = {}
-    port = free_port()
-    proc = await spawn(
-        [sys.executable, "-m", "bench.stream_bench", "--serve-baseline", str(port)],
-        port,
-        {"OFFLINE_TOKEN_DELAY_MS": str(delay_ms)},
-    )
-    try:
-        rows["baseline (direct)"] = await run_clients(clients, lambda i: one_client(f"ws://127.0.0.1:{port}/ws", {}))
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-    redis = RedisProcess()
-    redis.start()
-    try:
-        for name, url in (("memory buffer", "memory://"), ("redis buffer", redis.url)):
+        # Idle cost on a fresh server (memory freed after a load run would hide the connections').
+        port = free_port()
+        env = {**env, "PORT": str(port), "BUFFER_URL": "memory://", "GUARD_ENABLED": "true"}
+        for kind in ("websocket", "sse"):
             port = free_port()
-            env = {
-                "PORT": str(port),
-                "BUFFER_URL": url,
-                "OFFLINE_TOKEN_DELAY_MS": str(delay_ms),
-                "LOG_LEVEL": "WARNING",
-                "LLM_PROVIDER": "offline",
-            }
-            proc = await spawn([sys.executable, "-m", "api"], port, env)
-            base = f"http://127.0.0.1:{port}"
+            env = {**env, "PORT": str(port)}
+            server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
             try:
-
-                async def client(i: int, base: str = base, port: int = port) -> tuple[float, float, int]:
-                    n = await negotiate(base)
-                    return await one_client(f"ws://127.0.0.1:{port}/v1/ws", n)
-
-                rows[name] = await run_clients(clients, client)
+                idle.update(await idle_cost(server.pid, port, args.idle, fake, kind))
             finally:
-                proc.terminate()
-                await proc.wait()
-    finally:
-        redis.stop()
+                stop(server)
 
-    cols = ["ttft_p50_ms", "ttft_p95_ms", "done_p50_ms", "done_p95_ms", "deltas_per_s", "replies"]
-    print(f"\n{clients} concurrent clients, offline provider at {delay_ms} ms/word, one process, loopback\n")
-    print(f"{'':22}" + "".join(f"{c:>14}" for c in cols))
-    for name, row in rows.items():
-        print(f"{name:22}" + "".join(f"{row[c]:>14.1f}" for c in cols))
-    base = rows["baseline (direct)"]
-    for name in ("memory buffer", "redis buffer"):
-        extra = rows[name]["ttft_p50_ms"] - base["ttft_p50_ms"]
-        print(f"{name}: +{extra:.1f} ms time to first delta (p50) over direct streaming")
-    print(f"median of p50s across setups: {statistics.median(r['ttft_p50_ms'] for r in rows.values()):.1f} ms")
+    print(report(args, rows, idle, server_cpus, load_cpus))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[tuple[str, Result, float]],
+    idle: dict[str, float],
+    server: set[int],
+    load: set[int],
+) -> str:
+    pinned = f"server on core {sorted(server)}, load generator + upstream + redis on {sorted(load)}"
+    if server == load:
+        pinned = "one core: not pinned apart"
+    lines = [
+        "",
+        f"{args.clients} clients x {args.replies} replies x {args.words} words at {1 / WORD_DELAY_S:.0f} words/s; "
+        f"{machine()}; {pinned}",
+        "",
+        "| system | words | failures | lateness p50 ms | lateness p99 ms | first word p50 ms | server CPU µs/word |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r, cpu in rows:
+        per_word = cpu / r.words * 1e6 if r.words else float("nan")
+        first = statistics.median(r.first) * 1000 if r.first else float("nan")
+        lines.append(
+            f"| {name} | {r.words} | {r.failures} | {pct(r.lateness, 0.5):.1f} | {pct(r.lateness, 0.99):.1f} "
+            f"| {first:.1f} | {per_word:.0f} |"
+        )
+    if idle:
+        lines += [
+            "",
+            f"Idle, {args.idle} connections (memory buffer, heartbeat 5 s): "
+            f"{idle['websocket_kb']:.1f} KB per WebSocket, {idle['sse_kb']:.1f} KB per SSE connection",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="50 clients x 1 reply x 30 words, 200 idle")
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--delay-ms", type=int, default=20)
-    parser.add_argument("--serve-baseline", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--replies", type=int, default=2)
+    parser.add_argument("--words", type=int, default=60)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument(
+        "--server-root", type=Path, default=PROJECT_ROOT, help="run the server from this checkout (before/after)"
+    )
+    parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
+    parser.add_argument("--only", default="", help="run only the systems whose name contains this")
+    parser.add_argument("--serve-naive", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_baseline:
-        serve_baseline(args.serve_baseline, int(os.environ.get("OFFLINE_TOKEN_DELAY_MS", "20")))
+    if args.serve_naive:
+        serve_naive(int(args.serve_naive[0]), args.serve_naive[1])
     else:
-        asyncio.run(main(args.clients, args.delay_ms))
+        if args.quick:
+            args.clients, args.replies, args.words, args.idle = 50, 1, 30, 200
+        for name, value in (("clients", 1000), ("replies", 10), ("words", 500), ("idle", 5000)):
+            if not 1 <= getattr(args, name) <= value:
+                parser.error(f"--{name} must be between 1 and {value}")
+        asyncio.run(main(args))

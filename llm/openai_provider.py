@@ -7,16 +7,38 @@
   host fails at the socket level.
 * ``stream_options.include_usage``: the last chunk then carries ``usage`` and ``choices: []``;
   servers that never send it are fine (usage stays unknown).
+
+Two ways to read the stream, with the same pieces and the same errors for every fault
+(``tests/test_lean_upstream.py`` runs every fault script through both):
+
+* ``lean`` (the default): the SDK still owns the client, auth, base URL, headers, status errors
+  and error types, but the request body is encoded once with ``orjson`` (no per-request parameter
+  transform) and posted with ``client.post(..., cast_to=httpx.Response, stream=True)``; the SSE
+  lines are split and parsed here with ``orjson``, reading only ``choices[0].delta.content`` and
+  ``finish_reason`` (no pydantic object per chunk). The SDK's stream does both per request and per
+  chunk, which was most of the event loop's time under load (issue 10).
+* ``sdk``: ``client.chat.completions.create(stream=True)`` and its ``AsyncStream`` (kept as the
+  reference the lean path is tested against, and as an escape hatch: ``OPENAI_STREAM_PARSER=sdk``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, cast
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal, cast
 
+import anyio
 import openai
+import orjson
 from loguru import logger
+
+try:  # the HTTP library the SDK is built on (openai ≥ 3 uses the httpx2 fork)
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - older SDKs
+    import httpx as _http  # type: ignore[no-redef]
 
 from llm.base import Piece, ReplyRequest
 from llm.exceptions import (
@@ -68,6 +90,14 @@ def translate(exc: BaseException, *, connect_timeout_s: float) -> UpstreamError:
     return UpstreamProtocolError(f"the model provider sent something unreadable: {type(exc).__name__}: {exc}")
 
 
+StreamParser = Literal["lean", "sdk"]
+
+_DONE = b"[DONE]"
+# What the SDK's stream turns into APITimeoutError / APIConnectionError while reading the body.
+_TIMEOUTS = (_http.TimeoutException,)
+_TRANSPORT = (_http.RequestError, ssl.SSLError, anyio.EndOfStream)
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -79,9 +109,11 @@ class OpenAIProvider:
         model: str,
         connect_timeout_s: float,
         read_timeout_s: float,
+        stream_parser: StreamParser,
     ) -> None:
         self.model = model
         self._connect_timeout_s = connect_timeout_s
+        self._stream_parser = stream_parser
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
@@ -90,6 +122,85 @@ class OpenAIProvider:
         )
 
     async def open_reply(self, request: ReplyRequest) -> AsyncIterator[Piece]:
+        if self._stream_parser == "sdk":
+            return await self._open_sdk(request)
+        return await self._open_lean(request)
+
+    # --- lean: the SDK's client, our body and our SSE parser ---------------------------------------
+    def _body(self, request: ReplyRequest) -> bytes:
+        """The request body, encoded once (what ``create`` would send, without its type transform)."""
+        body: dict[str, Any] = {
+            "messages": request.messages,
+            "model": request.model or self.model,
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        return orjson.dumps(body)
+
+    async def _open_lean(self, request: ReplyRequest) -> AsyncIterator[Piece]:
+        try:
+            response = await self._client.post(
+                "/chat/completions",
+                cast_to=_http.Response,
+                content=self._body(request),
+                options={"headers": {"Content-Type": "application/json"}},
+                stream=True,
+            )
+        except Exception as exc:
+            raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc
+        return self._lean_pieces(response)
+
+    async def _lean_pieces(self, response: Any) -> AsyncIterator[Piece]:
+        """Text pieces, then one final piece with the finish reason (as :meth:`_pieces`)."""
+        finish_reason: str | None = None
+        try:
+            async for data in _sse_data(response):
+                if data.startswith(_DONE):
+                    break
+                chunk = _loads(data)
+                if isinstance(chunk, Mapping):
+                    error = chunk.get("error")
+                    if error:
+                        message = error.get("message") if isinstance(error, Mapping) else None
+                        if not message or not isinstance(message, str):
+                            message = "An error occurred during streaming"
+                        raise openai.APIError(message, response.request, body=error)
+                    choices = chunk.get("choices")
+                else:
+                    choices = getattr(chunk, "choices", None)  # what the SDK's model would say: an error
+                if not choices:
+                    continue  # the usage-only final chunk (choices: []), or an empty keep-alive
+                choice = choices[0]
+                delta = choice.get("delta")
+                text = (delta.get("content") or "") if delta else ""
+                if text:
+                    yield Piece(text=text)
+                reason = choice.get("finish_reason")
+                if reason:
+                    finish_reason = reason
+        except UpstreamError:
+            raise
+        except _TIMEOUTS as exc:
+            err = openai.APITimeoutError(request=response.request)
+            raise translate(err, connect_timeout_s=self._connect_timeout_s) from exc
+        except _TRANSPORT as exc:
+            conn = openai.APIConnectionError(request=response.request)
+            raise translate(conn, connect_timeout_s=self._connect_timeout_s) from exc
+        except Exception as exc:
+            raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc
+        finally:
+            # Ended, failed or cancelled: close the HTTP response so the upstream socket is released.
+            with contextlib.suppress(Exception):
+                await response.aclose()
+        if finish_reason is None:
+            raise UpstreamUnavailable("the model provider closed the stream before the end of the reply")
+        yield Piece(finish_reason=finish_reason)
+
+    # --- sdk: create() and its AsyncStream ----------------------------------------------------------
+    async def _open_sdk(self, request: ReplyRequest) -> AsyncIterator[Piece]:
         try:
             extra: dict[str, Any] = {}
             if request.temperature is not None:
@@ -142,3 +253,61 @@ class OpenAIProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # The rare bad chunk: the standard library raises the very error (and message) the SDK
+        # would have, or reads what orjson refuses (NaN) the way the SDK does.
+        return json.loads(data.decode("utf-8"))
+
+
+_LINE_END = re.compile(rb"[\r\n]")
+
+
+async def _sse_data(response: Any) -> AsyncIterator[bytes]:
+    """The ``data`` of each server-sent event in the body (multi-line data joined with ``\\n``),
+    exactly as the SDK's ``SSEDecoder`` reads it: lines end with CRLF, LF or CR; a blank line ends an
+    event (one with an ``event``, ``id`` or ``retry`` field but no data has empty data); comments and
+    other fields are skipped; a last line without its blank line is not an event. Bytes may be split
+    anywhere (mid-line, mid-UTF-8: lines are split on bytes, and JSON is parsed from bytes)."""
+    pending = b""
+    skip_lf = False
+    data: list[bytes] = []
+    fields = False  # an event/retry field since the last event
+    last_id = False  # like the SDK, an id is never reset: every later blank line is an event
+    async for chunk in response.aiter_bytes():
+        start = 0
+        for match in _LINE_END.finditer(chunk):
+            end = match.start()
+            if skip_lf and end == start and chunk[end] == 10:
+                skip_lf = False
+                start = end + 1
+                continue
+            line = pending + chunk[start:end] if pending else chunk[start:end]
+            pending = b""
+            skip_lf = chunk[end] == 13
+            start = end + 1
+            if not line:
+                if data or fields or last_id:
+                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    data, fields = [], False
+                continue
+            if line[0] == 58:  # ":" a comment
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(value)
+            elif name == b"event":
+                fields = fields or bool(value)
+            elif name == b"retry" and value.lstrip(b"+-").isdigit():
+                fields = True
+            elif name == b"id" and b"\0" not in value:
+                last_id = True
+        if start < len(chunk):
+            skip_lf = False
+            pending += chunk[start:]

@@ -147,13 +147,37 @@ class OffTopicCheck(_Strict):
     min_terms: int = Field(default=8, ge=1, description="Shorter replies are not judged.")
 
 
+class HoldPolicy(_Strict):
+    """What each check may hold back before text reaches clients (docs/prompting.md, "What each check
+    costs"). The defaults add no delay to ordinary text: only what could still become a match is held,
+    and the end-of-reply checks retract text that is already out."""
+
+    rules: Literal["match", "sentence"] = Field(
+        default="match",
+        description="match: hold only text that could still become a violation (a prefix of a phrase, a "
+        "partial pattern match); sentence: also release only whole, checked sentences.",
+    )
+    length: Literal["retract", "sentence"] = Field(
+        default="retract",
+        description="A reply cut by the token limit ends on its last whole sentence. retract: withdraw the "
+        "cut sentence if it was out; sentence: hold unfinished sentences so a cut never withdraws text.",
+    )
+    off_topic: Literal["retract", "reply"] = Field(
+        default="retract",
+        description="With off_topic.action: fallback. retract: replace the reply after it ends; reply: hold "
+        "the whole reply until it is judged (nothing streams).",
+    )
+
+
 class GuardSettings(_Strict):
     holdback_chars: int = Field(
         default=64,
         ge=16,
         le=400,
-        description="Unfinished-sentence text held back before release (and ≥ longest phrase).",
+        description="With hold.rules or hold.length: sentence, unfinished-sentence text held back before "
+        "release (and ≥ longest phrase).",
     )
+    hold: HoldPolicy = Field(default_factory=HoldPolicy)
     competitors: list[str] = Field(default_factory=list, description="Names the bot never mentions.")
     builtin_filler: bool = Field(default=True, description="Also block the built-in generic filler phrases.")
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)

@@ -18,9 +18,13 @@ rule              what fires it                                               fa
                   those may be said)
 ================  ==========================================================  =============
 
-All phrase checks are one compiled regular expression (alternation with named groups), so the
-cost per token is one scan of the guard's small window. Phrases match case-insensitively, with any
-run of whitespace between words, on word boundaries.
+Phrases (banned, filler, competitors, the canary) match case-insensitively (competitors as
+written), with any run of whitespace between words, on word boundaries. For the streaming guard they
+are also compiled into two tries (:class:`PhraseScanner`) walked one normalised character at a time,
+so the guard knows which suffix of the text is still the beginning of a phrase; don't-patterns,
+refusals and the emoji policy are one regular expression of the ``regex`` package, whose partial
+matching tells the same for patterns; recited instructions are ``LEAK_N``-grams, whose prefixes are
+kept too (``leak_prefixes``). See :mod:`persona.guard` for how that decides what is held back.
 
 **Off-topic replies** (beyond keywords) are judged at the end of a reply by *domain coverage*:
 the share of the reply's content terms (stemmed words, stop words and numbers left out) that occur
@@ -39,6 +43,9 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import regex
 
 from persona.brand import Brand
 from persona.text import STOP, content_terms, count_sentences, term_set, words
@@ -140,20 +147,96 @@ _FIXED_INSTRUCTIONS = (
 )
 
 
+# A trie node: character → child node, and under _END the phrase that ends here.
+Trie = dict[str, Any]
+_END = ""
+
+
+def _trie(literals: Iterable[_Literal]) -> Trie:
+    root: Trie = {}
+    for literal in literals:
+        node = root
+        for char in literal.needle:
+            node = node.setdefault(char, {})
+        # (rule, phrase, whether a word character must not follow it)
+        node.setdefault(_END, (literal.rule, literal.needle, _is_word(literal.needle[-1])))
+    return root
+
+
+class PhraseScanner:
+    """Literal phrases over a stream of normalised characters, one at a time, with the word-boundary
+    rules of :meth:`_Literal.find`: a phrase that starts with a word character must not follow one, and
+    one that ends with a word character is confirmed only by the next character (or the end).
+
+    ``live`` are the phrases under way (trie node, offset where they began): while any is live, the
+    text from its start could still become a violation. Memory is bounded by the number of phrases."""
+
+    __slots__ = ("_live", "_pending", "_prev_word", "_root")
+
+    def __init__(self, root: Trie) -> None:
+        self._root = root
+        self._live: list[tuple[Trie, int]] = []
+        self._pending: tuple[str, str, int] | None = None  # a whole phrase waiting for a non-word char
+        self._prev_word = False
+
+    def step(self, char: str, at: int) -> Finding | None:
+        """Take one normalised character that starts at raw offset ``at``; a finding when a phrase is complete."""
+        word = char.isalnum() or char == "_"
+        if self._pending is not None:
+            if not word:
+                return Finding(self._pending[0], self._pending[1])
+            self._pending = None
+        live: list[tuple[Trie, int]] = []
+        for node, start in self._live:
+            child = node.get(char)
+            if child is not None:
+                live.append((child, start))
+        if not (word and self._prev_word):
+            child = self._root.get(char)
+            if child is not None:
+                live.append((child, at))
+        self._prev_word = word
+        self._live = live
+        for node, start in live:
+            end = node.get(_END)
+            if end is not None:
+                if not end[2]:
+                    return Finding(end[0], end[1])
+                if self._pending is None or start < self._pending[2]:
+                    self._pending = (end[0], end[1], start)
+        return None
+
+    def held_from(self) -> int | None:
+        """The earliest raw offset that is part of a phrase under way, if any."""
+        starts = [start for _, start in self._live]
+        if self._pending is not None:
+            starts.append(self._pending[2])
+        return min(starts) if starts else None
+
+    def finish(self) -> Finding | None:
+        """The end of the text confirms a whole phrase still waiting for its word boundary."""
+        return Finding(self._pending[0], self._pending[1]) if self._pending is not None else None
+
+
 @dataclass
 class CompiledRules:
     """A brand's checks, compiled once per brand (see :func:`compile_rules`).
 
     Literal phrases (banned, filler, competitors, the canary) are found with ``str.find`` on
-    normalised text (C speed, whole words only); don't-patterns, refusals and the emoji policy are
-    one regular expression."""
+    normalised text (C speed, whole words only) in finished text, and walked as tries
+    (:class:`PhraseScanner`) by the streaming guard; don't-patterns, refusals and the emoji policy are
+    one regular expression (``regex`` package: the guard uses its partial matching)."""
 
     literals: list[_Literal]
-    regex: re.Pattern[str] | None
+    regex: regex.Pattern[str] | None
     names: dict[str, str]  # regex group name → rule
     longest_literal: int
     shingles: frozenset[tuple[str, ...]]
     vocabulary: frozenset[str]
+    folded_trie: Trie  # case-insensitive phrases, lower-cased
+    cased_trie: Trie  # competitor names, as written
+    leak_prefixes: frozenset[tuple[str, ...]]  # every proper prefix (1..LEAK_N-1 words) of a shingle
+    leak_partials: frozenset[tuple[str, ...]]  # a proper prefix + the beginning of the shingle's next word
 
     def scan(self, text: str, start: int = 0) -> Finding | None:
         """The first violation in ``text`` that ends after ``start`` (earlier text was scanned already)."""
@@ -219,7 +302,10 @@ def _compile(brand: Brand) -> CompiledRules:
         alternatives.append(("emoji", EMOJI))
     alternatives += [("refusal", r) for r in REFUSALS]
     names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
-    regex = re.compile("|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), re.IGNORECASE)
+    # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
+    pattern = regex.compile(
+        "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
+    )
     shingles = set()
     for text in instruction_texts(brand):
         ws = words(text)
@@ -227,11 +313,17 @@ def _compile(brand: Brand) -> CompiledRules:
             shingles.add(tuple(ws[i : i + LEAK_N]))
     return CompiledRules(
         literals=literals,
-        regex=regex,
+        regex=pattern,
         names=names,
         longest_literal=max(len(x.needle) for x in literals),
         shingles=frozenset(shingles),
         vocabulary=frozenset(brand_vocabulary(brand)),
+        folded_trie=_trie(x for x in literals if not x.cased),
+        cased_trie=_trie(x for x in literals if x.cased),
+        leak_prefixes=frozenset(s[:n] for s in shingles for n in range(1, LEAK_N)),
+        leak_partials=frozenset(
+            (*s[:n], s[n][:m]) for s in shingles for n in range(LEAK_N) for m in range(1, len(s[n]) + 1)
+        ),
     )
 
 
@@ -329,7 +421,7 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
     for i, phrase in enumerate(brand.banned_phrases):
         if not phrase.strip():
             yield f"banned_phrases.{i}", ["banned_phrases", i], "empty phrase"
-        if len(phrase) > brand.guard.holdback_chars:
+        if brand.guard.hold.rules == "sentence" and len(phrase) > brand.guard.holdback_chars:
             yield (
                 f"banned_phrases.{i}",
                 ["banned_phrases", i],

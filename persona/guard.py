@@ -5,18 +5,25 @@ pipeline then stops the upstream call and replaces what was streamed with the br
 (``retract`` + ``done{finish_reason: fallback}``). A guard is made per upstream attempt, so text
 held back when an attempt fails is simply dropped (the client never saw it).
 
-:class:`BrandGuard` is the real one. Its holdback window is *about a sentence*::
+:class:`BrandGuard` is the real one. It holds back *only what could still become a violation*::
 
-    upstream:  "Our beans ship Monday. As an AI lang|uage model …"
-                └──── released ─────┘└── held ───┘
-                 (a whole sentence,    (the unfinished sentence: checked again with every
-                  checked, goes out)    token; released when it ends, or — if it runs past
-                                        ``holdback_chars`` — all but its last holdback_chars)
+    upstream:  "Our beans ship Monday. As an AI lang|"
+                └──────── released ───────┘└─ held ─┘
+                 (no rule can match through    (the beginning of the filler "as an AI language
+                  these characters any more)    model": released the moment the next characters
+                                                rule it out, or the reply is replaced)
 
-Held text is checked *before* it is released (:mod:`persona.checks`: banned phrases, filler,
-competitors, don't-patterns, emoji policy, refusals, the prompt's canary, recited instructions),
-and the window is never shorter than the longest phrase, so no prefix of a banned phrase ever
-reaches a client: a resumed client can only ever see moderated text. At the end of a reply:
+Three streaming checks say what is held (:mod:`persona.checks`): phrases (banned, filler,
+competitors, the canary) walk two tries one normalised character at a time
+(:class:`~persona.checks.PhraseScanner`) and hold from the earliest phrase under way; the
+don't-patterns, refusals and emoji policy are one ``regex`` pattern whose *partial* match holds
+from where a match could still start; recited instructions hold the last words while they are the
+beginning of an ``LEAK_N``-word run of the rules. Each keeps a bounded state, so the cost per token
+is flat however long the reply. No prefix of a violation ever reaches a client, live or resumed
+(``tests/test_guard.py`` checks that over random rule sets, texts and chunkings, and that nothing is
+held that no rule could still match). A brand may hold more (``guard.hold``): whole sentences
+(``rules`` or ``length: sentence``, the old holdback window of ``holdback_chars``), or the whole
+reply until the off-topic check (``off_topic: reply``). At the end of a reply:
 
 * empty output → the ``error`` fallback (else ``off_topic``);
 * ``finish_reason: length`` → trimmed to the last whole sentence (a ``retract`` if the cut part
@@ -25,8 +32,8 @@ reaches a client: a resumed client can only ever see moderated text. At the end 
   job logs and reports through its hooks; with ``guard.off_topic.action: fallback`` also replaced.
 
 When an attempt ends early (upstream error, cancel, deadline) the job calls
-``finish(ABORTED)``: held text that passed every check is released, so the client keeps the
-text so far exactly as without a guard.
+``finish(ABORTED)``: held text is released once the end-of-text checks pass (a phrase that only
+the end completes, "… Starbucks", is not), so the client keeps the text so far as without a guard.
 
 :class:`PassThroughGuard` releases everything at once (benchmarks compare against it).
 """
@@ -39,10 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from persona.brand import Brand
-from persona.checks import LEAK_N, CompiledRules, Finding, compile_rules, coverage
-from persona.text import last_sentence_end, words
+from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage
+from persona.text import WORD, last_sentence_end
 
 ABORTED = "aborted"  # finish reason for an attempt that ended without the upstream finishing
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789'")  # what persona.text.WORD is made of
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,10 @@ def pass_through(brand: Brand, context: GuardContext | None = None, /) -> ReplyG
     return PassThroughGuard()
 
 
+# Released text kept as context for patterns that look behind (``\b``, lookbehinds).
+_CONTEXT_CHARS = 64
+
+
 class BrandGuard:
     """The brand's rules over a streamed reply (see the module docstring)."""
 
@@ -104,26 +116,41 @@ class BrandGuard:
         self.brand = brand
         self.context = context or GuardContext()
         self.rules: CompiledRules = compile_rules(brand)
-        # Never shorter than the longest literal phrase: a phrase is complete before any of it leaves.
+        hold = brand.guard.hold
+        self.sentences = hold.rules == "sentence" or hold.length == "sentence"
+        self.whole_reply = hold.off_topic == "reply" and brand.guard.off_topic.action == "fallback"
+        # Sentence mode: never shorter than the longest literal phrase.
         self.window = max(brand.guard.holdback_chars, self.rules.longest_literal)
-        self.hard_cap = max(4 * self.window, 512)  # a "sentence" with no spaces at all: cut mid-word
-        self._held = ""
-        self._tail = ""  # the end of the released text, so a check can span the boundary
+        # A "sentence" with no spaces at all is cut mid-word past this; a pattern match that is still
+        # partial after this many characters is given up (patterns are meant to stay within a sentence).
+        self.hard_cap = max(4 * self.window, 512)
+        self._folded = PhraseScanner(self.rules.folded_trie)
+        self._cased = PhraseScanner(self.rules.cased_trie) if self.rules.cased_trie else None
+        self._prev_space = False
+        # Raw text: everything fed (offset `_fed`), released up to `_out`; `_held` is [_out, _fed).
+        self._fed = 0
+        self._out = 0
+        self._held: list[str] = []
         self._released: list[str] = []
-        self._released_len = 0
-        self._recent_words: deque[str] = deque(maxlen=LEAK_N)
-        self._partial_word = ""
+        # Pattern scan window: raw text from offset `_scan_at`; no match can start before `_rx_from`.
+        self._scan = ""
+        self._scan_at = 0
+        self._rx_from = 0
+        self._rx_held: int | None = None
+        # Recited instructions: the last words with their raw offsets, and the word still being written.
+        self._recent: deque[tuple[str, int]] = deque(maxlen=LEAK_N)
+        self._run = ""  # lower-cased trailing run of word characters ([a-z0-9'])
+        self._run_at = 0
         self._stopped = False
 
     # --- streaming ----------------------------------------------------------------------------------
     def feed(self, text: str) -> GuardStep:
         if self._stopped or not text:
             return GuardStep()
-        self._held += text
-        window = self._tail + self._held
-        # Anything ending before the new text was scanned already; patterns span at most a window.
-        start = len(window) - len(text) - self.window
-        finding = self.rules.scan(window, start) or self._leak(text)
+        at = self._fed
+        self._fed += len(text)
+        self._held.append(text)
+        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text)
         if finding is not None:
             return self._violate(finding)
         return GuardStep(release=self._release(self._cut()))
@@ -132,8 +159,15 @@ class BrandGuard:
         if self._stopped:
             return GuardStep()
         if finish_reason == ABORTED:
-            return GuardStep(release=self._release(len(self._held)))
-        full = "".join(self._released) + self._held
+            # Complete phrases waiting for their word boundary, and the last word, are checked first.
+            if self._end_findings() is not None:
+                self._stopped = True
+                return GuardStep()
+            return GuardStep(release=self._release(self._fed))
+        finding = self._end_findings()
+        if finding is not None:
+            return self._violate(finding)
+        full = "".join(self._released) + "".join(self._held)
         if not full.strip():
             return self._violate(Finding("empty", "the model sent no text"))
         if finish_reason == "length":
@@ -156,15 +190,138 @@ class BrandGuard:
             if check.action == "fallback":
                 self._stopped = True
                 return GuardStep(violation="off_topic", notes=notes)
-        return GuardStep(release=self._release(len(self._held)), notes=notes)
+        return GuardStep(release=self._release(self._fed), notes=notes)
 
-    # --- internals ----------------------------------------------------------------------------------
+    # --- the three streaming checks -------------------------------------------------------------------
+    def _phrases(self, text: str, at: int) -> Finding | None:
+        """Banned phrases, filler, competitors, the canary: normalised one character at a time."""
+        folded, cased = self._folded, self._cased
+        prev_space = self._prev_space
+        for i, char in enumerate(text):
+            if char.isspace():
+                if prev_space:
+                    continue  # a run of whitespace is one space
+                prev_space, char = True, " "
+            else:
+                prev_space = False
+                if char == "\u2019":
+                    char = "'"
+            offset = at + i
+            if cased is not None:
+                found = cased.step(char, offset)
+                if found is not None:
+                    return found
+            lower = char.lower()
+            if len(lower) == 1:
+                found = folded.step(lower, offset)
+            else:
+                found = None
+                for part in lower:
+                    found = found or folded.step(part, offset)
+            if found is not None:
+                return found
+        self._prev_space = prev_space
+        return None
+
+    def _leak(self, text: str, at: int) -> Finding | None:
+        """Recited instructions: each newly completed word's ``LEAK_N``-gram (words as :func:`words`)."""
+        if not self.rules.shingles:
+            return None
+        lowered = text.lower()
+        exact = len(lowered) == len(text)
+        cut = len(lowered)
+        while cut > 0 and lowered[cut - 1] in _WORD_CHARS:
+            cut -= 1  # the last word may go on in the next piece
+        if cut == 0:
+            if not self._run:
+                self._run_at = at
+            self._run += lowered
+            return None
+        done = self._run + lowered[:cut]
+        base = self._run_at if self._run else at  # `done` is contiguous raw text from `base`
+        self._run, self._run_at = lowered[cut:], at + cut if exact else at
+        for match in WORD.finditer(done):
+            start = base + match.start() if exact else base  # lower() changed lengths: hold more
+            self._recent.append((match.group(), start))
+            if len(self._recent) == LEAK_N:
+                gram = tuple(w for w, _ in self._recent)
+                if gram in self.rules.shingles:
+                    return Finding("prompt_leak", " ".join(gram))
+        return None
+
+    def _leak_held_from(self) -> int | None:
+        """The earliest raw offset from which the words so far could still become a leak."""
+        if not self.rules.shingles:
+            return None
+        recent = list(self._recent)[-(LEAK_N - 1) :]
+        run = WORD.findall(self._run)
+        if self._run and len(run) != 1:
+            return min([self._run_at, *(at for _, at in recent[:1])])  # odd apostrophes: hold, it is short
+        for i in range(len(recent)):
+            words_ = tuple(w for w, _ in recent[i:])
+            if ((*words_, run[0]) in self.rules.leak_partials) if run else (words_ in self.rules.leak_prefixes):
+                return recent[i][1]
+        if run and (run[0],) in self.rules.leak_partials:
+            return self._run_at
+        return None
+
+    def _patterns(self, text: str) -> Finding | None:
+        """Don't-patterns, refusals, emoji: a complete match is a violation; a partial one (the text
+        so far could still become a match) holds the text from where it starts."""
+        pattern = self.rules.regex
+        if pattern is None:
+            return None
+        self._scan += text
+        floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
+        match = pattern.search(self._scan, floor - self._scan_at, partial=True)
+        if match is not None and not match.partial:
+            return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
+        if match is None or match.start() + self._scan_at >= self._fed:
+            self._rx_from, self._rx_held = self._fed, None
+        else:
+            self._rx_from = self._rx_held = match.start() + self._scan_at
+        keep = min(self._rx_from, self._out) - _CONTEXT_CHARS
+        if keep - self._scan_at > self.hard_cap:  # trimmed now and then, not per piece
+            self._scan = self._scan[keep - self._scan_at :]
+            self._scan_at = keep
+        return None
+
+    def _end_findings(self) -> Finding | None:
+        """At the end of the text: a phrase waiting for its word boundary, the last word's n-gram,
+        a pattern that ends at the end."""
+        found = self._folded.finish() or (self._cased.finish() if self._cased is not None else None)
+        if found is None and self._run:
+            run, self._run = self._run, ""
+            found = self._leak(run + " ", self._fed)
+        if found is None and self.rules.regex is not None:
+            match = self.rules.regex.search(self._scan, max(0, self._rx_from - self._scan_at))
+            if match is not None:
+                found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
+        return found
+
+    # --- release ------------------------------------------------------------------------------------
     def _cut(self) -> int:
-        """How much of the held text may go out now."""
-        held = self._held
-        cut = last_sentence_end(held)  # whole sentences have been checked: they go
+        """The raw offset up to which text may go out now."""
+        if self.whole_reply:
+            return self._out
+        cut = self._fed
+        for start in (
+            self._folded.held_from(),
+            self._cased.held_from() if self._cased is not None else None,
+            self._rx_held,
+            self._leak_held_from(),
+        ):
+            if start is not None and start < cut:
+                cut = start
+        if self.sentences and cut > self._out:
+            cut = min(cut, self._out + self._sentence_cut("".join(self._held)))
+        return cut
+
+    def _sentence_cut(self, held: str) -> int:
+        """Sentence mode: how much of the held text may go out (whole sentences, or all but the last
+        ``window`` characters of a long unfinished one, at a word boundary)."""
+        cut = last_sentence_end(held)
         if len(held) - cut > self.window:
-            # A long unfinished sentence: release all but the last `window` chars, at a word boundary.
             limit = len(held) - self.window
             space = max(held.rfind(" ", cut, limit), held.rfind("\n", cut, limit))
             if space >= 0:
@@ -174,47 +331,33 @@ class BrandGuard:
         return cut
 
     def _release(self, cut: int) -> str:
-        if cut <= 0:
+        if cut <= self._out:
             return ""
-        out, self._held = self._held[:cut], self._held[cut:]
+        held = "".join(self._held) if len(self._held) > 1 else self._held[0]
+        out, rest = held[: cut - self._out], held[cut - self._out :]
+        self._held = [rest] if rest else []
         self._released.append(out)
-        self._released_len += len(out)
-        self._tail = (self._tail + out)[-self.window :]
+        self._out = cut
         return out
-
-    def _leak(self, text: str) -> Finding | None:
-        """Recited instructions: check each newly completed word's ``LEAK_N``-gram."""
-        if not self.rules.shingles:
-            return None
-        buf = (self._partial_word + text).lower()
-        start = len(buf)
-        while start > 0 and (buf[start - 1].isalnum() or buf[start - 1] == "'"):
-            start -= 1  # the last word may go on in the next piece
-        self._partial_word = buf[start:]
-        for word in words(buf[:start]):
-            self._recent_words.append(word)
-            if len(self._recent_words) == LEAK_N and tuple(self._recent_words) in self.rules.shingles:
-                return Finding("prompt_leak", " ".join(self._recent_words))
-        return None
 
     def _violate(self, finding: Finding) -> GuardStep:
         self._stopped = True
-        self._held = ""
+        self._held = []
         return GuardStep(violation=finding.rule)
 
     def _trim(self, full: str) -> GuardStep:
         """``finish_reason: length``: end on the last whole sentence."""
         end = last_sentence_end(full)
         if end >= len(full.rstrip()):
-            return GuardStep(release=self._release(len(self._held)))  # it ended on a whole sentence anyway
+            return GuardStep(release=self._release(self._fed))  # it ended on a whole sentence anyway
         if end == 0:
             if self.brand.fallbacks.truncated:
                 self._stopped = True
                 return GuardStep(violation="truncated")
-            return GuardStep(release=self._release(len(self._held)))  # no whole sentence, no fallback: as cut
-        if end >= self._released_len:
-            release = self._release(end - self._released_len)
-            self._held = ""
+            return GuardStep(release=self._release(self._fed))  # no whole sentence, no fallback: as cut
+        if end >= self._out:
+            release = self._release(end)
+            self._held = []
             return GuardStep(release=release)
         # The cut sentence was partly out already: withdraw it, keep the whole sentences.
         self._stopped = True

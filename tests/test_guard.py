@@ -12,13 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persona.brand import Brand
-from persona.checks import BUILTIN_FILLER, canary, check_text, coverage
+from persona.checks import BUILTIN_FILLER, LEAK_N, canary, check_text, compile_rules, coverage
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import load_brands
+from persona.text import WORD, words
 from reply.ending import fallback_text
 
 BRANDS = load_brands(Path(__file__).resolve().parent.parent / "brands")
 DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
+
+
+def holding(brand: Brand, **hold: str) -> Brand:
+    """``brand`` with ``guard.hold`` settings, e.g. ``rules="sentence"`` (what the bank ships with)."""
+    guard = brand.guard.model_copy(update={"hold": brand.guard.hold.model_copy(update=hold)})
+    return brand.model_copy(update={"guard": guard})
+
+
+# The demo, releasing whole sentences only: the holdback behaviour every brand had before issue 10.
+SENTENCES = holding(DEMO, rules="sentence", length="sentence")
 
 CLEAN = (
     "We roast on Mondays and Thursdays and ship within 24 hours of roasting. Orders over $35 ship free "
@@ -68,15 +79,15 @@ def test_clean_text_comes_out_exactly_as_it_went_in_however_it_is_chunked(cuts: 
     assert released == CLEAN
 
 
-def test_a_sentence_is_held_until_it_ends_then_released_whole() -> None:
-    guard = BrandGuard(DEMO)
+def test_with_sentence_holding_a_sentence_is_held_until_it_ends_then_released_whole() -> None:
+    guard = BrandGuard(SENTENCES)
     assert guard.feed("We roast on ").release == ""
     assert guard.feed("Mondays.").release == "We roast on Mondays."
     assert guard.feed(" Orders over").release == ""
 
 
-def test_a_long_unfinished_sentence_is_released_except_its_last_window_at_a_word_boundary() -> None:
-    guard = BrandGuard(DEMO)
+def test_with_sentence_holding_a_long_unfinished_sentence_is_released_except_its_last_window() -> None:
+    guard = BrandGuard(SENTENCES)
     words = " ".join(f"word{i}" for i in range(40)) + " "
     out = "".join(guard.feed(w + " ").release for w in words.split())
     assert out and words.startswith(out) and out.endswith(" ")
@@ -85,7 +96,7 @@ def test_a_long_unfinished_sentence_is_released_except_its_last_window_at_a_word
 
 
 def test_an_attempt_that_ends_early_releases_its_checked_held_text() -> None:
-    guard = BrandGuard(DEMO)
+    guard = BrandGuard(SENTENCES)
     assert guard.feed("We roast on ").release == ""
     assert guard.finish(ABORTED) == GuardStep(release="We roast on ")
 
@@ -181,7 +192,7 @@ def test_a_length_cut_reply_that_ends_on_a_sentence_is_kept_whole() -> None:
 
 def test_a_length_cut_sentence_still_held_back_is_trimmed_silently() -> None:
     text = "We roast on Mondays. Orders over $35 ship"
-    released, steps = stream(DEMO, [w + " " for w in text.split()], finish="length")
+    released, steps = stream(SENTENCES, [w + " " for w in text.split()], finish="length")
     assert violation(steps) is None
     assert released == "We roast on Mondays. "
 
@@ -234,3 +245,210 @@ def test_short_replies_are_not_judged_off_topic() -> None:
 def test_the_builtin_filler_list_is_checked_by_every_brand_that_keeps_it() -> None:
     for phrase in BUILTIN_FILLER:
         assert any(f.rule == "filler" for f in check_text(DEMO, f"Well, {phrase} and so on."))
+
+
+# --- holding back only what could still become a violation (issue 10) -------------------------------
+
+
+def test_ordinary_text_goes_out_the_moment_it_arrives() -> None:
+    guard = BrandGuard(DEMO)
+    assert guard.feed("Our beans ship ").release == "Our beans ship "
+    assert guard.feed("Monday").release == "Monday"
+    assert guard.feed(" from Portland.").release == " from Portland."
+
+
+def test_only_the_beginning_of_a_phrase_is_held_and_it_goes_out_once_it_cannot_match() -> None:
+    guard = BrandGuard(DEMO)
+    assert guard.feed("Thanks, valued ").release == "Thanks, "  # "valued customer" is banned
+    assert guard.feed("mugs").release == "valued mugs"
+    assert guard.feed(" for a valued").release == " for a "
+    assert guard.feed(" customer").release == ""  # "valued customers" is not the phrase: wait
+    assert guard.feed(",").violation == "banned_phrase"
+
+
+def test_a_pattern_holds_from_where_a_match_could_still_start() -> None:
+    guard = BrandGuard(DEMO)  # don't: \b(?:guarantee|promise)[sd]?\b[^.!?]{0,40}\b(?:deliver|arriv)
+    assert guard.feed("We guarantee it will ").release == "We "
+    assert guard.feed("taste good.").release == "guarantee it will taste good."
+    assert guard.feed(" We promise it arr").release == " We "
+    assert guard.feed("ives Friday.").violation == "dont"
+
+
+def test_a_competitor_name_is_confirmed_by_the_next_character() -> None:
+    guard = BrandGuard(BANK.model_copy(update={"guard": BANK.guard.model_copy(update={"hold": DEMO.guard.hold})}))
+    assert guard.feed("Please chase").release == "Please chase"
+    assert guard.feed(" it. Chase").release == " it. "
+    assert guard.feed("r beans.").release == "Chaser beans."
+    assert guard.feed(" Chase").release == " "
+    assert guard.finish("stop") == GuardStep(violation="competitor")
+
+
+def test_an_attempt_that_ends_early_never_releases_a_phrase_that_only_the_end_completes() -> None:
+    guard = BrandGuard(DEMO)
+    assert guard.feed("Try Starbucks").release == "Try "
+    assert guard.finish(ABORTED) == GuardStep()
+
+
+def test_a_reply_ending_in_recited_instructions_is_a_leak() -> None:
+    leak = " ".join(DEMO.voice.guide.split()[:8]).rstrip(".,;:")
+    _, steps = stream(DEMO, [leak])
+    assert steps[-1].violation == "prompt_leak"
+
+
+def test_a_brand_that_holds_the_reply_for_the_off_topic_check_releases_nothing_before_the_end() -> None:
+    strict = holding(BANK, off_topic="reply")
+    guard = BrandGuard(strict)
+    assert [guard.feed(w + " ").release for w in OFF_TOPIC.split()] == [""] * len(OFF_TOPIC.split())
+    assert guard.finish("stop").violation == "off_topic"
+    on_topic = " ".join(s.text for s in BANK.knowledge[:2])
+    released, steps = stream(strict, [on_topic], question="savings")
+    assert violation(steps) is None and released == on_topic and steps[0].release == ""
+
+
+# Random rule sets, texts and chunkings: the brand's own instructions stay (the leak check), the
+# phrases and patterns are drawn from small pools so that texts hit them often, in part and whole.
+WORDS = ["no", "worries", "valued", "customer", "hey", "there", "risk", "free", "as", "an", "AI", "ORDER", "NOW",
+         "Chase", "chase", "Monzo", "tell", "me", "your", "PIN", "guarantee", "guaranteed", "we", "roast", "beans",
+         "coffee", "ship", "the", "brand", "I", "can't", "help", "sorry", "I'm", "a", "fast"]  # fmt: skip
+SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ". ", "! ", "\u2019s ", " \t "]
+PATTERNS = [
+    r"\bno\s+way\b",
+    r"\bguarantee[sd]?\b[^.!?]{0,12}\bfree",
+    r"!",
+    r"\b(?:tell|send)\s+me\s+your\s+pin\b",
+    r"(?-i:\b[A-Z]{3,}(?:\s+[A-Z]{3,}){1,}\b)",
+    r"risk[-\s]free",
+    r"\bfast\b",
+]
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn) -> Brand:
+    phrase = st.lists(st.sampled_from([*WORDS[:12], "beans", "the"]), min_size=1, max_size=3).map(" ".join)
+    banned = draw(st.lists(phrase, max_size=4))
+    competitors = draw(st.lists(st.sampled_from(["Chase", "Monzo", "Blue Bottle", "Chase Bank"]), max_size=2))
+    donts = draw(st.lists(st.sampled_from(PATTERNS), max_size=3, unique=True))
+    rules = DEMO.rules.model_copy(
+        update={"dont": [d.model_copy(update={"pattern": p}) for d, p in zip(DEMO.rules.dont * 4, donts, strict=False)]}
+    )
+    guard = DEMO.guard.model_copy(update={"competitors": competitors, "builtin_filler": draw(st.booleans())})
+    emoji = DEMO.emoji.model_copy(update={"policy": draw(st.sampled_from(["none", "sparingly"]))})
+    return DEMO.model_copy(update={"banned_phrases": banned, "guard": guard, "rules": rules, "emoji": emoji})
+
+
+def texts(brand_words: list[str]) -> st.SearchStrategy[str]:
+    token = st.sampled_from(brand_words + WORDS)
+    joined = st.lists(st.tuples(token, st.sampled_from(SEPARATORS)), max_size=30)
+    return joined.map(lambda parts: "".join(w + sep for w, sep in parts)).flatmap(
+        lambda t: st.sampled_from([t, t.rstrip(), t + "🙂 ok"])
+    )
+
+
+def normalised(text: str) -> tuple[str, list[int]]:
+    """The guard's normal form (whitespace runs → one space, U+2019 → apostrophe) with each character's raw offset."""
+    chars: list[str] = []
+    offsets: list[int] = []
+    for i, c in enumerate(text):
+        if c.isspace():
+            if chars and chars[-1] == " " and text[i - 1].isspace():
+                continue
+            c = " "
+        chars.append("'" if c == "\u2019" else c)
+        offsets.append(i)
+    return "".join(chars), offsets
+
+
+def occurrences(brand: Brand, text: str) -> list[int]:
+    """Where a violation starts in ``text`` (raw offsets), found by brute force, rule by rule."""
+    rules = compile_rules(brand)
+    found: list[int] = []
+    norm, offsets = normalised(text)
+    for literal in rules.literals:
+        hay = norm if literal.cased else norm.lower()
+        needle = literal.needle
+        for i in range(len(hay)):
+            if not hay.startswith(needle, i):
+                continue
+            j = i + len(needle)
+            before = i > 0 and (hay[i - 1].isalnum() or hay[i - 1] == "_")
+            after = j < len(hay) and (hay[j].isalnum() or hay[j] == "_")
+            if not (before and (needle[0].isalnum() or needle[0] == "_")) and not (
+                after and (needle[-1].isalnum() or needle[-1] == "_")
+            ):
+                found.append(offsets[i])
+    assert rules.regex is not None
+    found += [s for s in range(len(text) + 1) if rules.regex.match(text, s)]
+    tokens = list(WORD.finditer(text.lower()))
+    for i in range(len(tokens) - LEAK_N + 1):
+        if tuple(t.group() for t in tokens[i : i + LEAK_N]) in rules.shingles:
+            found.append(tokens[i].start())
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
+def test_no_prefix_of_any_violation_is_ever_released_for_random_rules_texts_and_chunkings(
+    data: st.DataObject, brand: Brand, cuts: list[int]
+) -> None:
+    text = data.draw(texts([*brand.banned_phrases, *brand.guard.competitors]))
+    released, steps = stream(brand, chunks(text, cuts))
+    starts = occurrences(brand, text)
+    assert bool(starts) == bool(check_text(brand, text)), "the brute-force oracle agrees with the eval's check"
+    assert text.startswith(released)
+    assert all(len(released) <= s for s in starts), f"released {released!r} past a violation at {min(starts)}"
+    if violation(steps) is None:
+        assert not starts and released == text, "clean text comes out whole"
+    else:
+        assert steps[-1].violation is not None
+
+
+def could_still_match(brand: Brand, fed: str, start: int) -> bool:
+    """Whether some rule could match text beginning at ``start`` if ``fed`` went on."""
+    rules = compile_rules(brand)
+    norm, offsets = normalised(fed)
+    if start in offsets:
+        i = offsets.index(start)
+        before = i > 0 and (norm[i - 1].isalnum() or norm[i - 1] == "_")
+        for literal in rules.literals:
+            rest = norm[i:] if literal.cased else norm[i:].lower()
+            starts_word = literal.needle[0].isalnum() or literal.needle[0] == "_"
+            if (literal.needle.startswith(rest) or rest == literal.needle) and not (before and starts_word):
+                return True
+    assert rules.regex is not None
+    match = rules.regex.match(fed, start, partial=True)
+    if match is not None and match.partial:
+        return True
+    ws = words(fed[start:])
+    return bool(ws and (tuple(ws) in rules.leak_prefixes or tuple(ws) in rules.leak_partials))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
+def test_text_is_held_only_while_a_rule_could_still_match_through_it(
+    data: st.DataObject, brand: Brand, cuts: list[int]
+) -> None:
+    text = data.draw(texts([*brand.banned_phrases, *brand.guard.competitors]))
+    guard = BrandGuard(brand)
+    fed = released = ""
+    for piece in chunks(text, cuts):
+        fed += piece
+        step = guard.feed(piece)
+        if step.violation:
+            return
+        released += step.release
+        if len(released) < len(fed):
+            assert could_still_match(brand, fed, len(released)), f"held {fed[len(released) :]!r} of {fed!r}"
+        else:
+            assert released == fed
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=60))
+def test_a_long_reply_costs_the_same_per_piece_however_long_it_gets(cuts: list[int]) -> None:
+    """Flat cost, asserted without a clock: what the guard keeps stays bounded however much went through."""
+    guard = BrandGuard(DEMO, GuardContext(question="shipping"))
+    for _ in range(20):
+        for piece in chunks(CLEAN + " ", cuts):
+            assert not guard.feed(piece).violation
+        held = sum(len(p) for p in guard._held)
+        assert held <= guard.window and len(guard._scan) <= 2 * guard.hard_cap + len(CLEAN) + 64

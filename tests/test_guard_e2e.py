@@ -65,14 +65,30 @@ async def test_filler_mid_reply_is_retracted_for_the_fallback_and_never_reaches_
     assert history["turns"][1]["text"] == fallback, "memory keeps the moderated reply"
 
 
-async def test_a_violation_in_the_first_sentence_needs_no_retract(fake: FakeOpenAI, server: RunningServer) -> None:
-    fake.enqueue(Reply(text="Honestly, Starbucks beans are fine too. " + CLEAN_START))
-    n = await negotiate(server.base_url)
-    events = await ws_turn(server.ws_url, n, "Which beans?")
-    fallback = server.runtime.brands["demo"].fallbacks.off_brand
+async def test_a_violation_in_the_first_sentence_needs_no_retract_for_a_brand_holding_sentences(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
+    fake.enqueue(Reply(text="Honestly, Barclays cards are fine too. The Everyday Saver pays interest monthly. "))
+    n = await negotiate(server.base_url, "meridian")  # guard.hold.rules: sentence
+    events = await ws_turn(server.ws_url, n, "Which card?")
+    fallback = server.runtime.brands["meridian"].fallbacks.off_brand
     assert [e["type"] for e in events] == ["start", "delta", "done"]
     assert events[1]["text"] == fallback
     assert events[-1]["finish_reason"] == "fallback"
+
+
+async def test_a_violation_mid_sentence_retracts_only_the_words_before_it_for_a_brand_streaming_at_once(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
+    fake.enqueue(Reply(text="Honestly, Starbucks beans are fine too. " + CLEAN_START, delay_s=0.01 * T))
+    n = await negotiate(server.base_url)
+    events = await ws_turn(server.ws_url, n, "Which beans?")
+    assert_well_formed(events)
+    fallback = server.runtime.brands["demo"].fallbacks.off_brand
+    streamed = "".join(e["text"] for e in events if e["type"] == "delta")
+    assert streamed == "Honestly, ", "the words before the name went out at once, nothing of the name"
+    assert [e["type"] for e in events[-2:]] == ["retract", "done"]
+    assert events[-2]["reason"] == "competitor" and events[-1]["text"] == fallback
 
 
 async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_bank(
@@ -95,11 +111,23 @@ async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_b
 
 
 async def test_a_reply_cut_by_length_ends_on_its_last_whole_sentence(fake: FakeOpenAI, server: RunningServer) -> None:
+    # The bank holds unfinished sentences (guard.hold.length: sentence): the cut one never went out.
+    fake.enqueue(Reply(text="We confirm payments within two hours. Orders over $35 ship", finish_reason="length"))
+    events = await ws_turn(server.ws_url, await negotiate(server.base_url, "meridian"), "payments?")
+    assert_well_formed(events)
+    assert events[-1]["finish_reason"] == "length"
+    assert events[-1]["text"] == joined_text(events) == "We confirm payments within two hours. "
+    assert "retract" not in [e["type"] for e in events]
+
+
+async def test_a_reply_cut_by_length_retracts_the_cut_sentence_for_a_brand_streaming_at_once(
+    fake: FakeOpenAI, server: RunningServer
+) -> None:
     fake.enqueue(Reply(text="We roast on Mondays. Orders over $35 ship", finish_reason="length"))
     events = await ws_turn(server.ws_url, await negotiate(server.base_url), "shipping?")
     assert_well_formed(events)
-    assert events[-1]["finish_reason"] == "length"
-    assert events[-1]["text"] == joined_text(events) == "We roast on Mondays. "
+    assert [e["type"] for e in events[-2:]] == ["retract", "done"]
+    assert events[-2]["text"] == joined_text(events) == "We roast on Mondays."
 
 
 async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_conversation_memory(

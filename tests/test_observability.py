@@ -16,8 +16,9 @@ import httpx
 import pytest
 from loguru import logger
 
+from api.hooks import HookRegistry
 from api.logs import setup_logging
-from api.metrics import METRICS, full_name
+from api.metrics import METRICS, TOKEN_GAP_STRIDE, DatadogMetrics, full_name
 from api.settings import PROJECT_ROOT
 from testkit import T
 from testkit.clients import WsClient, negotiate, post_message, read_sse, ws_turn
@@ -74,6 +75,38 @@ def metric_settings(statsd: StatsdListener, **extra: Any) -> dict[str, Any]:
 # --- metrics ------------------------------------------------------------------------------------------
 
 
+async def test_token_gaps_are_sent_in_batches_that_keep_the_largest_gap(statsd: StatsdListener) -> None:
+    metrics = DatadogMetrics(host="127.0.0.1", port=statsd.port, instance="i-test")
+    hooks = HookRegistry()
+    hooks.add(metrics)
+    for ms in range(1, 101):
+        hooks.emit("token_gap", brand="demo", seconds=ms / 1000)
+    assert statsd.find(full_name("stream.token_gap_ms")) == [], "nothing is sent per token"
+    hooks.emit("stream_ended", stream_id="s", brand="demo", terminal="done", outcome="stop", seconds=1.0)
+    metrics.close()
+    await statsd.wait_for(full_name("stream.done"), brand="demo")
+    gaps = [m["value"] for m in statsd.find(full_name("stream.token_gap_ms"), brand="demo")]
+    assert len(gaps) == 100 // TOKEN_GAP_STRIDE and max(gaps) == 100
+
+
+def test_a_hook_that_names_its_events_is_called_for_those_only() -> None:
+    calls: list[str] = []
+
+    def every(event: str, fields: dict[str, Any]) -> None:
+        calls.append(f"every:{event}")
+
+    def some(event: str, fields: dict[str, Any]) -> None:
+        calls.append(f"some:{event}")
+
+    some.events = frozenset({"first_token"})  # type: ignore[attr-defined]
+    hooks = HookRegistry()
+    hooks.add(every)
+    hooks.add(some)
+    hooks.emit("token_gap", brand="demo", seconds=0.1)
+    hooks.emit("first_token", stream_id="s", brand="demo", seconds=0.1)
+    assert calls == ["every:token_gap", "every:first_token", "some:first_token"]
+
+
 async def test_a_chat_turn_emits_connection_stream_latency_and_buffer_metrics_tagged_by_brand_and_instance(
     servers: ServerFactory, statsd: StatsdListener
 ) -> None:
@@ -87,7 +120,7 @@ async def test_a_chat_turn_emits_connection_stream_latency_and_buffer_metrics_ta
     ttft = await statsd.wait_for(full_name("stream.time_to_first_token_ms"), brand="demo")
     assert ttft[0]["type"] == "h" and 0 <= ttft[0]["value"] < 5000
     gaps = await statsd.wait_for(full_name("stream.token_gap_ms"), brand="demo")
-    assert len(gaps) >= 5  # one per gap between upstream pieces
+    assert len(gaps) >= 5  # one per TOKEN_GAP_STRIDE gaps between upstream pieces, sent when the stream ends
     await statsd.wait_for(full_name("stream.duration_ms"), brand="demo", terminal="done")
     opened = await statsd.wait_for(full_name("connections.active"), transport="websocket", brand="demo")
     assert opened[0]["type"] == "g" and opened[0]["value"] == 1

@@ -1,0 +1,154 @@
+"""The lean upstream path (our request encoding and SSE parsing on the SDK's client) against the
+plain SDK path: the same fault scripts of the fake OpenAI server through both, the same pieces and
+the same errors (class, code, message, status, retry-after), fault by fault."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai._streaming import SSEDecoder  # the SDK's own decoder: the reference for ours
+
+from llm.base import Piece, ReplyRequest
+from llm.exceptions import UpstreamError
+from llm.openai_provider import OpenAIProvider, StreamParser, _sse_data
+from testkit import T
+from testkit.fake_openai import (
+    CloseWithoutDone,
+    FakeOpenAI,
+    InStreamError,
+    MalformedChunk,
+    Reply,
+    Reset,
+    Scenario,
+    StallAfter,
+    StallBeforeHeaders,
+    Status,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+READ_TIMEOUT_S = 0.3 * T
+REQUEST = ReplyRequest(
+    brand_id="demo",
+    messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi ☕"}],
+    max_tokens=64,
+    model="fake-model",
+    temperature=0.5,
+)
+
+FAULTS: dict[str, Scenario] = {
+    "reply": Reply(text="We roast on Mondays, ship by Tuesday — café ☕ and all."),
+    "reply-with-length-cut": Reply(text="Cut off in the mid", finish_reason="length"),
+    "no-usage-chunk": Reply(text="No usage follows.", include_usage=False),
+    "usage-only-chunk-with-empty-choices": Reply(text="Usage follows.", include_usage=True),
+    "empty-reply": Reply(text=""),
+    "slow-drip": Reply(text="one two three", delay_s=0.02 * T),
+    "stall-before-headers": StallBeforeHeaders(),
+    "stall-after-chunks": StallAfter(chunks=2),
+    "close-without-done": CloseWithoutDone(chunks=2),
+    "reset": Reset(chunks=2),
+    "malformed-chunk": MalformedChunk(chunks=2),
+    "malformed-half-event": MalformedChunk(chunks=1, garbage='data: {"choices": [{"delta": {"content": "x"'),
+    "comment-and-unknown-fields": MalformedChunk(chunks=1, garbage=": keep-alive\nfoo: bar\n\n"),
+    "in-stream-error": InStreamError(chunks=3, message="boom mid-stream"),
+    "in-stream-error-without-message": MalformedChunk(chunks=1, garbage='data: {"error": {"code": 1}}\n\n'),
+    "429-with-retry-after": Status(429, retry_after=1),
+    "500": Status(500),
+    "400": Status(400),
+}
+
+
+async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tuple[list[Piece], tuple[Any, ...] | None]:
+    """Pieces until the end or the first error, and the error as (class, code, message, status, retry_after_s)."""
+    fake.enqueue(scenario)
+    provider = OpenAIProvider(
+        api_key="test",
+        base_url=fake.base_url,
+        model="fake-model",
+        connect_timeout_s=READ_TIMEOUT_S,
+        read_timeout_s=READ_TIMEOUT_S,
+        stream_parser=parser,
+    )
+    pieces: list[Piece] = []
+    error: tuple[Any, ...] | None = None
+    try:
+        async with asyncio.timeout(5 * T):
+            iterator = await provider.open_reply(REQUEST)
+            try:
+                async for piece in iterator:
+                    pieces.append(piece)
+            finally:
+                await iterator.aclose()  # type: ignore[attr-defined]
+    except UpstreamError as exc:
+        error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable)
+    finally:
+        await provider.close()
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+    return pieces, error
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_the_lean_path_yields_the_same_pieces_and_errors_as_the_sdk_for_every_fault(
+    fake: FakeOpenAI, fault: str
+) -> None:
+    lean = await run(fake, "lean", FAULTS[fault])
+    sdk = await run(fake, "sdk", FAULTS[fault])
+    assert lean == sdk
+    assert lean[0] or lean[1], "the script produced something to compare"
+
+
+async def test_the_lean_path_sends_the_request_the_sdk_sends(fake: FakeOpenAI) -> None:
+    await run(fake, "lean", Reply(text="a"))
+    await run(fake, "sdk", Reply(text="a"))
+    lean, sdk = fake.chat_requests
+    assert lean.json == sdk.json
+    assert lean.json is not None and lean.json["stream_options"] == {"include_usage": True}
+    for header in ("authorization", "content-type", "user-agent"):
+        assert lean.headers[header] == sdk.headers[header]
+
+
+class _Body:
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def aiter_bytes(self) -> Any:
+        for part in self.parts:
+            yield part
+
+
+def _reference(parts: list[bytes]) -> list[str]:
+    decoder = SSEDecoder()
+
+    async def go() -> list[str]:
+        return [sse.data async for sse in decoder.aiter_bytes(_Body(parts).aiter_bytes())]
+
+    return asyncio.run(go())
+
+
+SSE_TEXT = (
+    'data: {"choices": [{"delta": {"content": "caf\u00e9 \u2615"}}]}\r\n\r\n'
+    ": a comment\n"
+    "event: ping\nid: 7\nretry: 10\n\n"
+    'data: {"a":\ndata: 1}\r\r'
+    "data:no-space\n\n"
+    "data: [DONE]\n\n"
+    "data: trailing without a blank line"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(SSE_TEXT.encode()) + 1), max_size=12))
+def test_sse_parsing_matches_the_sdk_with_bytes_split_mid_line_and_mid_utf8(cuts: list[int]) -> None:
+    raw = SSE_TEXT.encode()
+    points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    parts = [raw[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+    async def ours() -> list[str]:
+        return [d.decode() async for d in _sse_data(_Body(parts))]
+
+    assert asyncio.run(ours()) == _reference(parts)
