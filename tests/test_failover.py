@@ -177,3 +177,29 @@ async def test_a_producer_cut_off_from_redis_keeps_its_clients_going_and_a_takeo
             f"the case under test did not happen: A showed up to {seen_on_a}, Redis had {durable}"
         )
         link.restore()
+
+
+async def test_a_reply_cancelled_while_its_producer_is_dead_ends_cancelled_when_another_instance_takes_it_over(
+    instances: InstanceFactory, redis_servers: RedisFactory, rng: random.Random
+) -> None:
+    """Cancel holds across a failover: the cancel is kept on the stream, not only sent to whoever ran it."""
+    import httpx
+
+    store = redis_servers()
+    a, b = await asyncio.gather(instances(store.url, "i-a", **fault_env()), instances(store.url, "i-b", **fault_env()))
+    negotiated = await negotiate(a.base_url)
+    journey = Journey(negotiated, heartbeat_ms=HEARTBEAT_MS)
+    submitted = await journey.send(a, "websocket", rng.choice(QUESTIONS))
+    assert submitted.stream_id is not None, submitted
+    await journey.wait_for_events(3)
+    a.kill()
+    await journey.drop()
+    async with httpx.AsyncClient(base_url=b.base_url, timeout=5 * T) as http:
+        response = await http.post(
+            f"/v1/streams/{submitted.stream_id}/cancel", headers={"Authorization": f"Bearer {negotiated['token']}"}
+        )
+    assert response.status_code == 202, response.text
+    done = await journey.follow_to_end(lambda: (b, rng.choice(TRANSPORTS)), FAILOVER_DEADLINE_S)
+    assert_well_formed(journey.events)
+    assert (done["type"], done["finish_reason"]) == ("done", "cancelled")
+    assert done["text"] == joined_text(journey.events)
