@@ -16,7 +16,6 @@ def main() -> None:
         settings,
         host=settings.host,
         port=settings.port,
-        proxy_headers=True,
         log_config=None,  # logging is ours (api/logs.py): loguru, JSON off a terminal
     )
     server.run()

@@ -24,6 +24,10 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
   timeout, 502 other upstream errors, 503 shutting down); after text was streamed it is an
   in-stream ``{"error": …}`` event and no ``[DONE]``, as OpenAI does (the SDK raises ``APIError``).
 * A streaming client that disconnects cancels its reply (nobody else can resume it).
+* The limits of ``api/limits.py`` apply per client address and brand (429 ``rate_limit_exceeded``
+  with ``Retry-After``); each request is its own conversation, so none is ever busy.
+* A page in a browser (an ``Origin`` header) may call only from an origin the brand and
+  ``ALLOWED_ORIGINS`` allow; without one (server-side callers) the key alone decides.
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.exceptions import RateLimited
 from api.runtime import Runtime
 from persona.brand import Brand
 from persona.prompt import assemble
 from persona.tokens import count_tokens
 from reply.exceptions import ShuttingDown
-from streaming.codes import ERROR_CODES, error_code
+from streaming.codes import ERROR_CODES, WireError, error_code
 from streaming.events import StoredEvent
 from streaming.ids import new_id
 
@@ -81,10 +86,17 @@ class OpenAIError(Exception):
     status and OpenAI ``type`` come from that table); ``code`` is the body's, OpenAI's word where it
     has one (``invalid_api_key``, ``model_not_found``)."""
 
-    def __init__(self, wire_code: str, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, wire_code: str, message: str, code: str | None = None, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         entry = error_code(wire_code)
         self.status, self.message, self.type, self.code = entry.http_status, message, entry.openai_type, code
+        self.retry_after_s = retry_after_s
+
+    def with_retry_after(self, seconds: int) -> OpenAIError:
+        self.retry_after_s = seconds
+        return self
 
     @classmethod
     def of(cls, wire_code: str, message: str) -> OpenAIError:
@@ -95,7 +107,8 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -108,8 +121,10 @@ def _brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise OpenAIError("unauthorized", "You didn't provide an API key: use 'Authorization: Bearer <brand API key>'.")
-    # Compare with every brand's key, in constant time per key.
-    matches = [b for b in runtime.brands.values() if b.api_key and hmac.compare_digest(b.api_key, key)]
+    # Compare with every brand's key, in constant time per key. As bytes: compare_digest refuses
+    # non-ASCII str (a TypeError, once a 500), and a header may carry any byte.
+    given = key.encode("utf-8", "surrogateescape")
+    matches = [b for b in runtime.brands.values() if b.api_key and hmac.compare_digest(b.api_key.encode(), given)]
     if not matches:
         raise OpenAIError("unauthorized", "Incorrect API key provided.", code="invalid_api_key")
     return matches
@@ -123,8 +138,10 @@ def _brand(runtime: Runtime, request: Request, model: str) -> Brand:
             "not_found", f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
         )
     origin = request.headers.get("origin")
-    if origin and not brand.origin_allowed(origin):
-        raise OpenAIError("forbidden", f"Origin {origin!r} is not allowed for this brand.", code="forbidden")
+    try:
+        runtime.check_origin(brand, origin)
+    except WireError:
+        raise OpenAIError("forbidden", "This origin is not allowed for this brand.", code="forbidden") from None
     return brand
 
 
@@ -182,14 +199,19 @@ async def chat_completions(request: Request) -> Response:
         brand = _brand(runtime, request, body.model)
         history, text = _history(body.messages, runtime.settings.max_message_chars)
         conversation_id = new_id("c")
+        client = request.client.host if request.client else None
         try:
-            submission = await runtime.manager.submit(
+            submission = await runtime.start_reply(
+                address=runtime.limits.address(client, request.headers),
                 conversation_id=conversation_id,
                 brand=brand,
                 client_message_id=new_id("m"),
                 text=text,
                 history=history,
+                ephemeral=True,
             )
+        except RateLimited as exc:
+            raise OpenAIError.of(exc.code, exc.message).with_retry_after(exc.retry_after_s) from None
         except ShuttingDown as exc:
             raise OpenAIError.of(exc.code, exc.message) from None
     except OpenAIError as exc:

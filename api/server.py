@@ -56,6 +56,9 @@ def build_server(app: FastAPI, settings: Settings, **config: Any) -> Server:
         "ws_max_size": settings.max_frame_bytes + WS_FRAME_SLACK_BYTES,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + UVICORN_SHUTDOWN_MARGIN_S,
         "lifespan": "on",
+        # The client address is ours to find (api/limits.py, TRUSTED_PROXIES): uvicorn's own
+        # X-Forwarded-For handling would hand the limits whatever a client on 127.0.0.1 wrote.
+        "proxy_headers": False,
         **config,
     }
 

@@ -10,10 +10,28 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# SESSION_SECRET: at least this many bytes outside APP_ENV=dev (HMAC-SHA256 wants a 256-bit key).
+MIN_SECRET_BYTES = 32
+# Values that were published (docs, compose files, examples) and so sign nothing outside dev mode.
+PUBLISHED_SECRETS = frozenset(
+    {
+        "change-me-to-a-long-random-string",
+        "change-me",
+        "changeme",
+        "secret",
+        "test-secret-shared-by-instances",
+        "eval-only",
+    }
+)
+
+
+class InsecureSettings(ValueError):
+    """The settings are not safe outside ``APP_ENV=dev``; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -23,10 +41,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = Field(default_factory=lambda: "i-" + secrets.token_hex(3))
+    app_env: str = "production"  # "dev" (make run, tests): random SESSION_SECRET allowed, brand dev keys work
     allowed_origins: list[str] = ["*"]
+    trusted_proxies: list[str] = []  # peers whose X-Forwarded-For names the client (addresses or CIDRs)
 
     # --- upstream model --------------------------------------------------------------------
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     llm_provider: str = "auto"  # auto | openai | offline
@@ -48,7 +68,7 @@ class Settings(BaseSettings):
     buffer_url: str = "memory://"
     resume_window_s: int = 600
     conversation_ttl_s: int = 86_400
-    session_secret: str = ""
+    session_secret: SecretStr = SecretStr("")
     token_ttl_s: int = 3600
     stream_max_events: int = 5_000
     stream_max_chars: int = 40_000
@@ -61,6 +81,16 @@ class Settings(BaseSettings):
     ws_max_bad_frames: int = 10
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
+    max_body_bytes: int = 262_144  # any HTTP request body, refused with 413 while it is read
+    history_max_turns: int = 200  # stored turns per conversation; then sends are refused (413)
+    history_max_chars: int = 100_000  # of history text read into a prompt (newest turns first)
+
+    # --- limits (api/limits.py; across instances through Redis when BUFFER_URL is redis://) ----
+    rate_replies_per_min: int = 20  # replies started per client address per minute
+    rate_negotiates_per_min: int = 20  # negotiates per client address per minute
+    max_running_replies_per_brand: int = 200  # running replies per brand, all instances together
+    max_running_replies: int = 100  # running replies on one instance
+    max_connections_per_address: int = 20  # open WebSocket + SSE connections per client address
 
     # --- observability ---------------------------------------------------------------------
     log_level: str = "INFO"
@@ -74,18 +104,36 @@ class Settings(BaseSettings):
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
-    @field_validator("allowed_origins", "hooks", mode="before")
+    @field_validator("allowed_origins", "hooks", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @property
+    def dev_mode(self) -> bool:
+        return self.app_env.strip().lower() == "dev"
+
     @cached_property
     def secret_bytes(self) -> bytes:
-        """The token-signing key. Unset means a random per-process key: fine for one instance,
-        wrong for several (tokens would not verify across instances), hence the start-up warning."""
-        return (self.session_secret or _PROCESS_SECRET).encode()
+        """The token-signing key. Unset (dev mode only, see :meth:`check_secrets`) means a random
+        per-process key: fine for one instance, wrong for several, hence the start-up warning."""
+        return (self.session_secret.get_secret_value() or _PROCESS_SECRET).encode()
+
+    def check_secrets(self) -> None:
+        """Fail closed: outside ``APP_ENV=dev`` a missing, short or published ``SESSION_SECRET``
+        stops start-up (anyone who knows the key can forge a token for any conversation)."""
+        if self.dev_mode:
+            return
+        secret = self.session_secret.get_secret_value()
+        hint = "set it to 32+ random bytes: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        if not secret:
+            raise InsecureSettings(f"SESSION_SECRET is not set (APP_ENV={self.app_env}): {hint}")
+        if secret.strip().lower() in PUBLISHED_SECRETS:
+            raise InsecureSettings(f"SESSION_SECRET is a published placeholder: {hint}")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise InsecureSettings(f"SESSION_SECRET is shorter than {MIN_SECRET_BYTES} bytes: {hint}")
 
     @property
     def metrics_on(self) -> bool:
@@ -95,7 +143,7 @@ class Settings(BaseSettings):
     def provider_name(self) -> str:
         if self.llm_provider != "auto":
             return self.llm_provider
-        return "openai" if self.openai_api_key else "offline"
+        return "openai" if self.openai_api_key and self.openai_api_key.get_secret_value() else "offline"
 
 
 _PROCESS_SECRET = secrets.token_urlsafe(32)

@@ -144,6 +144,13 @@ async def main(clients: int, delay_ms: int) -> None:
                 "OFFLINE_TOKEN_DELAY_MS": str(delay_ms),
                 "LOG_LEVEL": "WARNING",
                 "LLM_PROVIDER": "offline",
+                # Every client comes from 127.0.0.1: the per-address limits would measure themselves.
+                "APP_ENV": "dev",
+                "RATE_NEGOTIATES_PER_MIN": "1000000",
+                "RATE_REPLIES_PER_MIN": "1000000",
+                "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+                "MAX_RUNNING_REPLIES": "1000000",
+                "MAX_RUNNING_REPLIES_PER_BRAND": "1000000",
             }
             proc = await spawn([sys.executable, "-m", "api"], port, env)
             base = f"http://127.0.0.1:{port}"

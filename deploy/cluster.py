@@ -150,7 +150,9 @@ def main() -> None:
     env = {
         **os.environ,
         "BUFFER_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SESSION_SECRET": os.environ.get("SESSION_SECRET") or secrets.token_urlsafe(32),
+        "SESSION_SECRET": os.environ.get("SESSION_SECRET") or secrets.token_urlsafe(48),
+        # nginx runs on this host: its X-Forwarded-For names the client (api/limits.py).
+        "TRUSTED_PROXIES": os.environ.get("TRUSTED_PROXIES", "127.0.0.1"),
     }
     procs: list[subprocess.Popen[bytes]] = []
     redis_dir = tempfile.mkdtemp(prefix="cluster-redis-")
