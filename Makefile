@@ -22,7 +22,7 @@ install-dev: $(VENV)/.dev
 
 ## make run: the server on embedded defaults (memory buffer, offline provider, demo brand) + demo page
 run: $(VENV)/.runtime
-	HOST=$(HOST) PORT=$(PORT) $(PY) -m api
+	APP_ENV=dev HOST=$(HOST) PORT=$(PORT) $(PY) -m api
 
 ## make run-cluster: nginx :8000 (no sticky sessions) → two instances :8001/:8002 → redis-server :6390
 run-cluster: $(VENV)/.dev

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import sys
+
+from loguru import logger
+
 from api.app import create_app
 from api.logs import setup_logging
 from api.server import build_server
-from api.settings import Settings
+from api.settings import InsecureSettings, Settings
 
 
 def main() -> None:
     settings = Settings()
     setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+    try:
+        app = create_app(settings)
+    except InsecureSettings as exc:
+        logger.error("refusing to start: {}", exc)
+        sys.exit(2)
     server = build_server(
-        create_app(settings),
+        app,
         settings,
         host=settings.host,
         port=settings.port,

@@ -24,6 +24,7 @@ from streaming.codes import WireError
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.check_secrets()  # fail closed before serving anything (InsecureSettings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

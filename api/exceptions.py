@@ -13,6 +13,7 @@ Tree::
         ├── PayloadTooLarge      413 / close 1009
         └── RateLimited          429 + ``Retry-After`` / ``error`` frame — a limit of ``api/limits.py``;
                                  carries ``retry_after_ms``
+    LimitsUnavailable            503 ``buffer_unavailable`` — the limits' Redis cannot be reached
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RateLimited(RequestError):
 
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_ms: int, stream_id: str | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_ms: int = 1000, stream_id: str | None = None) -> None:
         super().__init__(message, stream_id=stream_id)
         self.retry_after_ms = max(1, int(retry_after_ms))
 
@@ -62,8 +63,11 @@ class RateLimited(RequestError):
         """For the ``Retry-After`` header: whole seconds, rounded up."""
         return -(-self.retry_after_ms // 1000)
 
-    def __repr__(self) -> str:
-        return f"RateLimited(message={self.message!r}, retry_after_ms={self.retry_after_ms})"
+
+class LimitsUnavailable(WireError):
+    """The shared store of the limits (Redis) cannot be reached: refused, retryable (503)."""
+
+    code = "buffer_unavailable"
 
 
 def error_body(code: str, message: str, *, retry_after_ms: int | None = None) -> dict[str, dict[str, str | int]]:

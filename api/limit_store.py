@@ -16,13 +16,20 @@ Time on Redis is Redis's own (``TIME``), so instances with skewed clocks agree.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.exceptions import LimitsUnavailable
 
 PREFIX = "bc:limit:"
+# The Redis store's own pool: a request waits this long for a connection, then is refused (503).
+POOL_MAX_CONNECTIONS = 64
+POOL_WAIT_S = 2.0
 # The in-process store sweeps expired keys every this many operations (bounded memory).
 SWEEP_EVERY_OPS = 1024
 
@@ -164,30 +171,48 @@ class RedisLimitStore:
     """Counts shared by every instance through Redis (``redis://``); its own small connection pool."""
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True, max_connections=32)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_S
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         self._hit = self._redis.register_script(_HIT)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._claim = self._redis.register_script(_CLAIM)
         self._unclaim = self._redis.register_script(_UNCLAIM)
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
-        return int(await self._hit(keys=[PREFIX + key], args=[limit, int(window_s * 1000)]))
+        async with _unavailable_as_503():
+            return int(await self._hit(keys=[PREFIX + key], args=[limit, int(window_s * 1000)]))
 
     async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:
-        return bool(await self._acquire(keys=[PREFIX + key], args=[member, limit, int(lease_s * 1000)]))
+        async with _unavailable_as_503():
+            return bool(await self._acquire(keys=[PREFIX + key], args=[member, limit, int(lease_s * 1000)]))
 
     async def release(self, key: str, member: str) -> None:
-        await self._redis.zrem(PREFIX + key, member)
+        async with _unavailable_as_503():
+            await self._redis.zrem(PREFIX + key, member)
 
     async def claim(self, key: str, value: str, lease_s: float) -> str | None:
-        holder = await self._claim(keys=[PREFIX + key], args=[value, int(lease_s * 1000)])
+        async with _unavailable_as_503():
+            holder = await self._claim(keys=[PREFIX + key], args=[value, int(lease_s * 1000)])
         return str(holder) if holder else None
 
     async def unclaim(self, key: str, value: str) -> None:
-        await self._unclaim(keys=[PREFIX + key], args=[value])
+        async with _unavailable_as_503():
+            await self._unclaim(keys=[PREFIX + key], args=[value])
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_as_503() -> AsyncIterator[None]:
+    """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
+    Nothing is let through uncounted: with the shared buffer down no reply could run anyway."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
 
 
 def make_limit_store(url: str) -> LimitStore:

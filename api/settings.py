@@ -6,12 +6,14 @@ Every field maps to an upper-case environment variable of the same name (``HEART
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +44,10 @@ class Settings(BaseSettings):
     port: int = 8000
     instance_id: str = Field(default_factory=lambda: "i-" + secrets.token_hex(3))
     app_env: str = "production"  # "dev" (make run, tests): random SESSION_SECRET allowed, brand dev keys work
-    allowed_origins: list[str] = ["*"]
-    trusted_proxies: list[str] = []  # peers whose X-Forwarded-For names the client (addresses or CIDRs)
+    # NoDecode: comma-separated in the environment, not JSON (the validator below splits them).
+    allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR networks; api/limits.py).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
 
     # --- upstream model --------------------------------------------------------------------
     openai_api_key: SecretStr | None = None
@@ -98,7 +102,7 @@ class Settings(BaseSettings):
     dd_agent_host: str | None = None  # Datadog's own variable names
     dd_dogstatsd_port: int = 8125
     metrics_enabled: bool | None = None  # None: on when DD_AGENT_HOST is set
-    hooks: list[str] = []  # "package.module:function" monitoring hooks loaded at start-up
+    hooks: Annotated[list[str], NoDecode] = []  # "package.module:function" monitoring hooks loaded at start-up
 
     # --- brands --------------------------------------------------------------------------
     brands_dir: Path = PROJECT_ROOT / "brands"
@@ -107,7 +111,9 @@ class Settings(BaseSettings):
     @field_validator("allowed_origins", "hooks", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)  # a JSON list works too
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
