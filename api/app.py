@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="brandchat", version="0.1.0", lifespan=lifespan)
     # Added first, so it runs inside CORS (a browser can read the 413) and before anything reads a body.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

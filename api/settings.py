@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
     max_body_bytes: int = 262_144  # any HTTP request body, refused with 413 while it is read
+    http_header_timeout_s: float = 10.0  # a request's headers must arrive whole within this
+    http_body_timeout_s: float = 10.0  # longest wait for the next piece of a request body
+    http_keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
+    http_max_concurrency: int = 4096  # connections + running requests before uvicorn answers 503
     history_max_turns: int = 200  # stored turns per conversation; then sends are refused (413)
     history_max_chars: int = 100_000  # of history text read into a prompt (newest turns first)
 
