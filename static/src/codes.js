@@ -31,5 +31,12 @@ function closeAction(code) {
   return { reconnect: "backoff", renegotiate: false };
 }
 
+/**
+ * Refusals of a send that keep the message queued and send it again (PROTOCOL §9): the server
+ * is limiting us (`rate_limited`: after `retry_after_ms`) or a reply of this conversation is still
+ * running (`conversation_busy`: when it ends, or after `busyRetryMs`).
+ */
+const SEND_AGAIN = Object.freeze(["rate_limited", "conversation_busy"]);
+
 /** Seq-less error codes about a stream that mean it can never be followed again. */
 const ENDS_STREAM = Object.freeze(["stream_expired", "forbidden", "not_found"]);
