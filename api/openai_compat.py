@@ -12,7 +12,8 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
   ``assistant`` messages are the history; the last message must be a ``user`` message.
   ``temperature``, ``max_tokens``, ``n`` … are ignored too: the brand's model settings apply.
 * The conversation is ephemeral (the Chat Completions API is stateless): each request gets a
-  fresh conversation id, kept in the buffer only for ``CONVERSATION_TTL_S``.
+  fresh conversation id whose turns are never stored (``api/ephemeral.py``); only its stream is,
+  for ``RESUME_WINDOW_S`` after the reply.
 * ``finish_reason``: ``stop`` / ``length`` as ours; a guard fallback is ``content_filter``
   (OpenAI's word for "the content was replaced or cut by a filter"); a cancelled reply ``stop``.
 * A ``retract`` cannot be expressed in a chunk stream: the text already sent stays, no more text
@@ -44,6 +45,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.ephemeral import new_ephemeral_id
 from api.exceptions import RateLimited
 from api.runtime import Runtime
 from persona.brand import Brand
@@ -198,7 +200,7 @@ async def chat_completions(request: Request) -> Response:
             raise OpenAIError("bad_request", f"Invalid request: {problems}") from None
         brand = _brand(runtime, request, body.model)
         history, text = _history(body.messages, runtime.settings.max_message_chars)
-        conversation_id = new_id("c")
+        conversation_id = new_ephemeral_id()
         client = request.client.host if request.client else None
         try:
             submission = await runtime.start_reply(

@@ -13,6 +13,7 @@ from typing import Any
 
 from loguru import logger
 
+from api.ephemeral import EphemeralConversations
 from api.exceptions import Forbidden, NotFound, PayloadTooLarge
 from api.hooks import HookRegistry, load_hook, log_hook
 from api.limit_store import make_limit_store
@@ -130,7 +131,8 @@ class Runtime:
         hooks.add(limits.on_hook)  # a stream that ended gives back its places
         provider = make_provider(settings, brands)
         manager = GenerationManager(
-            buffer=buffer,
+            # The compatible endpoint's conversations keep no turns (api/ephemeral.py).
+            buffer=EphemeralConversations(buffer),
             provider=provider,
             options=ReplyOptions(
                 deadlines=Deadlines(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis.asyncio
 import websockets
 import yaml
 
@@ -263,6 +264,32 @@ async def test_the_prompt_reads_only_the_newest_history_max_chars_of_a_conversat
     history += [UserTurn(text="recent", client_message_id="b")]
     kept = server.runtime._bounded_history(history)
     assert [t["text"] for t in kept] == ["y" * 40, "recent"]
+
+
+async def test_an_openai_compatible_request_keeps_no_conversation_state_for_24_hours(
+    servers: ServerFactory, redis_url: str
+) -> None:
+    # Before: every compatible request stored its conversation for CONVERSATION_TTL_S (24 h).
+    server = await servers(buffer_url=redis_url)
+    async with openai.AsyncOpenAI(api_key=DEV_KEY, base_url=f"{server.base_url}/v1", max_retries=0) as client:
+        completion = await client.chat.completions.create(
+            model="demo",
+            messages=[
+                {"role": "user", "content": "Hi, my name is Priya"},
+                {"role": "assistant", "content": "Hello Priya!"},
+                {"role": "user", "content": QUESTION},
+            ],
+        )
+    assert completion.choices[0].message.content
+    raw = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = [k for k in await raw.keys("bc:*") if not k.startswith("bc:limit:")]
+        ttls = {k: await raw.ttl(k) for k in keys}
+    finally:
+        await raw.aclose()
+    assert keys, "the stream itself is kept (for its resume window)"
+    longest = server.settings.resume_window_s + server.settings.upstream_total_deadline_s + 120
+    assert all(0 < ttl <= longest for ttl in ttls.values()), ttls
 
 
 # --- 5. user words never gain system authority ------------------------------------------------------------
