@@ -200,6 +200,7 @@ async def chat_completions(request: Request) -> Response:
             raise OpenAIError("bad_request", f"Invalid request: {problems}") from None
         brand = _brand(runtime, request, body.model)
         history, text = _history(body.messages, runtime.settings.max_message_chars)
+        history = runtime.newest_history(history)  # HISTORY_MAX_CHARS, as for stored conversations
         conversation_id = new_ephemeral_id()
         client = request.client.host if request.client else None
         try:
@@ -235,7 +236,12 @@ async def chat_completions(request: Request) -> Response:
     return await _stream(runtime, brand, events, meta, stream_id, include_usage, history, text)
 
 
-def _usage(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
+async def _usage(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
+    # Re-assembling the prompt tokenises the whole history: off the event loop.
+    return await asyncio.to_thread(_usage_now, brand, history, text, reply, max_tokens)
+
+
+def _usage_now(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
     prompt_tokens = assemble(brand, history, text, max_reply_tokens=max_tokens).tokens
     completion = count_tokens(reply)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
@@ -268,7 +274,7 @@ async def _complete(
                 "finish_reason": FINISH.get(terminal["finish_reason"], "stop"),
             }
         ],
-        "usage": _usage(brand, history, text, reply, runtime.settings.max_reply_tokens),
+        "usage": await _usage(brand, history, text, reply, runtime.settings.max_reply_tokens),
     }
     return JSONResponse(body)
 
@@ -329,7 +335,7 @@ async def _stream(
                     extra = {"brandchat_retract": retract} if retract else {}
                     yield _sse(chunk({}, FINISH.get(payload["finish_reason"], "stop"), **extra))
                     if include_usage:
-                        usage = _usage(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
+                        usage = await _usage(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
                         yield _sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
                     yield _sse("[DONE]")
                 elif event.type == "error":

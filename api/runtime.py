@@ -221,14 +221,18 @@ class Runtime:
         full: start a new one), and only the newest HISTORY_MAX_CHARS of text, in whole turns."""
         if len(turns) >= self.settings.history_max_turns:
             raise PayloadTooLarge("this conversation is too long; start a new one")
+        return self.newest_history([turn_to_dict(t) for t in turns])
+
+    def newest_history(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The newest whole turns whose text fits HISTORY_MAX_CHARS: what a prompt may tokenise
+        (on the event loop, in ``GenerationManager.submit``), whatever the conversation's length."""
         budget = self.settings.history_max_chars
         kept: list[dict[str, Any]] = []
         for turn in reversed(turns):
-            raw = turn_to_dict(turn)
-            budget -= len(str(raw.get("text") or ""))
+            budget -= len(str(turn.get("text") or ""))
             if budget < 0:
                 break
-            kept.append(raw)
+            kept.append(turn)
         kept.reverse()
         return kept
 

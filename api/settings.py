@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     http_keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     http_max_concurrency: int = 4096  # connections + running requests before uvicorn answers 503
     history_max_turns: int = 200  # stored turns per conversation; then sends are refused (413)
-    history_max_chars: int = 100_000  # of history text read into a prompt (newest turns first)
+    history_max_chars: int = 32_000  # of history text read into a prompt (newest turns first)
 
     # --- limits (api/limits.py; across instances through Redis when BUFFER_URL is redis://) ----
     rate_replies_per_min: int = 20  # replies started per client address per minute

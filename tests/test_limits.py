@@ -240,6 +240,29 @@ async def test_the_openai_compatible_endpoint_answers_429_with_retry_after_past_
     assert int(refused.value.response.headers["retry-after"]) >= 1
 
 
+async def test_one_api_key_runs_at_most_the_brands_running_replies_at_once(servers: ServerFactory) -> None:
+    # Before: one API key ran 20 replies at once.
+    server = await servers(offline_token_delay_ms=SLOW_MS, max_running_replies_per_brand=5, **QUICK_STOP)
+
+    async def one(client: openai.AsyncOpenAI) -> str:
+        try:
+            stream = await client.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": QUESTION}], stream=True
+            )
+            await stream.__anext__()  # the reply is running
+            await asyncio.sleep(1.0)  # … and stays running while the others try
+            await stream.close()
+            return "ran"
+        except openai.RateLimitError:
+            return "429"
+
+    async with openai.AsyncOpenAI(
+        api_key="dev-demo-key-not-secret", base_url=f"{server.base_url}/v1", max_retries=0, timeout=10 * T
+    ) as client:
+        outcomes = await asyncio.gather(*(one(client) for _ in range(20)))
+    assert sorted(outcomes) == ["429"] * 15 + ["ran"] * 5
+
+
 # --- the client address ---------------------------------------------------------------------------
 
 

@@ -266,6 +266,39 @@ async def test_the_prompt_reads_only_the_newest_history_max_chars_of_a_conversat
     assert [t["text"] for t in kept] == ["y" * 40, "recent"]
 
 
+async def test_the_largest_completion_allowed_does_not_stall_the_event_loop(server: RunningServer) -> None:
+    # Before: a 7.6 MB completion was parsed and its history tokenised (twice) on the event loop;
+    # /healthz waited 858 ms. Now the body is capped and the prompt reads HISTORY_MAX_CHARS of it.
+    messages: list[dict[str, str]] = []
+    while len(str(messages)) < server.settings.max_body_bytes - 20_000:
+        messages += [
+            {"role": "user", "content": "How do I brew coffee with a French press at home? " * 20},
+            {"role": "assistant", "content": "Use coarse grounds and steep for four minutes. " * 20},
+        ]
+    messages.append({"role": "user", "content": QUESTION})
+    worst = 0.0
+    async with http(server) as client:
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal worst
+            while not done.is_set():
+                started = time.perf_counter()
+                assert (await client.get("/healthz")).status_code == 200
+                worst = max(worst, time.perf_counter() - started)
+                await asyncio.sleep(0.005)
+
+        probing = asyncio.create_task(probe())
+        for _ in range(3):
+            response = await client.post(
+                "/v1/chat/completions", json={"model": "demo", "messages": messages}, headers=bearer(DEV_KEY)
+            )
+            assert response.status_code == 200, response.text
+        done.set()
+        await probing
+    assert worst < 0.25 * T, f"/healthz waited {worst * 1000:.0f} ms"
+
+
 async def test_an_openai_compatible_request_keeps_no_conversation_state_for_24_hours(
     servers: ServerFactory, redis_url: str
 ) -> None:
