@@ -56,6 +56,11 @@ test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest
 	node --test tests/js/
 
+## make fuzz: the fuzzing pass of `make test` (WebSocket frames, every HTTP route), long
+.PHONY: fuzz
+fuzz: $(VENV)/.dev
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(PY) -m pytest tests/test_fuzz.py
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
