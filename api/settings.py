@@ -94,11 +94,11 @@ class Settings(BaseSettings):
     history_max_chars: int = 32_000  # of history text read into a prompt (newest turns first)
 
     # --- limits (api/limits.py; across instances through Redis when BUFFER_URL is redis://) ----
-    rate_replies_per_min: int = 20  # replies started per client address per minute
-    rate_negotiates_per_min: int = 20  # negotiates per client address per minute
+    rate_replies_per_min: int = 60  # replies started per client address per minute
+    rate_negotiates_per_min: int = 60  # negotiates per client address per minute
     max_running_replies_per_brand: int = 200  # running replies per brand, all instances together
     max_running_replies: int = 100  # running replies on one instance
-    max_connections_per_address: int = 20  # open WebSocket + SSE connections per client address
+    max_connections_per_address: int = 100  # open WebSocket + SSE connections per client address
 
     # --- observability ---------------------------------------------------------------------
     log_level: str = "INFO"

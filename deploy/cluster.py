@@ -67,7 +67,7 @@ http {{
 
     server {{
         listen {listen};
-        limit_conn per_address 64;
+        limit_conn per_address 200;
         limit_req zone=requests_per_address burst=100 nodelay;
         location / {{
             proxy_pass http://brandchat;

@@ -17,6 +17,7 @@ import websockets
 
 from api.limit_store import MemoryLimitStore, RedisLimitStore
 from api.limits import client_address, parse_networks
+from api.settings import Settings
 from testkit import T
 from testkit.clients import WsClient, negotiate, post_message, read_sse
 from testkit.server import RunningServer, ServerFactory
@@ -28,8 +29,11 @@ QUESTION = "How long does shipping take?"
 SLOW_MS = 150
 # Servers with replies still running at the end of a test stop without waiting for them.
 QUICK_STOP = {"shutdown_grace_s": 0.1}
-# The production limits, not the relaxed ones of testkit's TEST_DEFAULTS.
-STRICT = {"rate_replies_per_min": 20, "rate_negotiates_per_min": 20, "max_connections_per_address": 20}
+# The shipped defaults, not the relaxed ones of testkit's TEST_DEFAULTS.
+STRICT = {
+    name: Settings.model_fields[name].default
+    for name in ("rate_replies_per_min", "rate_negotiates_per_min", "max_connections_per_address")
+}
 
 
 def bearer(token: str) -> dict[str, str]:
