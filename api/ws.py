@@ -28,7 +28,7 @@ from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import Grant, verify_token
-from api.exceptions import RateLimited
+from api.exceptions import LimitsUnavailable, RateLimited
 from api.frames import (
     PING,
     Accepted,
@@ -45,7 +45,7 @@ from api.frames import (
 )
 from api.ws_state import CloseConnection, WsProtocol, check_stream_owner
 from reply.exceptions import ShuttingDown
-from streaming.codes import Close, WireError
+from streaming.codes import Close, WireError, error_code
 from streaming.contract import StreamInfo
 from streaming.exceptions import StreamExpired
 from streaming.follow import AlreadyEnded
@@ -195,7 +195,7 @@ class WsConnection:
             message=exc.message,
             stream_id=exc.stream_id,
             client_message_id=frame.client_message_id if isinstance(frame, SendFrame) else None,
-            retryable=True if isinstance(exc, RateLimited) else None,
+            retryable=True if error_code(exc.code).retryable else None,
             retry_after_ms=exc.retry_after_ms if isinstance(exc, RateLimited) else None,
         )
 
@@ -313,6 +313,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # Accepted only to say why: 4429 makes the client back off instead of retrying at once.
         await websocket.accept()
         await websocket.close(Close.FLOOD, "too many connections from your address")
+        return
+    except LimitsUnavailable:
+        # The limits' Redis is down (and with it the buffer): try again later (1013), not a 1011.
+        await websocket.accept()
+        await websocket.close(Close.SLOW_CONSUMER, "try again later")
         return
     runtime.connections += 1
     try:

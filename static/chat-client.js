@@ -61,10 +61,11 @@ function closeAction(code) {
 
 /**
  * Refusals of a send that keep the message queued and send it again (PROTOCOL §9): the server
- * is limiting us (`rate_limited`: after `retry_after_ms`) or a reply of this conversation is still
- * running (`conversation_busy`: when it ends, or after `busyRetryMs`).
+ * is limiting us (`rate_limited`: after `retry_after_ms`), a reply of this conversation is still
+ * running (`conversation_busy`: when it ends, or after `busyRetryMs`), or its shared buffer is
+ * down for now (`buffer_unavailable`: after `rateLimitedRetryMs`).
  */
-const SEND_AGAIN = Object.freeze(["rate_limited", "conversation_busy"]);
+const SEND_AGAIN = Object.freeze(["rate_limited", "conversation_busy", "buffer_unavailable"]);
 
 /** Seq-less error codes about a stream that mean it can never be followed again. */
 const ENDS_STREAM = Object.freeze(["stream_expired", "forbidden", "not_found"]);
@@ -90,7 +91,7 @@ const DEFAULTS = Object.freeze({
   failedTransportTtlMs: 15 * 60 * 1000, // how long a transport that failed here is reported as failed
   maxQueuedMessages: 20, // outgoing messages waiting for the server's accept; more is refused
   busyRetryMs: 2000, // conversation_busy: send again after this long if the running reply has not ended
-  rateLimitedRetryMs: 5000, // rate_limited without retry_after_ms (e.g. a proxy's bare 429)
+  rateLimitedRetryMs: 5000, // rate_limited without retry_after_ms (a proxy's bare 429), buffer_unavailable
   maxMessageChars: 4000, // the server's MAX_MESSAGE_CHARS
   maxReplies: 200, // finished replies kept for dedupe
   transports: ["websocket", "sse"], // the transports this client may use; the server's order wins
@@ -981,9 +982,9 @@ class ClientFrames {
       const msg = this.outbox.find((m) => m.client_message_id === frame.client_message_id);
       if (msg) {
         const waitMs =
-          frame.code === "rate_limited"
-            ? Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs)
-            : this.options.busyRetryMs;
+          frame.code === "conversation_busy"
+            ? this.options.busyRetryMs
+            : Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs);
         this._holdMessage(msg, frame.code, waitMs);
         this._emit("delayed", {
           client_message_id: msg.client_message_id,

@@ -488,10 +488,12 @@
       const el = this.users.get(client_message_id);
       if (!el) return;
       el.classList.add("queued");
+      const seconds = Math.max(1, Math.ceil((retry_in_ms || 0) / 1000));
       if (code === "conversation_busy") {
         this._setMeta(el, "Waiting for the current reply to finish…");
+      } else if (code === "buffer_unavailable") {
+        this._setMeta(el, "The chat is having trouble — sending again in " + seconds + " s");
       } else {
-        const seconds = Math.max(1, Math.ceil((retry_in_ms || 0) / 1000));
         this._setMeta(el, "Too many messages right now — sending again in " + seconds + " s");
       }
     }

@@ -20,6 +20,7 @@ from api.limits import client_address, parse_networks
 from api.settings import Settings
 from testkit import T
 from testkit.clients import WsClient, negotiate, post_message, read_sse
+from testkit.processes import RedisProcess
 from testkit.server import RunningServer, ServerFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -265,6 +266,32 @@ async def test_one_api_key_runs_at_most_the_brands_running_replies_at_once(serve
     ) as client:
         outcomes = await asyncio.gather(*(one(client) for _ in range(20)))
     assert sorted(outcomes) == ["429"] * 15 + ["ran"] * 5
+
+
+async def test_with_the_limits_redis_down_a_send_is_refused_as_retryable_never_a_500_or_1011(
+    servers: ServerFactory,
+) -> None:
+    redis = RedisProcess()
+    await asyncio.to_thread(redis.start)
+    try:
+        server = await servers(buffer_url=redis.url)
+        n = await negotiate(server.base_url)
+        async with WsClient.connect(server.ws_url, n["token"]) as client:
+            await asyncio.to_thread(redis.stop)
+            await client.send({"type": "send", "client_message_id": "m1", "text": QUESTION})
+            refusal = await client.recv(timeout=10)
+            await client.send({"type": "ping"})
+            assert (await client.recv())["type"] == "pong", "the connection stays open"
+        sse = await post_message(server.base_url, n, QUESTION, cmid="m2")
+        async with WsClient.connect(server.ws_url) as late:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await late.recv()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert refusal["type"] == "error" and refusal["code"] == "buffer_unavailable"
+    assert refusal["retryable"] is True and refusal["client_message_id"] == "m1"
+    assert sse.status_code == 503 and error_of(sse)["code"] == "buffer_unavailable"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
 
 
 # --- the client address ---------------------------------------------------------------------------

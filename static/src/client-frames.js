@@ -126,9 +126,9 @@ class ClientFrames {
       const msg = this.outbox.find((m) => m.client_message_id === frame.client_message_id);
       if (msg) {
         const waitMs =
-          frame.code === "rate_limited"
-            ? Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs)
-            : this.options.busyRetryMs;
+          frame.code === "conversation_busy"
+            ? this.options.busyRetryMs
+            : Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs);
         this._holdMessage(msg, frame.code, waitMs);
         this._emit("delayed", {
           client_message_id: msg.client_message_id,

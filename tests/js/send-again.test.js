@@ -8,8 +8,8 @@ const { makeClient, replyEvents } = require("./fakes.js");
 
 const sends = (t) => t.sent.filter((f) => f.type === "send").map((f) => f.client_message_id);
 
-test("the refusals that keep a message queued are rate_limited and conversation_busy", () => {
-  assert.deepEqual([...SEND_AGAIN].sort(), ["conversation_busy", "rate_limited"]);
+test("the refusals that keep a message queued are rate_limited, conversation_busy and buffer_unavailable", () => {
+  assert.deepEqual([...SEND_AGAIN].sort(), ["buffer_unavailable", "conversation_busy", "rate_limited"]);
 });
 
 test("a rate-limited send is kept, shown as delayed, and sent again after retry_after_ms, in order", async () => {
