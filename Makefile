@@ -22,7 +22,7 @@ install-dev: $(VENV)/.dev
 
 ## make run: the server on embedded defaults (memory buffer, offline provider, demo brand) + demo page
 run: $(VENV)/.runtime
-	HOST=$(HOST) PORT=$(PORT) $(PY) -m api
+	APP_ENV=dev HOST=$(HOST) PORT=$(PORT) $(PY) -m api
 
 ## make run-cluster: nginx :8000 (no sticky sessions) → two instances :8001/:8002 → redis-server :6390
 run-cluster: $(VENV)/.dev
@@ -62,6 +62,11 @@ test: $(VENV)/.dev lint typecheck
 .PHONY: chaos
 chaos: $(VENV)/.dev
 	$(PY) -m pytest -m chaos -rA $(CHAOS_ARGS)
+
+## make fuzz: the fuzzing pass of `make test` (WebSocket frames, every HTTP route), long
+.PHONY: fuzz
+fuzz: $(VENV)/.dev
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(PY) -m pytest tests/test_fuzz.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

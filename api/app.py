@@ -12,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.exceptions import error_body
+from api.body_limit import BodyLimitMiddleware
+from api.exceptions import RateLimited, error_body
 from api.openai_compat import router as openai_router
 from api.routes import router
 from api.runtime import Runtime
@@ -23,6 +24,7 @@ from streaming.codes import WireError
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.check_secrets()  # fail closed before serving anything (InsecureSettings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,15 +37,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title="brandchat", version="0.1.0", lifespan=lifespan)
+    # Added first, so it runs inside CORS (a browser can read the 413) and before anything reads a body.
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        expose_headers=["Retry-After"],
     )
 
     @app.exception_handler(WireError)
     async def wire_error(_: Request, exc: WireError) -> JSONResponse:
+        if isinstance(exc, RateLimited):
+            return JSONResponse(
+                error_body(exc.code, exc.message, retry_after_ms=exc.retry_after_ms),
+                status_code=exc.http_status,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)

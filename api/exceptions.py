@@ -9,7 +9,11 @@ Tree::
         ├── Forbidden            403 / close 4403 — a valid token for another conversation or brand,
         │                        or an origin the brand does not allow
         ├── NotFound             404 — unknown brand, unknown conversation
-        └── PayloadTooLarge      413 / close 1009
+        ├── ConversationBusy     409 / ``error`` frame — a reply of this conversation is still running
+        ├── PayloadTooLarge      413 / close 1009
+        └── RateLimited          429 + ``Retry-After`` / ``error`` frame — a limit of ``api/limits.py``;
+                                 carries ``retry_after_ms``
+    LimitsUnavailable            503 ``buffer_unavailable`` — the limits' Redis cannot be reached
 """
 
 from __future__ import annotations
@@ -41,6 +45,35 @@ class PayloadTooLarge(RequestError):
     code = "payload_too_large"
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The HTTP error body of docs/protocol.md §9: ``{"error": {"code", "message"}}``."""
-    return {"error": {"code": code, "message": message}}
+class ConversationBusy(RequestError):
+    code = "conversation_busy"
+
+
+class RateLimited(RequestError):
+    """A limit was reached; trying again after ``retry_after_ms`` may succeed."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_ms: int = 1000, stream_id: str | None = None) -> None:
+        super().__init__(message, stream_id=stream_id)
+        self.retry_after_ms = max(1, int(retry_after_ms))
+
+    @property
+    def retry_after_s(self) -> int:
+        """For the ``Retry-After`` header: whole seconds, rounded up."""
+        return -(-self.retry_after_ms // 1000)
+
+
+class LimitsUnavailable(WireError):
+    """The shared store of the limits (Redis) cannot be reached: refused, retryable (503)."""
+
+    code = "buffer_unavailable"
+
+
+def error_body(code: str, message: str, *, retry_after_ms: int | None = None) -> dict[str, dict[str, str | int]]:
+    """The HTTP error body of docs/protocol.md §9: ``{"error": {"code", "message"}}`` (+ ``retry_after_ms``
+    for ``rate_limited``)."""
+    error: dict[str, str | int] = {"code": code, "message": message}
+    if retry_after_ms is not None:
+        error["retry_after_ms"] = retry_after_ms
+    return {"error": error}

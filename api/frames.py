@@ -150,6 +150,7 @@ class RequestErrorFrame(_ServerFrame):
     stream_id: str | None = None
     client_message_id: str | None = None
     retryable: bool | None = None
+    retry_after_ms: int | None = None  # rate_limited: when sending again may succeed
 
 
 class Ended(_ServerFrame):

@@ -12,7 +12,8 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
   ``assistant`` messages are the history; the last message must be a ``user`` message.
   ``temperature``, ``max_tokens``, ``n`` … are ignored too: the brand's model settings apply.
 * The conversation is ephemeral (the Chat Completions API is stateless): each request gets a
-  fresh conversation id, kept in the buffer only for ``CONVERSATION_TTL_S``.
+  fresh conversation id whose turns are never stored (``api/ephemeral.py``); only its stream is,
+  for ``RESUME_WINDOW_S`` after the reply.
 * ``finish_reason``: ``stop`` / ``length`` as ours; a guard fallback is ``content_filter``
   (OpenAI's word for "the content was replaced or cut by a filter"); a cancelled reply ``stop``.
 * A ``retract`` cannot be expressed in a chunk stream: the text already sent stays, no more text
@@ -24,6 +25,10 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
   timeout, 502 other upstream errors, 503 shutting down); after text was streamed it is an
   in-stream ``{"error": …}`` event and no ``[DONE]``, as OpenAI does (the SDK raises ``APIError``).
 * A streaming client that disconnects cancels its reply (nobody else can resume it).
+* The limits of ``api/limits.py`` apply per client address and brand (429 ``rate_limit_exceeded``
+  with ``Retry-After``); each request is its own conversation, so none is ever busy.
+* A page in a browser (an ``Origin`` header) may call only from an origin the brand and
+  ``ALLOWED_ORIGINS`` allow; without one (server-side callers) the key alone decides.
 """
 
 from __future__ import annotations
@@ -40,12 +45,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.ephemeral import new_ephemeral_id
+from api.exceptions import RateLimited
 from api.runtime import Runtime
 from persona.brand import Brand
 from persona.prompt import assemble
 from persona.tokens import count_tokens
 from reply.exceptions import ShuttingDown
-from streaming.codes import ERROR_CODES, error_code
+from streaming.codes import ERROR_CODES, WireError, error_code
 from streaming.events import StoredEvent
 from streaming.ids import new_id
 
@@ -81,10 +88,17 @@ class OpenAIError(Exception):
     status and OpenAI ``type`` come from that table); ``code`` is the body's, OpenAI's word where it
     has one (``invalid_api_key``, ``model_not_found``)."""
 
-    def __init__(self, wire_code: str, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, wire_code: str, message: str, code: str | None = None, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         entry = error_code(wire_code)
         self.status, self.message, self.type, self.code = entry.http_status, message, entry.openai_type, code
+        self.retry_after_s = retry_after_s
+
+    def with_retry_after(self, seconds: int) -> OpenAIError:
+        self.retry_after_s = seconds
+        return self
 
     @classmethod
     def of(cls, wire_code: str, message: str) -> OpenAIError:
@@ -95,7 +109,8 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -108,8 +123,10 @@ def _brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise OpenAIError("unauthorized", "You didn't provide an API key: use 'Authorization: Bearer <brand API key>'.")
-    # Compare with every brand's key, in constant time per key.
-    matches = [b for b in runtime.brands.values() if b.api_key and hmac.compare_digest(b.api_key, key)]
+    # Compare with every brand's key, in constant time per key. As bytes: compare_digest refuses
+    # non-ASCII str (a TypeError, once a 500), and a header may carry any byte.
+    given = key.encode("utf-8", "surrogateescape")
+    matches = [b for b in runtime.brands.values() if b.api_key and hmac.compare_digest(b.api_key.encode(), given)]
     if not matches:
         raise OpenAIError("unauthorized", "Incorrect API key provided.", code="invalid_api_key")
     return matches
@@ -123,8 +140,10 @@ def _brand(runtime: Runtime, request: Request, model: str) -> Brand:
             "not_found", f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
         )
     origin = request.headers.get("origin")
-    if origin and not brand.origin_allowed(origin):
-        raise OpenAIError("forbidden", f"Origin {origin!r} is not allowed for this brand.", code="forbidden")
+    try:
+        runtime.check_origin(brand, origin)
+    except WireError:
+        raise OpenAIError("forbidden", "This origin is not allowed for this brand.", code="forbidden") from None
     return brand
 
 
@@ -181,15 +200,21 @@ async def chat_completions(request: Request) -> Response:
             raise OpenAIError("bad_request", f"Invalid request: {problems}") from None
         brand = _brand(runtime, request, body.model)
         history, text = _history(body.messages, runtime.settings.max_message_chars)
-        conversation_id = new_id("c")
+        history = runtime.newest_history(history)  # HISTORY_MAX_CHARS, as for stored conversations
+        conversation_id = new_ephemeral_id()
+        client = request.client.host if request.client else None
         try:
-            submission = await runtime.manager.submit(
+            submission = await runtime.start_reply(
+                address=runtime.limits.address(client, request.headers),
                 conversation_id=conversation_id,
                 brand=brand,
                 client_message_id=new_id("m"),
                 text=text,
                 history=history,
+                ephemeral=True,
             )
+        except RateLimited as exc:
+            raise OpenAIError.of(exc.code, exc.message).with_retry_after(exc.retry_after_s) from None
         except ShuttingDown as exc:
             raise OpenAIError.of(exc.code, exc.message) from None
     except OpenAIError as exc:
@@ -211,7 +236,12 @@ async def chat_completions(request: Request) -> Response:
     return await _stream(runtime, brand, events, meta, stream_id, include_usage, history, text)
 
 
-def _usage(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
+async def _usage(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
+    # Re-assembling the prompt tokenises the whole history: off the event loop.
+    return await asyncio.to_thread(_usage_now, brand, history, text, reply, max_tokens)
+
+
+def _usage_now(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
     prompt_tokens = assemble(brand, history, text, max_reply_tokens=max_tokens).tokens
     completion = count_tokens(reply)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
@@ -244,7 +274,7 @@ async def _complete(
                 "finish_reason": FINISH.get(terminal["finish_reason"], "stop"),
             }
         ],
-        "usage": _usage(brand, history, text, reply, runtime.settings.max_reply_tokens),
+        "usage": await _usage(brand, history, text, reply, runtime.settings.max_reply_tokens),
     }
     return JSONResponse(body)
 
@@ -305,7 +335,7 @@ async def _stream(
                     extra = {"brandchat_retract": retract} if retract else {}
                     yield _sse(chunk({}, FINISH.get(payload["finish_reason"], "stop"), **extra))
                     if include_usage:
-                        usage = _usage(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
+                        usage = await _usage(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
                         yield _sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
                     yield _sse("[DONE]")
                 elif event.type == "error":

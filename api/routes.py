@@ -30,7 +30,12 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _grant(runtime: Runtime, authorization: str | None, token: str | None = None) -> Grant:
+def _address(runtime: Runtime, request: Request) -> str:
+    return runtime.limits.address(request.client.host if request.client else None, request.headers)
+
+
+def _grant(runtime: Runtime, request: Request, authorization: str | None, token: str | None = None) -> Grant:
+    """The token's grant, from a page the token's brand allows (docs/security.md, "Origins")."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -38,7 +43,9 @@ def _grant(runtime: Runtime, authorization: str | None, token: str | None = None
         token = value.strip()
     if not token:
         raise Unauthorized("a token is required (Authorization: Bearer <token>)")
-    return verify_token(runtime.settings.secret_bytes, token)
+    grant = verify_token(runtime.settings.secret_bytes, token)
+    runtime.check_origin(runtime.brand(grant.brand), request.headers.get("origin"))
+    return grant
 
 
 # --- negotiate -------------------------------------------------------------------------------------
@@ -55,11 +62,9 @@ class NegotiateRequest(BaseModel):
 @router.post("/v1/negotiate")
 async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     runtime = _runtime(request)
+    await runtime.limits.negotiate(_address(runtime, request))
     brand = runtime.brand(body.brand)
-    origin = request.headers.get("origin")
-    if origin and not brand.origin_allowed(origin):
-        # A brand's chat works only on the brand's own sites (brand file: allowed_origins).
-        raise Forbidden(f"origin {origin!r} is not allowed for brand {brand.id!r}")
+    runtime.check_origin(brand, request.headers.get("origin"))
     if body.conversation_id is not None:
         if not body.token:
             raise Forbidden("continuing a conversation needs its token")
@@ -114,14 +119,15 @@ async def post_message(
     authorization: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     runtime = _runtime(request)
-    grant = _grant(runtime, authorization)
+    grant = _grant(runtime, request, authorization)
     require_conversation(grant, conversation_id)
     limit = runtime.settings.max_message_chars
     if len(body.text) > limit:
         raise PayloadTooLarge(f"text is too long ({len(body.text)} characters, the limit is {limit})")
     if not body.text.strip():
         raise BadRequest("text is empty")
-    submission = await runtime.manager.submit(
+    submission = await runtime.start_reply(
+        address=_address(runtime, request),
         conversation_id=conversation_id,
         brand=runtime.brand(grant.brand),
         client_message_id=body.client_message_id,
@@ -151,7 +157,7 @@ async def stream_events(
     after_seq: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     runtime = _runtime(request)
-    grant = _grant(runtime, authorization, token)
+    grant = _grant(runtime, request, authorization, token)
     start = after_seq or 0
     if last_event_id:
         # EventSource sends the last id it saw on reconnect; it wins over the query string.
@@ -167,6 +173,8 @@ async def stream_events(
         # At or past the terminal event: nothing will ever come. 204 makes a standard EventSource
         # stop reconnecting (HTML standard), instead of coming back every second.
         return Response(status_code=204)
+    address = _address(runtime, request)
+    place = await runtime.limits.open_connection(address)
     events = _expired(stream_id) if info is None else runtime.follow(stream_id, start, transport="sse")
     log.info("connect")
     runtime.connections += 1
@@ -174,6 +182,7 @@ async def stream_events(
 
     def on_close(outcome: str) -> None:
         runtime.connections -= 1
+        runtime.limits.close_connection_soon(address, place)
         log.info("disconnect: {}", outcome)
         if outcome == "slow_consumer":
             runtime.hooks.emit("slow_consumer", transport="sse", stream_id=stream_id)
@@ -206,7 +215,7 @@ async def cancel_stream(
     request: Request, stream_id: str, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, str]:
     runtime = _runtime(request)
-    grant = _grant(runtime, authorization)
+    grant = _grant(runtime, request, authorization)
     if await _stream_of_grant(runtime, grant, stream_id) is None:
         raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
     await runtime.manager.cancel(stream_id)
@@ -221,7 +230,7 @@ async def conversation_history(
     request: Request, conversation_id: str, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, Any]:
     runtime = _runtime(request)
-    grant = _grant(runtime, authorization)
+    grant = _grant(runtime, request, authorization)
     require_conversation(grant, conversation_id)
     turns: list[dict[str, Any]] = []
     for turn in await runtime.buffer.history(conversation_id):

@@ -13,8 +13,11 @@ from typing import Any
 
 from loguru import logger
 
-from api.exceptions import NotFound
+from api.ephemeral import EphemeralConversations
+from api.exceptions import Forbidden, NotFound, PayloadTooLarge
 from api.hooks import HookRegistry, load_hook, log_hook
+from api.limit_store import make_limit_store
+from api.limits import CONNECTION_LEASE_MARGIN_S, REPLY_LEASE_MARGIN_S, LimitOptions, Limits, parse_networks
 from api.metrics import DatadogMetrics, TimedBuffer
 from api.settings import Settings
 from api.ws_state import WsOptions
@@ -24,10 +27,10 @@ from persona.demo import compose_reply
 from persona.guard import brand_guard, pass_through
 from persona.loader import load_brands
 from persona.tokens import count_tokens
-from reply.jobs import GenerationManager
+from reply.jobs import GenerationManager, Submission
 from reply.options import Deadlines, ReplyOptions
 from streaming.buffer import StreamBuffer, make_buffer
-from streaming.contract import BufferOptions
+from streaming.contract import BufferOptions, Turn, turn_to_dict
 from streaming.events import StoredEvent
 from streaming.follow import follow
 
@@ -52,12 +55,12 @@ PROVIDER_READ_TIMEOUT_MARGIN_S = 5.0
 
 def make_provider(settings: Settings, brands: dict[str, Brand]) -> ChatProvider:
     if settings.provider_name == "openai":
-        if not settings.openai_api_key:
+        if not settings.openai_api_key or not settings.openai_api_key.get_secret_value():
             raise ValueError("LLM_PROVIDER=openai needs OPENAI_API_KEY")
         from llm.openai_provider import OpenAIProvider
 
         return OpenAIProvider(
-            api_key=settings.openai_api_key,
+            api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url,
             model=settings.openai_model,
             connect_timeout_s=settings.upstream_connect_timeout_s,
@@ -82,6 +85,7 @@ class Runtime:
     provider: ChatProvider
     manager: GenerationManager
     ws_options: WsOptions
+    limits: Limits
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     hooks: HookRegistry = field(default_factory=HookRegistry)
     metrics: DatadogMetrics | None = None
@@ -90,7 +94,9 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        brands = load_brands(settings.brands_dir)
+        settings.check_secrets()
+        # Brand dev keys (api.dev_key) are published: they open the compatible endpoint in dev mode only.
+        brands = load_brands(settings.brands_dir, dev_keys=settings.dev_mode)
         buffer = make_buffer(
             settings.buffer_url,
             BufferOptions(
@@ -115,9 +121,24 @@ class Runtime:
             buffer = TimedBuffer(buffer, metrics.buffer_timer(backend))
         for path in settings.hooks:
             hooks.add(load_hook(path))
+        limits = Limits(
+            make_limit_store(settings.buffer_url),
+            LimitOptions(
+                replies_per_min=settings.rate_replies_per_min,
+                negotiates_per_min=settings.rate_negotiates_per_min,
+                running_per_brand=settings.max_running_replies_per_brand,
+                running_per_instance=settings.max_running_replies,
+                connections_per_address=settings.max_connections_per_address,
+                reply_lease_s=settings.upstream_total_deadline_s + settings.shutdown_grace_s + REPLY_LEASE_MARGIN_S,
+                connection_lease_s=settings.token_ttl_s + settings.hello_timeout_s + CONNECTION_LEASE_MARGIN_S,
+                trusted_proxies=parse_networks(settings.trusted_proxies),
+            ),
+        )
+        hooks.add(limits.on_hook)  # a stream that ended gives back its places
         provider = make_provider(settings, brands)
         manager = GenerationManager(
-            buffer=buffer,
+            # The compatible endpoint's conversations keep no turns (api/ephemeral.py).
+            buffer=EphemeralConversations(buffer),
             provider=provider,
             brands=brands,
             options=ReplyOptions(
@@ -145,7 +166,7 @@ class Runtime:
             rate_per_s=settings.ws_rate_per_s,
             rate_burst=settings.ws_rate_burst,
         )
-        return cls(settings, brands, buffer, provider, manager, ws_options, hooks=hooks, metrics=metrics)
+        return cls(settings, brands, buffer, provider, manager, ws_options, limits, hooks=hooks, metrics=metrics)
 
     @property
     def heartbeat_s(self) -> float:
@@ -157,8 +178,75 @@ class Runtime:
             raise NotFound(f"unknown brand {brand_id!r}")
         return brand
 
+    def check_origin(self, brand: Brand, origin: str | None) -> None:
+        """A page may use a brand's chat only from an origin both ``ALLOWED_ORIGINS`` and the brand
+        file's ``allowed_origins`` allow. No ``Origin`` header: not a page in a browser (browsers send
+        it on every cross-origin request and WebSocket) but a server-side caller with a token or key,
+        which the origin rule does not concern."""
+        if not origin:
+            return
+        allowed = self.settings.allowed_origins
+        if ("*" not in allowed and origin not in allowed) or not brand.origin_allowed(origin):
+            raise Forbidden(f"origin {origin[:100]!r} is not allowed for brand {brand.id!r}")
+
+    async def start_reply(
+        self,
+        *,
+        address: str,
+        conversation_id: str,
+        brand: Brand,
+        client_message_id: str,
+        text: str,
+        history: list[dict[str, Any]] | None = None,
+        ephemeral: bool = False,
+    ) -> Submission:
+        """A send, within the limits (``api/limits.py``): raises ``ConversationBusy``, ``RateLimited``,
+        ``PayloadTooLarge`` (the conversation is too long) or what ``GenerationManager.submit`` raises.
+        ``ephemeral``: a conversation nobody else can send to (the compatible endpoint's)."""
+        places = await self.limits.begin_reply(
+            address=address,
+            brand=brand.id,
+            conversation_id=None if ephemeral else conversation_id,
+            client_message_id=None if ephemeral else client_message_id,
+        )
+        try:
+            if history is None:
+                history = self._bounded_history(await self.buffer.history(conversation_id))
+            submission = await self.manager.submit(
+                conversation_id=conversation_id,
+                brand=brand,
+                client_message_id=client_message_id,
+                text=text,
+                history=history,
+            )
+        except BaseException:
+            await self.limits.release(places)
+            raise
+        self.limits.started(places, submission.stream_id, created=submission.created)
+        return submission
+
+    def _bounded_history(self, turns: list[Turn]) -> list[dict[str, Any]]:
+        """The stored turns a prompt may read: refused past HISTORY_MAX_TURNS (the conversation is
+        full: start a new one), and only the newest HISTORY_MAX_CHARS of text, in whole turns."""
+        if len(turns) >= self.settings.history_max_turns:
+            raise PayloadTooLarge("this conversation is too long; start a new one")
+        return self.newest_history([turn_to_dict(t) for t in turns])
+
+    def newest_history(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The newest whole turns whose text fits HISTORY_MAX_CHARS: what a prompt may tokenise
+        (on the event loop, in ``GenerationManager.submit``), whatever the conversation's length."""
+        budget = self.settings.history_max_chars
+        kept: list[dict[str, Any]] = []
+        for turn in reversed(turns):
+            budget -= len(str(turn.get("text") or ""))
+            if budget < 0:
+                break
+            kept.append(turn)
+        kept.reverse()
+        return kept
+
     async def start(self) -> None:
-        if not self.settings.session_secret:
+        if not self.settings.session_secret.get_secret_value():
             logger.warning(
                 "SESSION_SECRET is not set: tokens are signed with a random per-process key and will not "
                 "verify on other instances or after a restart"
@@ -192,6 +280,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.provider.close()
         await self.buffer.close()
+        await self.limits.close()
         if self.metrics is not None:
             self.metrics.close()
 
@@ -201,7 +290,9 @@ class Runtime:
             async with asyncio.timeout(READY_BUFFER_TIMEOUT_S):
                 await self.buffer.ping()
         except Exception as exc:
-            return f"buffer unavailable: {type(exc).__name__}: {exc}"
+            # The reason is public (/readyz); the details (addresses, hosts) go to the log only.
+            logger.warning("readiness: buffer unavailable: {!r}", exc)
+            return "buffer unavailable"
         if self.shutting_down.is_set():
             return "shutting down"
         checked_at, reason = self._ready_cache
@@ -211,7 +302,8 @@ class Runtime:
                     await self.provider.check()
                 reason = None
             except Exception as exc:
-                reason = f"provider unavailable: {type(exc).__name__}: {exc}"
+                logger.warning("readiness: provider unavailable: {!r}", exc)
+                reason = "provider unavailable"
             self._ready_cache = (time.monotonic(), reason)
         return reason
 

@@ -12,6 +12,16 @@ sets the WebSocket frame limit from ``MAX_FRAME_BYTES`` so uvicorn refuses an ov
 (close 1009) before reading it whole. Plain ``uvicorn api.main:app`` works too, but uvicorn's own
 server then waits ``--timeout-graceful-shutdown`` for open SSE responses, and its frame limit is
 ``--ws-max-size`` (16 MiB by default; the app still closes anything over the limit with 1009).
+
+Connection hygiene (docs/security.md), set here from :class:`Settings`:
+
+* ``HTTP_HEADER_TIMEOUT_S`` — a connection must send a request's headers whole within this long
+  of connecting or of starting the request (uvicorn itself has no such deadline: a client that
+  trickles header bytes, or sends none, holds its connection forever — slowloris);
+* ``HTTP_KEEP_ALIVE_S`` — an idle keep-alive connection is closed after this long;
+* ``HTTP_MAX_CONCURRENCY`` — uvicorn's ``limit_concurrency``: past this many connections + running
+  requests, new requests get ``503``;
+* the request *body* deadline (``HTTP_BODY_TIMEOUT_S``) is kept by ``api/body_limit.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from loguru import logger
 
 from api.settings import Settings
 
@@ -50,12 +61,64 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol with a deadline on reading each request's headers: from the
+    connection (or the first byte of the next request on a kept-alive one) until the headers are
+    complete. A client that misses it is disconnected. ``"auto"`` when httptools is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - uvicorn[standard] ships httptools
+        logger.warning("httptools is not installed: no header read deadline (HTTP_HEADER_TIMEOUT_S)")
+        return "auto"
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def _start_header_deadline(self) -> None:
+            if self._header_deadline is None:
+                self._header_deadline = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+
+        def _stop_header_deadline(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_header_deadline()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._start_header_deadline()
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_deadline()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_deadline()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol
+
+
 def build_server(app: FastAPI, settings: Settings, **config: Any) -> Server:
     """A server for ``app``; ``config`` are extra ``uvicorn.Config`` options (host, port, log_level…)."""
     options: dict[str, Any] = {
         "ws_max_size": settings.max_frame_bytes + WS_FRAME_SLACK_BYTES,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + UVICORN_SHUTDOWN_MARGIN_S,
         "lifespan": "on",
+        # The client address is ours to find (api/limits.py, TRUSTED_PROXIES): uvicorn's own
+        # X-Forwarded-For handling would hand the limits whatever a client on 127.0.0.1 wrote.
+        "proxy_headers": False,
+        "http": header_deadline_protocol(settings.http_header_timeout_s),
+        "timeout_keep_alive": settings.http_keep_alive_s,
+        "limit_concurrency": settings.http_max_concurrency,
         **config,
     }
 

@@ -6,15 +6,34 @@ Every field maps to an upper-case environment variable of the same name (``HEART
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# SESSION_SECRET: at least this many bytes outside APP_ENV=dev (HMAC-SHA256 wants a 256-bit key).
+MIN_SECRET_BYTES = 32
+# Values that were published (docs, compose files, examples) and so sign nothing outside dev mode.
+PUBLISHED_SECRETS = frozenset(
+    {
+        "change-me-to-a-long-random-string",
+        "change-me",
+        "changeme",
+        "secret",
+        "test-secret-shared-by-instances",
+        "eval-only",
+    }
+)
+
+
+class InsecureSettings(ValueError):
+    """The settings are not safe outside ``APP_ENV=dev``; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -25,10 +44,14 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1, le=256)  # server processes (python -m api); > 1 needs Redis
     instance_id: str = Field(default_factory=lambda: "i-" + secrets.token_hex(3))
-    allowed_origins: list[str] = ["*"]
+    app_env: str = "production"  # "dev" (make run, tests): random SESSION_SECRET allowed, brand dev keys work
+    # NoDecode: comma-separated in the environment, not JSON (the validator below splits them).
+    allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR networks; api/limits.py).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
 
     # --- upstream model --------------------------------------------------------------------
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     llm_provider: str = "auto"  # auto | openai | offline
@@ -51,7 +74,7 @@ class Settings(BaseSettings):
     buffer_url: str = "memory://"
     resume_window_s: int = 600
     conversation_ttl_s: int = 86_400
-    session_secret: str = ""
+    session_secret: SecretStr = SecretStr("")
     token_ttl_s: int = 3600
     stream_max_events: int = 5_000
     stream_max_chars: int = 40_000
@@ -66,6 +89,20 @@ class Settings(BaseSettings):
     ws_max_bad_frames: int = 10
     ws_rate_per_s: float = 20.0
     ws_rate_burst: int = 40
+    max_body_bytes: int = 262_144  # any HTTP request body, refused with 413 while it is read
+    http_header_timeout_s: float = 10.0  # a request's headers must arrive whole within this
+    http_body_timeout_s: float = 10.0  # longest wait for the next piece of a request body
+    http_keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
+    http_max_concurrency: int = 4096  # connections + running requests before uvicorn answers 503
+    history_max_turns: int = 200  # stored turns per conversation; then sends are refused (413)
+    history_max_chars: int = 32_000  # of history text read into a prompt (newest turns first)
+
+    # --- limits (api/limits.py; across instances through Redis when BUFFER_URL is redis://) ----
+    rate_replies_per_min: int = 60  # replies started per client address per minute
+    rate_negotiates_per_min: int = 60  # negotiates per client address per minute
+    max_running_replies_per_brand: int = 200  # running replies per brand, all instances together
+    max_running_replies: int = 100  # running replies on one instance
+    max_connections_per_address: int = 100  # open WebSocket + SSE connections per client address
 
     # --- observability ---------------------------------------------------------------------
     log_level: str = "INFO"
@@ -73,17 +110,19 @@ class Settings(BaseSettings):
     dd_agent_host: str | None = None  # Datadog's own variable names
     dd_dogstatsd_port: int = 8125
     metrics_enabled: bool | None = None  # None: on when DD_AGENT_HOST is set
-    hooks: list[str] = []  # "package.module:function" monitoring hooks loaded at start-up
+    hooks: Annotated[list[str], NoDecode] = []  # "package.module:function" monitoring hooks loaded at start-up
 
     # --- brands --------------------------------------------------------------------------
     guard_enabled: bool = True  # false only to measure the guard's cost (make bench); never in production
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
-    @field_validator("allowed_origins", "hooks", mode="before")
+    @field_validator("allowed_origins", "hooks", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)  # a JSON list works too
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
@@ -97,11 +136,29 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def dev_mode(self) -> bool:
+        return self.app_env.strip().lower() == "dev"
+
     @cached_property
     def secret_bytes(self) -> bytes:
-        """The token-signing key. Unset means a random per-process key: fine for one instance,
-        wrong for several (tokens would not verify across instances), hence the start-up warning."""
-        return (self.session_secret or _PROCESS_SECRET).encode()
+        """The token-signing key. Unset (dev mode only, see :meth:`check_secrets`) means a random
+        per-process key: fine for one instance, wrong for several, hence the start-up warning."""
+        return (self.session_secret.get_secret_value() or _PROCESS_SECRET).encode()
+
+    def check_secrets(self) -> None:
+        """Fail closed: outside ``APP_ENV=dev`` a missing, short or published ``SESSION_SECRET``
+        stops start-up (anyone who knows the key can forge a token for any conversation)."""
+        if self.dev_mode:
+            return
+        secret = self.session_secret.get_secret_value()
+        hint = "set it to 32+ random bytes: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        if not secret:
+            raise InsecureSettings(f"SESSION_SECRET is not set (APP_ENV={self.app_env}): {hint}")
+        if secret.strip().lower() in PUBLISHED_SECRETS:
+            raise InsecureSettings(f"SESSION_SECRET is a published placeholder: {hint}")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise InsecureSettings(f"SESSION_SECRET is shorter than {MIN_SECRET_BYTES} bytes: {hint}")
 
     @property
     def metrics_on(self) -> bool:
@@ -111,7 +168,7 @@ class Settings(BaseSettings):
     def provider_name(self) -> str:
         if self.llm_provider != "auto":
             return self.llm_provider
-        return "openai" if self.openai_api_key else "offline"
+        return "openai" if self.openai_api_key and self.openai_api_key.get_secret_value() else "offline"
 
 
 _PROCESS_SECRET = secrets.token_urlsafe(32)

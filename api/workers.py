@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.logs import setup_logging
 from api.server import build_server
-from api.settings import Settings
+from api.settings import InsecureSettings, Settings
 
 # How often the parent looks for a worker that died on its own.
 WORKER_POLL_S = 0.5
@@ -48,12 +48,16 @@ def load_settings() -> Settings:
 
 def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+    try:
+        app = create_app(settings)
+    except InsecureSettings as exc:
+        logger.error("refusing to start: {}", exc)
+        sys.exit(2)
     server = build_server(
-        create_app(settings),
+        app,
         settings,
         host=settings.host,
         port=settings.port,
-        proxy_headers=True,
         log_config=None,  # logging is ours (api/logs.py): loguru, JSON off a terminal
     )
     server.run(sockets=sockets)
@@ -67,7 +71,7 @@ def _worker(sock: socket.socket) -> None:
 def run_workers(settings: Settings) -> int:
     """Serve with ``settings.workers`` processes on one socket; returns the exit code."""
     setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
-    if not settings.session_secret:
+    if not settings.session_secret.get_secret_value():
         # Tokens must verify in every worker: one random key for this run, handed to all of them.
         os.environ["SESSION_SECRET"] = secrets.token_urlsafe(32)
         logger.warning("SESSION_SECRET is not set: the {} workers share a random key for this run", settings.workers)

@@ -7,9 +7,11 @@ One connection is one task group that races::
     ┌ receiver ──── client frames → WsProtocol → send / resume / cancel / ping (bad frames answered)
     ├ sender ────── outbox → socket; {"type":"ping"} after heartbeat_ms of silence; write deadline
     ├ closer ────── waits for a reason to close (slow consumer, flood, too many bad frames)
-    └ shutdown ──── the instance is going away → close 1012 (clients resume elsewhere)
+    ├ shutdown ──── the instance is going away → close 1012 (clients resume elsewhere)
+    └ expiry ────── the token expires → an ``unauthorized`` error frame, close 4401 (the client
+                    negotiates again and resumes)
     + one forwarder task per stream the client follows: log → outbox
-    whichever of the four ends first cancels the rest, and the forwarders.
+    whichever of the five ends first cancels the rest, and the forwarders.
 
 The outbox is bounded (``OUTBOX_MAX_FRAMES``): when a forwarder cannot put an event in it, the
 client is not reading; it is closed with 1013 and resumes from its last ``seq``.
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import Grant, verify_token
+from api.exceptions import LimitsUnavailable, RateLimited
 from api.frames import (
     PING,
     Accepted,
@@ -55,9 +59,10 @@ CLOSE_REASON_CHARS = 120
 
 
 class WsConnection:
-    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+    def __init__(self, websocket: WebSocket, runtime: Runtime, address: str) -> None:
         self.ws = websocket
         self.rt = runtime
+        self.address = address
         self.settings = runtime.settings
         self.protocol = WsProtocol(runtime.ws_options)
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=self.settings.outbox_max_frames)
@@ -72,9 +77,10 @@ class WsConnection:
         close = CloseConnection(Close.NORMAL, "")
         try:
             self.grant = await self._hello()
-            origin = self.ws.headers.get("origin")
-            if origin and not self.rt.brand(self.grant.brand).origin_allowed(origin):
-                raise CloseConnection(Close.FORBIDDEN, "origin not allowed for this brand")
+            try:
+                self.rt.check_origin(self.rt.brand(self.grant.brand), self.ws.headers.get("origin"))
+            except WireError:
+                raise CloseConnection(Close.FORBIDDEN, "origin not allowed for this brand") from None
             self.protocol.accept_hello(self.grant.conversation_id)
             self.log = self.log.bind(conversation_id=self.grant.conversation_id)
             self.log.info("hello accepted")
@@ -86,7 +92,7 @@ class WsConnection:
             )
             welcome = Welcome(conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms)
             await self.ws.send_text(welcome.encode())
-            await race(self._receiver(), self._sender(), self._closer(), self._shutdown())
+            await race(self._receiver(), self._sender(), self._closer(), self._shutdown(), self._expiry())
             if self.close_reason.done():
                 close = self.close_reason.result()
         except CloseConnection as exc:
@@ -114,6 +120,8 @@ class WsConnection:
             # write deadline; returning makes uvicorn close the transport.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.settings.send_timeout_s):
+                    if close.final_frame is not None:
+                        await self.ws.send_text(close.final_frame)
                     await self.ws.close(int(close.code), close.reason)
 
     # --- phases ---------------------------------------------------------------------------------
@@ -187,7 +195,8 @@ class WsConnection:
             message=exc.message,
             stream_id=exc.stream_id,
             client_message_id=frame.client_message_id if isinstance(frame, SendFrame) else None,
-            retryable=True if error_code(exc.code).retryable else None,  # "try again later", e.g. buffer_unavailable
+            retryable=True if error_code(exc.code).retryable else None,
+            retry_after_ms=exc.retry_after_ms if isinstance(exc, RateLimited) else None,
         )
 
     async def _handle(self, frame: ClientFrame) -> None:
@@ -196,7 +205,8 @@ class WsConnection:
             self._enqueue(Pong().encode())
         elif isinstance(frame, SendFrame):
             brand = self.rt.brand(self.grant.brand)
-            submission = await self.rt.manager.submit(
+            submission = await self.rt.start_reply(
+                address=self.address,
                 conversation_id=self.grant.conversation_id,
                 brand=brand,
                 client_message_id=frame.client_message_id,
@@ -276,6 +286,16 @@ class WsConnection:
         await self.rt.shutting_down.wait()
         self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server restarting: reconnect and resume"))
 
+    async def _expiry(self) -> None:
+        # A connection lives no longer than the token it was opened with (it can be neither
+        # refreshed nor revoked in place): the client negotiates again (with its old token) and resumes.
+        assert self.grant is not None
+        await asyncio.sleep(max(0.0, self.grant.expires_at - time.time()))
+        expired = RequestErrorFrame(code="unauthorized", message="the token has expired; negotiate again")
+        self._request_close(
+            CloseConnection(Close.UNAUTHORIZED, "token expired: negotiate again", final_frame=expired.encode())
+        )
+
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
@@ -287,8 +307,22 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if runtime.shutting_down.is_set():
         await websocket.close(Close.SHUTTING_DOWN, "server restarting")
         return
+    address = runtime.limits.address(websocket.client.host if websocket.client else None, websocket.headers)
+    try:
+        place = await runtime.limits.open_connection(address)
+    except RateLimited:
+        # Accepted only to say why: 4429 makes the client back off instead of retrying at once.
+        await websocket.accept()
+        await websocket.close(Close.FLOOD, "too many connections from your address")
+        return
+    except LimitsUnavailable:
+        # The limits' Redis is down (and with it the buffer): try again later (1013), not a 1011.
+        await websocket.accept()
+        await websocket.close(Close.SLOW_CONSUMER, "try again later")
+        return
     runtime.connections += 1
     try:
-        await WsConnection(websocket, runtime).run()
+        await WsConnection(websocket, runtime, address).run()
     finally:
         runtime.connections -= 1
+        await runtime.limits.close_connection(address, place)

@@ -43,12 +43,14 @@ class WsOptions:
 
 
 class CloseConnection(Exception):
-    """End the connection with ``code``; ``reason`` goes in the close frame."""
+    """End the connection with ``code``; ``reason`` goes in the close frame, after ``final_frame``
+    (a frame that says more than a close reason can, e.g. the ``error`` of an expired token)."""
 
-    def __init__(self, code: Close, reason: str) -> None:
+    def __init__(self, code: Close, reason: str, *, final_frame: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.final_frame = final_frame
 
     def __repr__(self) -> str:
         return f"CloseConnection({int(self.code)}, {self.reason!r})"

@@ -467,6 +467,13 @@ async def main(args: argparse.Namespace) -> None:
                         "GUARD_ENABLED": "true" if guard == "on" else "false",
                         "LOG_LEVEL": "WARNING",
                         "SESSION_SECRET": "bench",
+                        # Every client comes from 127.0.0.1: the per-address limits would measure themselves.
+                        "APP_ENV": "dev",
+                        "RATE_NEGOTIATES_PER_MIN": "1000000",
+                        "RATE_REPLIES_PER_MIN": "1000000",
+                        "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+                        "MAX_RUNNING_REPLIES": "1000000",
+                        "MAX_RUNNING_REPLIES_PER_BRAND": "1000000",
                         "HEARTBEAT_MS": "5000",
                         "UPSTREAM_FIRST_TOKEN_TIMEOUT_S": "300",
                         "UPSTREAM_TOTAL_DEADLINE_S": "600",

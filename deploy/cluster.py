@@ -51,8 +51,24 @@ http {{
         keepalive 32;
     }}
 
+    # Limits (docs/security.md): per client address, connections open at once and a request
+    # rate with a burst; slow clients get deadlines for headers and body; bodies are capped as in
+    # the app (MAX_BODY_BYTES). The app's own limits stand behind these, shared through Redis.
+    limit_conn_zone $binary_remote_addr zone=per_address:10m;
+    limit_req_zone $binary_remote_addr zone=requests_per_address:10m rate=20r/s;
+    limit_conn_status 429;
+    limit_req_status 429;
+    client_header_timeout 10s;
+    client_body_timeout 10s;
+    client_max_body_size 256k;
+    large_client_header_buffers 4 8k;
+    keepalive_timeout 15s;
+    send_timeout 30s;
+
     server {{
         listen {listen};
+        limit_conn per_address 200;
+        limit_req zone=requests_per_address burst=100 nodelay;
         location / {{
             proxy_pass http://brandchat;
             proxy_http_version 1.1;
@@ -150,7 +166,9 @@ def main() -> None:
     env = {
         **os.environ,
         "BUFFER_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SESSION_SECRET": os.environ.get("SESSION_SECRET") or secrets.token_urlsafe(32),
+        "SESSION_SECRET": os.environ.get("SESSION_SECRET") or secrets.token_urlsafe(48),
+        # nginx runs on this host: its X-Forwarded-For names the client (api/limits.py).
+        "TRUSTED_PROXIES": os.environ.get("TRUSTED_PROXIES", "127.0.0.1"),
     }
     procs: list[subprocess.Popen[bytes]] = []
     redis_dir = tempfile.mkdtemp(prefix="cluster-redis-")

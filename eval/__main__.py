@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 
 from loguru import logger
+from pydantic import SecretStr
 
 from api.settings import Settings
 from eval.runner import render, run_eval
@@ -24,7 +26,8 @@ async def main(argv: list[str]) -> int:
     logger.add(sys.stderr, level=os.environ.get("EVAL_LOG_LEVEL", "WARNING"))
     settings = Settings()
     if not settings.session_secret:
-        settings = settings.model_copy(update={"session_secret": "eval-only"})  # no tokens leave this process
+        # No token leaves this process: any strong key will do.
+        settings = settings.model_copy(update={"session_secret": SecretStr(secrets.token_urlsafe(48))})
     if settings.provider_name == "offline":
         settings = settings.model_copy(update={"offline_token_delay_ms": 0})  # pace is not under test
     reports = await run_eval(settings, load_scenarios(), args.brand)
@@ -37,7 +40,9 @@ async def main(argv: list[str]) -> int:
 
             from eval.judge import judge, render_scores
 
-            client = openai.AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
+            client = openai.AsyncOpenAI(
+                api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url
+            )
             model = os.environ.get("JUDGE_MODEL", "gpt-4o-mini")
             for report in reports:
                 scores = await judge(client, report.brand, report.replies, model=model, repeats=args.repeats)

@@ -115,8 +115,8 @@ class ApiAccess(_Strict):
     )
     dev_key: str | None = Field(
         default=None,
-        description="Used only while key_env is unset: a published, non-secret key for local development. "
-        "Never put a real key in a brand file.",
+        description="Used only in dev mode (APP_ENV=dev) while key_env is unset: a published, non-secret key "
+        "for local development; ignored in production. Never put a real key in a brand file.",
     )
 
 
@@ -239,10 +239,11 @@ class Brand(_Strict):
         """The key for the OpenAI-compatible endpoint (resolved by :meth:`resolve_api_key`)."""
         return self._api_key
 
-    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> None:
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None, *, dev_keys: bool = False) -> None:
+        """The key from ``api.key_env``; the published ``api.dev_key`` only when ``dev_keys``."""
         env = os.environ if environ is None else environ
         value = env.get(self.api.key_env) if self.api.key_env else None
-        self._api_key = value or self.api.dev_key or None
+        self._api_key = value or (self.api.dev_key if dev_keys else None) or None
 
     def origin_allowed(self, origin: str | None) -> bool:
         """True when the brand names no origins, or ``origin`` is one of them."""

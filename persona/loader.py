@@ -56,8 +56,9 @@ def _format(path: Path, problems: list[tuple[str, int | None, str]]) -> str:
     return "invalid brand file: " + "; ".join(parts)
 
 
-def parse_brand(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Brand:
-    """Validate brand YAML; raises :class:`BrandFileError` with every problem, its field and line."""
+def parse_brand(text: str, path: Path, environ: Mapping[str, str] | None = None, *, dev_keys: bool = False) -> Brand:
+    """Validate brand YAML; raises :class:`BrandFileError` with every problem, its field and line.
+    ``dev_keys``: honour the file's published ``api.dev_key`` (dev mode only; never in production)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -81,25 +82,27 @@ def parse_brand(text: str, path: Path, environ: Mapping[str, str] | None = None)
     problems = [(field, _line_of(root, tuple(field_loc)), msg) for field, field_loc, msg in self_check(brand)]
     if problems:
         raise BrandFileError(path, _format(path, problems), problems)
-    brand.resolve_api_key(environ)
+    brand.resolve_api_key(environ, dev_keys=dev_keys)
     return brand
 
 
-def load_brand(path: Path, environ: Mapping[str, str] | None = None) -> Brand:
+def load_brand(path: Path, environ: Mapping[str, str] | None = None, *, dev_keys: bool = False) -> Brand:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BrandFileError(path, f"cannot read the file: {exc}") from None
-    return parse_brand(text, path, environ)
+    return parse_brand(text, path, environ, dev_keys=dev_keys)
 
 
-def load_brands(directory: Path, environ: Mapping[str, str] | None = None) -> dict[str, Brand]:
+def load_brands(
+    directory: Path, environ: Mapping[str, str] | None = None, *, dev_keys: bool = False
+) -> dict[str, Brand]:
     """Every ``*.yaml`` brand in ``directory``; raises :class:`BrandFileError` on the first bad one."""
     if not directory.is_dir():
         raise BrandFileError(directory, "BRANDS_DIR is not a directory")
     brands: dict[str, Brand] = {}
     for path in sorted(directory.glob("*.yaml")):
-        brand = load_brand(path, environ)
+        brand = load_brand(path, environ, dev_keys=dev_keys)
         brands[brand.id] = brand
     if not brands:
         raise BrandFileError(directory, "no brand files (*.yaml) found")

@@ -42,6 +42,15 @@ FALLBACK_KIND: Final[dict[str, str]] = {
     "off_topic": "off_topic",
 }
 
+#: What an end user reads when the upstream failed: a plain sentence per code. The upstream's own
+#: words (status lines, provider messages, masked keys) go to the logs only (``reply/jobs.py``).
+FAILURE_MESSAGES: Final[dict[str, str]] = {
+    "upstream_timeout": "The assistant took too long to answer. Please try again.",
+    "upstream_unavailable": "The assistant is not reachable right now. Please try again in a moment.",
+    "rate_limited": "The assistant is busy right now. Please try again in a moment.",
+}
+FAILURE_MESSAGE = "The assistant could not answer this time. Please try again."
+
 
 def fallback_text(fallbacks: Fallbacks, rule: str) -> str:
     """The brand's replacement for a reply stopped by ``rule``."""
@@ -80,7 +89,8 @@ def closing_events(writer: StreamWriter, fallbacks: Fallbacks, outcome: Outcome)
         failure = outcome.failure
         if fallbacks.error:
             return [*_replace_with(writer, failure.code, fallbacks.error), writer.done("fallback")]
-        return [writer.error(failure.code, failure.message, retryable=failure.retryable)]
+        message = FAILURE_MESSAGES.get(failure.code, FAILURE_MESSAGE)
+        return [writer.error(failure.code, message, retryable=failure.retryable)]
     return [writer.done(outcome.finish)]
 
 

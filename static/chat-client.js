@@ -59,6 +59,14 @@ function closeAction(code) {
   return { reconnect: "backoff", renegotiate: false };
 }
 
+/**
+ * Refusals of a send that keep the message queued and send it again (PROTOCOL §9): the server
+ * is limiting us (`rate_limited`: after `retry_after_ms`), a reply of this conversation is still
+ * running (`conversation_busy`: when it ends, or after `busyRetryMs`), or its shared buffer is
+ * down for now (`buffer_unavailable`: after `rateLimitedRetryMs`).
+ */
+const SEND_AGAIN = Object.freeze(["rate_limited", "conversation_busy", "buffer_unavailable"]);
+
 /** Seq-less error codes about a stream that mean it can never be followed again. */
 const ENDS_STREAM = Object.freeze(["stream_expired", "forbidden", "not_found"]);
 
@@ -82,6 +90,8 @@ const DEFAULTS = Object.freeze({
   probeTimeoutMs: 5000, // tab visible again: the WebSocket must answer a ping this fast
   failedTransportTtlMs: 15 * 60 * 1000, // how long a transport that failed here is reported as failed
   maxQueuedMessages: 20, // outgoing messages waiting for the server's accept; more is refused
+  busyRetryMs: 2000, // conversation_busy: send again after this long if the running reply has not ended
+  rateLimitedRetryMs: 5000, // rate_limited without retry_after_ms (a proxy's bare 429), buffer_unavailable
   maxMessageChars: 4000, // the server's MAX_MESSAGE_CHARS
   maxReplies: 200, // finished replies kept for dedupe
   transports: ["websocket", "sse"], // the transports this client may use; the server's order wins
@@ -357,13 +367,22 @@ function defaultEnv() {
 }
 
 async function readError(res) {
+  // How long to wait (429): the body's retry_after_ms, else the Retry-After header (seconds).
+  const header = res.headers && typeof res.headers.get === "function" ? Number(res.headers.get("retry-after")) : NaN;
+  const retryAfterMs = header > 0 ? header * 1000 : undefined;
   try {
     const body = await res.json();
-    if (body && body.error) return { code: body.error.code || "http_" + res.status, message: body.error.message };
+    if (body && body.error) {
+      return {
+        code: body.error.code || "http_" + res.status,
+        message: body.error.message,
+        retry_after_ms: Number(body.error.retry_after_ms) || retryAfterMs,
+      };
+    }
   } catch (_) {
     /* not JSON */
   }
-  return { code: "http_" + res.status, message: "HTTP " + res.status };
+  return { code: "http_" + res.status, message: "HTTP " + res.status, retry_after_ms: retryAfterMs };
 }
 
 // ---- static/src/transport-ws.js ----
@@ -543,7 +562,22 @@ class SseTransport {
       return;
     }
     if (res.status === 401) return this._lost(4401);
-    if (res.status === 429 || res.status >= 500) return this._lost(res.status);
+    if (res.status === 429 || res.status === 409) {
+      // Refused for now (PROTOCOL §9): the client keeps the message and sends it again. A bare
+      // 429 (a proxy's, no JSON body) is a rate limit too.
+      const err = await readError(res);
+      const code = res.status === 429 ? "rate_limited" : err.code;
+      this.ctx.onFrame({
+        type: "error",
+        code,
+        message: err.message,
+        client_message_id,
+        retryable: true,
+        retry_after_ms: err.retry_after_ms,
+      });
+      return;
+    }
+    if (res.status >= 500) return this._lost(res.status);
     const err = await readError(res);
     this.ctx.onFrame({ type: "error", code: err.code, message: err.message, client_message_id, retryable: false });
   }
@@ -725,6 +759,14 @@ class ClientSession {
       const err = await readError(res);
       throw attemptError(err.message, { fatal: true, code: err.code, status: res.status });
     }
+    if (res.status === 429) {
+      const err = await readError(res);
+      throw attemptError("negotiate answered 429: " + err.message, {
+        status: 429,
+        code: "rate_limited",
+        retryAfterMs: err.retry_after_ms,
+      });
+    }
     if (!res.ok) throw attemptError("negotiate answered " + res.status, { status: res.status });
     const n = await res.json();
     const started = !!(this.session && this.session.started) || !!this._started;
@@ -898,6 +940,7 @@ class ClientFrames {
         break;
       case "done":
         this._emit("done", Object.assign(base, { finish_reason: event.finish_reason, text: reply.text }));
+        this._releaseBusy();
         break;
       case "error":
         this._emit(
@@ -909,6 +952,7 @@ class ClientFrames {
             terminal: true,
           })
         );
+        this._releaseBusy();
         break;
       default:
         break;
@@ -933,6 +977,23 @@ class ClientFrames {
         retryable: false,
         terminal: true,
       });
+      return;
+    }
+    if (frame.client_message_id && SEND_AGAIN.indexOf(frame.code) >= 0) {
+      const msg = this.outbox.find((m) => m.client_message_id === frame.client_message_id);
+      if (msg) {
+        const waitMs =
+          frame.code === "conversation_busy"
+            ? this.options.busyRetryMs
+            : Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs);
+        this._holdMessage(msg, frame.code, waitMs);
+        this._emit("delayed", {
+          client_message_id: msg.client_message_id,
+          code: frame.code,
+          message: frame.message || "",
+          retry_in_ms: waitMs,
+        });
+      }
       return;
     }
     if (frame.retryable) {
@@ -1035,6 +1096,7 @@ class ChatClient {
     this._ready = null;
     this._negotiating = null;
     this._refreshTimer = null;
+    this._holdTimer = null;
     this._restored = false;
     this._historyLoaded = false;
     this._restore();
@@ -1147,6 +1209,8 @@ class ChatClient {
     this._dropTransport(true);
     if (this._refreshTimer != null) this.env.clearTimeout(this._refreshTimer);
     this._refreshTimer = null;
+    if (this._holdTimer != null) this.env.clearTimeout(this._holdTimer);
+    this._holdTimer = null;
     if (this._wake) this._wake();
     if (this._ready) {
       this._ready.reject(attemptError("client closed", { code: "closed" }));
@@ -1230,7 +1294,8 @@ class ChatClient {
             return;
           }
           this._fire("failed");
-          delay = this._retryDelay(!!err.immediate);
+          // A limited negotiate (429) says when to come back: not sooner than that.
+          delay = Math.max(this._retryDelay(!!err.immediate), err.retryAfterMs || 0);
         }
       }
     } finally {
@@ -1355,11 +1420,42 @@ class ChatClient {
   _flush() {
     const transport = this.transport;
     if (!transport) return;
+    const now = this._now();
     for (const msg of this.outbox) {
+      // A held message waits, and so does everything typed after it: messages keep their order.
+      if (msg.notBefore && msg.notBefore > now) break;
       if (msg.sentOn === transport) continue;
       msg.sentOn = transport;
       this._transmit(transport, { type: "send", client_message_id: msg.client_message_id, text: msg.text });
     }
+  }
+
+  /**
+   * The server refused `msg` for now (SEND_AGAIN): keep it queued and send it again after `waitMs`
+   * (a conversation_busy message goes earlier, as soon as the running reply ends).
+   */
+  _holdMessage(msg, code, waitMs) {
+    msg.sentOn = null;
+    msg.heldFor = code;
+    msg.notBefore = this._now() + waitMs;
+    if (this._holdTimer != null) this.env.clearTimeout(this._holdTimer);
+    this._holdTimer = this.env.setTimeout(() => {
+      this._holdTimer = null;
+      if (this.state === "connected") this._flush();
+    }, waitMs);
+  }
+
+  /** A reply ended: messages held because the conversation was busy go now. */
+  _releaseBusy() {
+    let released = false;
+    for (const msg of this.outbox) {
+      if (msg.heldFor === "conversation_busy") {
+        msg.notBefore = 0;
+        msg.heldFor = null;
+        released = true;
+      }
+    }
+    if (released && this.state === "connected") this._flush();
   }
 
   _transmit(transport, frame) {
@@ -1492,6 +1588,7 @@ return {
   DOWNGRADE_REASONS,
   CLOSE_CODES,
   ENDS_STREAM,
+  SEND_AGAIN,
   nextState,
   backoffDelay,
   Backoff,

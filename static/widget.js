@@ -292,6 +292,7 @@
       chat.on("state", ({ newState }) => this._onState(newState));
       chat.on("queued", (e) => this._onQueued(e));
       chat.on("accepted", (e) => this._onAccepted(e));
+      chat.on("delayed", (e) => this._onDelayed(e));
       chat.on("start", (e) => this._bot(e.stream_id, e.client_message_id));
       chat.on("delta", (e) => this._setText(e.stream_id, e.text, e.client_message_id));
       chat.on("retract", (e) => this._setText(e.stream_id, e.text, e.client_message_id));
@@ -480,6 +481,21 @@
       this.users.set(client_message_id, el);
       this.el.live.appendChild(el);
       this._scrollToEnd(true);
+    }
+
+    /** The server asked us to wait (rate_limited, conversation_busy): the client sends it again. */
+    _onDelayed({ client_message_id, code, retry_in_ms }) {
+      const el = this.users.get(client_message_id);
+      if (!el) return;
+      el.classList.add("queued");
+      const seconds = Math.max(1, Math.ceil((retry_in_ms || 0) / 1000));
+      if (code === "conversation_busy") {
+        this._setMeta(el, "Waiting for the current reply to finish…");
+      } else if (code === "buffer_unavailable") {
+        this._setMeta(el, "The chat is having trouble — sending again in " + seconds + " s");
+      } else {
+        this._setMeta(el, "Too many messages right now — sending again in " + seconds + " s");
+      }
     }
 
     _onAccepted({ client_message_id, stream_id }) {

@@ -20,11 +20,19 @@ from api.server import build_server
 from api.settings import PROJECT_ROOT, Settings
 from testkit import T
 
-SECRET = "test-secret-shared-by-instances"
+SECRET = "test-secret-shared-by-instances-of-one-test-run"
 
-
+# The tests run the server in dev mode (the demo brand's published dev key opens the compatible
+# endpoint) with a proper secret shared by instances, and limits out of the way of tests that send
+# a lot from 127.0.0.1; tests/test_security.py runs production mode and the default limits.
 TEST_DEFAULTS: dict[str, Any] = {
+    "app_env": "dev",
     "session_secret": SECRET,
+    "rate_replies_per_min": 100_000,
+    "rate_negotiates_per_min": 100_000,
+    "max_connections_per_address": 100_000,
+    "max_running_replies": 100_000,
+    "max_running_replies_per_brand": 100_000,
     "offline_token_delay_ms": 2,
     "heartbeat_ms": 15_000,
     "llm_provider": "offline",

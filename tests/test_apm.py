@@ -59,6 +59,7 @@ async def test_under_ddtrace_run_request_spans_are_sent_to_the_agent() -> None:
         env = {
             **os.environ,
             "PORT": str(port),
+            "APP_ENV": "dev",
             "DD_TRACE_ENABLED": "true",
             "DD_TRACE_AGENT_URL": f"http://127.0.0.1:{agent.port}",
             "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",

@@ -24,7 +24,7 @@ BRANDS_DIR = Path(__file__).resolve().parent.parent / "brands"
 
 def settings(**overrides: object) -> Settings:
     values = {
-        "session_secret": "eval-test",
+        "app_env": "dev",
         "llm_provider": "offline",
         "offline_token_delay_ms": 0,
         "brands_dir": make_brands_dir(),

@@ -120,7 +120,8 @@ def test_one_bad_file_fails_the_whole_directory(tmp_path: Path) -> None:
 
 def test_the_api_key_comes_from_the_named_variable_with_the_dev_key_only_as_a_fallback(tmp_path: Path) -> None:
     path = write(tmp_path, DEMO)
-    assert load_brand(path, environ={}).api_key == "dev-demo-key-not-secret"
+    assert load_brand(path, environ={}, dev_keys=True).api_key == "dev-demo-key-not-secret"
+    assert load_brand(path, environ={}).api_key is None, "the published dev key opens nothing outside dev mode"
     assert load_brand(path, environ={"DEMO_BRAND_API_KEY": "sk-real"}).api_key == "sk-real"
     bank = load_brand(BRANDS / "meridian.yaml", environ={})
     assert bank.api_key is None, "no dev key: the endpoint is closed until the variable is set"

@@ -84,6 +84,7 @@ class ClientFrames {
         break;
       case "done":
         this._emit("done", Object.assign(base, { finish_reason: event.finish_reason, text: reply.text }));
+        this._releaseBusy();
         break;
       case "error":
         this._emit(
@@ -95,6 +96,7 @@ class ClientFrames {
             terminal: true,
           })
         );
+        this._releaseBusy();
         break;
       default:
         break;
@@ -119,6 +121,23 @@ class ClientFrames {
         retryable: false,
         terminal: true,
       });
+      return;
+    }
+    if (frame.client_message_id && SEND_AGAIN.indexOf(frame.code) >= 0) {
+      const msg = this.outbox.find((m) => m.client_message_id === frame.client_message_id);
+      if (msg) {
+        const waitMs =
+          frame.code === "conversation_busy"
+            ? this.options.busyRetryMs
+            : Math.max(0, Number(frame.retry_after_ms) || this.options.rateLimitedRetryMs);
+        this._holdMessage(msg, frame.code, waitMs);
+        this._emit("delayed", {
+          client_message_id: msg.client_message_id,
+          code: frame.code,
+          message: frame.message || "",
+          retry_in_ms: waitMs,
+        });
+      }
       return;
     }
     if (frame.retryable) {

@@ -115,6 +115,14 @@ class ClientSession {
       const err = await readError(res);
       throw attemptError(err.message, { fatal: true, code: err.code, status: res.status });
     }
+    if (res.status === 429) {
+      const err = await readError(res);
+      throw attemptError("negotiate answered 429: " + err.message, {
+        status: 429,
+        code: "rate_limited",
+        retryAfterMs: err.retry_after_ms,
+      });
+    }
     if (!res.ok) throw attemptError("negotiate answered " + res.status, { status: res.status });
     const n = await res.json();
     const started = !!(this.session && this.session.started) || !!this._started;

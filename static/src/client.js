@@ -51,6 +51,7 @@ class ChatClient {
     this._ready = null;
     this._negotiating = null;
     this._refreshTimer = null;
+    this._holdTimer = null;
     this._restored = false;
     this._historyLoaded = false;
     this._restore();
@@ -163,6 +164,8 @@ class ChatClient {
     this._dropTransport(true);
     if (this._refreshTimer != null) this.env.clearTimeout(this._refreshTimer);
     this._refreshTimer = null;
+    if (this._holdTimer != null) this.env.clearTimeout(this._holdTimer);
+    this._holdTimer = null;
     if (this._wake) this._wake();
     if (this._ready) {
       this._ready.reject(attemptError("client closed", { code: "closed" }));
@@ -246,7 +249,8 @@ class ChatClient {
             return;
           }
           this._fire("failed");
-          delay = this._retryDelay(!!err.immediate);
+          // A limited negotiate (429) says when to come back: not sooner than that.
+          delay = Math.max(this._retryDelay(!!err.immediate), err.retryAfterMs || 0);
         }
       }
     } finally {
@@ -371,11 +375,42 @@ class ChatClient {
   _flush() {
     const transport = this.transport;
     if (!transport) return;
+    const now = this._now();
     for (const msg of this.outbox) {
+      // A held message waits, and so does everything typed after it: messages keep their order.
+      if (msg.notBefore && msg.notBefore > now) break;
       if (msg.sentOn === transport) continue;
       msg.sentOn = transport;
       this._transmit(transport, { type: "send", client_message_id: msg.client_message_id, text: msg.text });
     }
+  }
+
+  /**
+   * The server refused `msg` for now (SEND_AGAIN): keep it queued and send it again after `waitMs`
+   * (a conversation_busy message goes earlier, as soon as the running reply ends).
+   */
+  _holdMessage(msg, code, waitMs) {
+    msg.sentOn = null;
+    msg.heldFor = code;
+    msg.notBefore = this._now() + waitMs;
+    if (this._holdTimer != null) this.env.clearTimeout(this._holdTimer);
+    this._holdTimer = this.env.setTimeout(() => {
+      this._holdTimer = null;
+      if (this.state === "connected") this._flush();
+    }, waitMs);
+  }
+
+  /** A reply ended: messages held because the conversation was busy go now. */
+  _releaseBusy() {
+    let released = false;
+    for (const msg of this.outbox) {
+      if (msg.heldFor === "conversation_busy") {
+        msg.notBefore = 0;
+        msg.heldFor = null;
+        released = true;
+      }
+    }
+    if (released && this.state === "connected") this._flush();
   }
 
   _transmit(transport, frame) {

@@ -31,5 +31,13 @@ function closeAction(code) {
   return { reconnect: "backoff", renegotiate: false };
 }
 
+/**
+ * Refusals of a send that keep the message queued and send it again (PROTOCOL §9): the server
+ * is limiting us (`rate_limited`: after `retry_after_ms`), a reply of this conversation is still
+ * running (`conversation_busy`: when it ends, or after `busyRetryMs`), or its shared buffer is
+ * down for now (`buffer_unavailable`: after `rateLimitedRetryMs`).
+ */
+const SEND_AGAIN = Object.freeze(["rate_limited", "conversation_busy", "buffer_unavailable"]);
+
 /** Seq-less error codes about a stream that mean it can never be followed again. */
 const ENDS_STREAM = Object.freeze(["stream_expired", "forbidden", "not_found"]);

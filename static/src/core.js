@@ -17,6 +17,8 @@ const DEFAULTS = Object.freeze({
   probeTimeoutMs: 5000, // tab visible again: the WebSocket must answer a ping this fast
   failedTransportTtlMs: 15 * 60 * 1000, // how long a transport that failed here is reported as failed
   maxQueuedMessages: 20, // outgoing messages waiting for the server's accept; more is refused
+  busyRetryMs: 2000, // conversation_busy: send again after this long if the running reply has not ended
+  rateLimitedRetryMs: 5000, // rate_limited without retry_after_ms (a proxy's bare 429), buffer_unavailable
   maxMessageChars: 4000, // the server's MAX_MESSAGE_CHARS
   maxReplies: 200, // finished replies kept for dedupe
   transports: ["websocket", "sse"], // the transports this client may use; the server's order wins

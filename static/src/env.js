@@ -89,11 +89,20 @@ function defaultEnv() {
 }
 
 async function readError(res) {
+  // How long to wait (429): the body's retry_after_ms, else the Retry-After header (seconds).
+  const header = res.headers && typeof res.headers.get === "function" ? Number(res.headers.get("retry-after")) : NaN;
+  const retryAfterMs = header > 0 ? header * 1000 : undefined;
   try {
     const body = await res.json();
-    if (body && body.error) return { code: body.error.code || "http_" + res.status, message: body.error.message };
+    if (body && body.error) {
+      return {
+        code: body.error.code || "http_" + res.status,
+        message: body.error.message,
+        retry_after_ms: Number(body.error.retry_after_ms) || retryAfterMs,
+      };
+    }
   } catch (_) {
     /* not JSON */
   }
-  return { code: "http_" + res.status, message: "HTTP " + res.status };
+  return { code: "http_" + res.status, message: "HTTP " + res.status, retry_after_ms: retryAfterMs };
 }

@@ -6,6 +6,7 @@ return {
   DOWNGRADE_REASONS,
   CLOSE_CODES,
   ENDS_STREAM,
+  SEND_AGAIN,
   nextState,
   backoffDelay,
   Backoff,

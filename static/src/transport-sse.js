@@ -63,7 +63,22 @@ class SseTransport {
       return;
     }
     if (res.status === 401) return this._lost(4401);
-    if (res.status === 429 || res.status >= 500) return this._lost(res.status);
+    if (res.status === 429 || res.status === 409) {
+      // Refused for now (PROTOCOL §9): the client keeps the message and sends it again. A bare
+      // 429 (a proxy's, no JSON body) is a rate limit too.
+      const err = await readError(res);
+      const code = res.status === 429 ? "rate_limited" : err.code;
+      this.ctx.onFrame({
+        type: "error",
+        code,
+        message: err.message,
+        client_message_id,
+        retryable: true,
+        retry_after_ms: err.retry_after_ms,
+      });
+      return;
+    }
+    if (res.status >= 500) return this._lost(res.status);
     const err = await readError(res);
     this.ctx.onFrame({ type: "error", code: err.code, message: err.message, client_message_id, retryable: false });
   }

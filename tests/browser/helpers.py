@@ -36,7 +36,7 @@ window.__bc = { events: [] };
 window.addEventListener("brandchat:ready", (ev) => {
   const chat = ev.detail.chat;
   for (const name of ["state", "transport", "transport_failed", "downgrade", "disconnect", "accepted",
-                      "start", "delta", "retract", "done", "error", "history", "queued", "reset"]) {
+                      "start", "delta", "retract", "done", "error", "history", "queued", "reset", "delayed"]) {
     chat.on(name, (detail) => window.__bc.events.push(Object.assign({ event: name, at: Date.now() }, detail)));
   }
 });

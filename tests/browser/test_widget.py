@@ -120,3 +120,40 @@ async def test_on_a_phone_the_panel_fills_the_screen(
     assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, MOBILE["width"], MOBILE["height"])
     assert not await widget.page.locator(".launcher").is_visible()  # it would cover the composer
     assert await widget.page.locator("textarea").is_visible()
+
+
+# --- limits (issue 11): a refused send is shown, kept and sent again ---------------------------------------
+
+
+async def test_a_message_typed_while_a_reply_streams_waits_for_it_then_is_sent_and_answered(
+    servers: ServerFactory, static_dir: Any, widget: WidgetPage
+) -> None:
+    server = await servers(static_dir=static_dir, **SLOW)
+    await widget.open(server.base_url)
+    await widget.ask(QUESTION)
+    await widget.wait_for_words(3)
+    await widget.ask("Do you ship abroad?")
+    delayed = await widget.wait_for_event("delayed")
+    assert delayed["code"] == "conversation_busy"
+    waiting = widget.page.locator(".msg.user.queued .meta")
+    assert await waiting.text_content() == "Waiting for the current reply to finish…"
+    await widget.wait_for_event("done", "e.client_message_id === " + repr(delayed["client_message_id"]), timeout=30)
+    assert await widget.user_messages() == [QUESTION, "Do you ship abroad?"]
+    assert len(await widget.events("done")) == 2
+    assert not await widget.events("error")
+
+
+async def test_a_rate_limited_message_says_when_it_will_be_sent_again(
+    servers: ServerFactory, static_dir: Any, widget: WidgetPage
+) -> None:
+    server = await servers(static_dir=static_dir, rate_replies_per_min=1)
+    await widget.open(server.base_url)
+    await widget.ask(QUESTION)
+    await widget.wait_for_event("done")
+    await widget.ask("And another question?")
+    delayed = await widget.wait_for_event("delayed")
+    assert delayed["code"] == "rate_limited" and delayed["retry_in_ms"] > 50_000
+    meta = widget.page.locator(".msg.user.queued .meta")
+    text = await meta.text_content()
+    assert text is not None and text.startswith("Too many messages right now — sending again in ")
+    assert not await widget.events("error"), "a limited message is delayed, not lost"

@@ -21,7 +21,7 @@ test("a send refused with a retryable error stays queued and is sent again with 
   const t = opened[0];
   t.ctx.onFrame({ type: "error", code: "buffer_unavailable", message: "down", client_message_id: cmid, retryable: true });
   assert.equal(client.outbox.length, 1, "still queued");
-  await alive(clock, t, 2500);
+  await alive(clock, t, 6000);
   const sends = t.sent.filter((f) => f.type === "send" && f.client_message_id === cmid);
   assert.equal(sends.length, 2, "sent again after the pause");
   t.ctx.onFrame({ type: "accepted", client_message_id: cmid, stream_id: "s1" });

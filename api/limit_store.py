@@ -1,0 +1,222 @@
+"""Where the limits of ``api/limits.py`` keep their counts: in process (``memory://``) or in Redis
+(``redis://``, shared by every instance), chosen by the same URL as the stream buffer.
+
+Three primitives, each one atomic step (a Lua script on Redis, so instances never race):
+
+* :meth:`LimitStore.hit` — a rate, ``limit`` per ``window_s`` with a burst of ``limit`` (GCRA: one
+  timestamp per key, refilled smoothly, never the double burst of a fixed window at its edge);
+* :meth:`LimitStore.acquire` / :meth:`LimitStore.release` — a counting semaphore whose members
+  hold a *lease*: a member whose holder died (its instance crashed) drops out when the lease ends;
+* :meth:`LimitStore.claim` / :meth:`LimitStore.unclaim` — one holder per key (a conversation's
+  running reply), also with a lease, released only by the value that claimed it.
+
+Every key gets a TTL no longer than its lease or window, so Redis memory is bounded by traffic.
+Time on Redis is Redis's own (``TIME``), so instances with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.exceptions import LimitsUnavailable
+
+PREFIX = "bc:limit:"
+# The Redis store's own pool: a request waits this long for a connection, then is refused (503).
+POOL_MAX_CONNECTIONS = 64
+POOL_WAIT_S = 2.0
+# The in-process store sweeps expired keys every this many operations (bounded memory).
+SWEEP_EVERY_OPS = 1024
+
+
+class LimitStore(Protocol):
+    async def hit(self, key: str, limit: int, window_s: float) -> int:
+        """Count one event; 0 when within ``limit`` per ``window_s``, else milliseconds until one fits."""
+
+    async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:
+        """Hold one of ``limit`` places for ``lease_s`` (at most); False when all are held."""
+
+    async def release(self, key: str, member: str) -> None: ...
+
+    async def claim(self, key: str, value: str, lease_s: float) -> str | None:
+        """Hold ``key`` for ``value``; ``None`` on success, else the value that holds it."""
+
+    async def unclaim(self, key: str, value: str) -> None:
+        """Let go of ``key`` if ``value`` still holds it."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryLimitStore:
+    """One process's counts (``memory://``): correct for one instance, which is all that mode runs."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tat: dict[str, float] = {}  # GCRA: theoretical arrival time per key
+        self._leases: dict[str, dict[str, float]] = {}  # semaphore: member → lease end
+        self._claims: dict[str, tuple[str, float]] = {}  # key → (value, lease end)
+        self._ops = 0
+
+    def _tick(self) -> float:
+        now = self._clock()
+        self._ops += 1
+        if self._ops % SWEEP_EVERY_OPS == 0:
+            self._tat = {k: t for k, t in self._tat.items() if t > now}
+            self._claims = {k: c for k, c in self._claims.items() if c[1] > now}
+            for key in list(self._leases):
+                self._expire(key, now)
+        return now
+
+    def _expire(self, key: str, now: float) -> dict[str, float]:
+        members = self._leases.get(key, {})
+        for member in [m for m, end in members.items() if end <= now]:
+            del members[member]
+        if not members:
+            self._leases.pop(key, None)
+        return members
+
+    async def hit(self, key: str, limit: int, window_s: float) -> int:
+        now = self._tick()
+        new_tat = max(self._tat.get(key, now), now) + window_s / limit
+        allow_at = new_tat - window_s
+        if allow_at > now:
+            return max(1, int((allow_at - now) * 1000))
+        self._tat[key] = new_tat
+        return 0
+
+    async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:
+        now = self._tick()
+        members = self._expire(key, now)
+        if member not in members and len(members) >= limit:
+            return False
+        self._leases.setdefault(key, members)[member] = now + lease_s
+        return True
+
+    async def release(self, key: str, member: str) -> None:
+        members = self._leases.get(key)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self._leases[key]
+
+    async def claim(self, key: str, value: str, lease_s: float) -> str | None:
+        now = self._tick()
+        held = self._claims.get(key)
+        if held is not None and held[1] > now and held[0] != value:
+            return held[0]
+        self._claims[key] = (value, now + lease_s)
+        return None
+
+    async def unclaim(self, key: str, value: str) -> None:
+        held = self._claims.get(key)
+        if held is not None and held[0] == value:
+            del self._claims[key]
+
+    async def close(self) -> None:
+        pass
+
+
+# Redis time in milliseconds, inside a script (allowed since Redis 5: scripts replicate effects).
+_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+
+_HIT = (
+    _NOW
+    + """
+local interval = tonumber(ARGV[2]) / tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - window
+if allow_at > now then return math.max(1, math.ceil(allow_at - now)) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+return 0
+"""
+)
+
+_ACQUIRE = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease = tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2])))
+return 1
+"""
+)
+
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return false end
+return holder
+"""
+
+_UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLimitStore:
+    """Counts shared by every instance through Redis (``redis://``); its own small connection pool."""
+
+    def __init__(self, url: str) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_S
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+        self._hit = self._redis.register_script(_HIT)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._unclaim = self._redis.register_script(_UNCLAIM)
+
+    async def hit(self, key: str, limit: int, window_s: float) -> int:
+        async with _unavailable_as_503():
+            return int(await self._hit(keys=[PREFIX + key], args=[limit, int(window_s * 1000)]))
+
+    async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:
+        async with _unavailable_as_503():
+            return bool(await self._acquire(keys=[PREFIX + key], args=[member, limit, int(lease_s * 1000)]))
+
+    async def release(self, key: str, member: str) -> None:
+        async with _unavailable_as_503():
+            await self._redis.zrem(PREFIX + key, member)
+
+    async def claim(self, key: str, value: str, lease_s: float) -> str | None:
+        async with _unavailable_as_503():
+            holder = await self._claim(keys=[PREFIX + key], args=[value, int(lease_s * 1000)])
+        return str(holder) if holder else None
+
+    async def unclaim(self, key: str, value: str) -> None:
+        async with _unavailable_as_503():
+            await self._unclaim(keys=[PREFIX + key], args=[value])
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_as_503() -> AsyncIterator[None]:
+    """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
+    Nothing is let through uncounted: with the shared buffer down no reply could run anyway."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
+
+
+def make_limit_store(url: str) -> LimitStore:
+    """The store for a buffer URL: Redis for ``redis://`` / ``rediss://``, else in process."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisLimitStore(url)
+    return MemoryLimitStore()
