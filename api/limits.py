@@ -40,7 +40,7 @@ from typing import Any
 
 from loguru import logger
 
-from api.exceptions import ConversationBusy, RateLimited
+from api.exceptions import ConversationBusy, LimitsUnavailable, RateLimited
 from api.limit_store import LimitStore
 
 # A reply's places outlive its deadlines by this much before the lease frees them on its own.
@@ -212,24 +212,36 @@ class Limits:
             if places is not None:
                 self._release_soon(places)
 
-    async def open_connection(self, address: str) -> str:
+    async def open_connection(self, address: str) -> str | None:
         """Hold a connection place for ``address``; the member to give back to :meth:`close_connection`.
-        Raises :class:`RateLimited`."""
+        Raises :class:`RateLimited`.
+
+        While the limits' store (Redis) is unreachable the connection is let in uncounted (``None``):
+        during an outage a client must still reach the instance that produces its reply (it serves
+        the stream from memory), and every send it makes is refused with ``buffer_unavailable``
+        anyway. Connections are cheap to hold; replies, which cost the brand money, stay limited."""
         member = secrets.token_hex(8)
         opts = self.options
-        if not await self.store.acquire(
-            f"conn:{address}", member, opts.connections_per_address, opts.connection_lease_s
-        ):
+        try:
+            acquired = await self.store.acquire(
+                f"conn:{address}", member, opts.connections_per_address, opts.connection_lease_s
+            )
+        except LimitsUnavailable as exc:
+            logger.warning("connection limit not checked: {!r}", exc)
+            return None
+        if not acquired:
             raise RateLimited("too many open connections from your address", retry_after_ms=CONNECTIONS_RETRY_MS)
         return member
 
-    async def close_connection(self, address: str, member: str) -> None:
+    async def close_connection(self, address: str, member: str | None) -> None:
+        if member is None:
+            return
         try:
             await self.store.release(f"conn:{address}", member)
         except Exception as exc:
             logger.warning("could not release a connection's limit ({!r}); its lease will", exc)
 
-    def close_connection_soon(self, address: str, member: str) -> None:
+    def close_connection_soon(self, address: str, member: str | None) -> None:
         self._soon(self.close_connection(address, member))
 
     async def close(self) -> None:

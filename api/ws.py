@@ -28,7 +28,7 @@ from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import Grant, verify_token
-from api.exceptions import LimitsUnavailable, RateLimited
+from api.exceptions import RateLimited
 from api.frames import (
     PING,
     Accepted,
@@ -314,11 +314,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # Accepted only to say why: 4429 makes the client back off instead of retrying at once.
         await websocket.accept()
         await websocket.close(Close.FLOOD, "too many connections from your address")
-        return
-    except LimitsUnavailable:
-        # The limits' Redis is down (and with it the buffer): try again later (1013), not a 1011.
-        await websocket.accept()
-        await websocket.close(Close.SLOW_CONSUMER, "try again later")
         return
     runtime.connections += 1
     try:
