@@ -22,9 +22,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from api.exceptions import LimitsUnavailable
+from streaming.redis_buffer import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    CALL_RETRIES,
+    HEALTH_CHECK_INTERVAL_S,
+    SOCKET_TIMEOUT_S,
+)
 
 PREFIX = "bc:limit:"
 # The Redis store's own pool: a request waits this long for a connection, then is refused (503).
@@ -167,52 +176,69 @@ return 0
 """
 
 
+# After the limits' Redis failed to answer, refuse limit checks at once for this long.
+BREAKER_S = 2.0
+
+
 class RedisLimitStore:
     """Counts shared by every instance through Redis (``redis://``); its own small connection pool."""
 
     def __init__(self, url: str) -> None:
+        # The same bounded waits as the stream buffer's client: a frozen or blackholed Redis makes a
+        # limit check fail in seconds (503 buffer_unavailable), never hang a request.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_S
+            url,
+            decode_responses=True,
+            max_connections=POOL_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            retry=Retry(ExponentialBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_MIN_S), CALL_RETRIES),
         )
         self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         self._hit = self._redis.register_script(_HIT)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._claim = self._redis.register_script(_CLAIM)
         self._unclaim = self._redis.register_script(_UNCLAIM)
+        self._down_until = 0.0
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
-        async with _unavailable_as_503():
+        async with self._guarded():
             return int(await self._hit(keys=[PREFIX + key], args=[limit, int(window_s * 1000)]))
 
     async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:
-        async with _unavailable_as_503():
+        async with self._guarded():
             return bool(await self._acquire(keys=[PREFIX + key], args=[member, limit, int(lease_s * 1000)]))
 
     async def release(self, key: str, member: str) -> None:
-        async with _unavailable_as_503():
+        async with self._guarded():
             await self._redis.zrem(PREFIX + key, member)
 
     async def claim(self, key: str, value: str, lease_s: float) -> str | None:
-        async with _unavailable_as_503():
+        async with self._guarded():
             holder = await self._claim(keys=[PREFIX + key], args=[value, int(lease_s * 1000)])
         return str(holder) if holder else None
 
     async def unclaim(self, key: str, value: str) -> None:
-        async with _unavailable_as_503():
+        async with self._guarded():
             await self._unclaim(keys=[PREFIX + key], args=[value])
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-
-@contextlib.asynccontextmanager
-async def _unavailable_as_503() -> AsyncIterator[None]:
-    """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
-    Nothing is let through uncounted: with the shared buffer down no reply could run anyway."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
+        After a failure, calls fail at once for BREAKER_S instead of each waiting out the socket
+        timeouts again (one request may check several limits)."""
+        if time.monotonic() < self._down_until:
+            raise LimitsUnavailable("limits unavailable: the limits' Redis did not answer a moment ago")
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + BREAKER_S
+            raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
 
 
 def make_limit_store(url: str) -> LimitStore:

@@ -136,8 +136,16 @@ class Limits:
         return client_address(peer, headers, self.options.trusted_proxies)
 
     async def negotiate(self, address: str) -> None:
-        """Count a negotiate; raises :class:`RateLimited`."""
-        wait_ms = await self.store.hit(f"neg:{address}", self.options.negotiates_per_min, WINDOW_S)
+        """Count a negotiate; raises :class:`RateLimited`.
+
+        While the limits' store is unreachable a negotiate is let through uncounted: it costs a
+        signature, and a client needs a token to come back to the instance serving its reply; every
+        reply it asks for is still refused (``buffer_unavailable``) until the store returns."""
+        try:
+            wait_ms = await self.store.hit(f"neg:{address}", self.options.negotiates_per_min, WINDOW_S)
+        except LimitsUnavailable as exc:
+            logger.warning("negotiate limit not checked: {!r}", exc)
+            return
         if wait_ms:
             raise RateLimited("too many new conversations from your address; try again shortly", retry_after_ms=wait_ms)
 
