@@ -69,8 +69,23 @@ class Rules(_Strict):
 
 
 class LengthPolicy(_Strict):
+    """How long a reply may be, and what the guard does with a longer one while it streams."""
+
     max_sentences: int = Field(
-        default=4, ge=1, le=30, description="Longest reply, in sentences (prompted and evaluated)."
+        default=4, ge=1, le=30, description="Longest reply, in sentences (prompted, enforced by the guard, evaluated)."
+    )
+    max_chars: int | None = Field(
+        default=None, ge=40, description="Longest reply, in characters (enforced by the guard); unset: no limit."
+    )
+    max_list_items: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most list items (lines starting with -, *, •, + or 1.) in a reply; 0: no lists; unset: any.",
+    )
+    action: Literal["trim", "fallback"] = Field(
+        default="trim",
+        description="A reply that runs past the policy while it streams. trim: end it on its last whole sentence "
+        "(or list item) and stop the model; fallback: replace it with the off_brand fallback.",
     )
 
 
