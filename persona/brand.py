@@ -159,7 +159,12 @@ class OffTopicCheck(_Strict):
     threshold: float = Field(
         default=0.2, ge=0, le=1, description="Replies whose domain coverage is below this are off-topic."
     )
-    min_terms: int = Field(default=8, ge=1, description="Shorter replies are not judged.")
+    min_terms: int = Field(
+        default=3,
+        ge=1,
+        description="Replies with fewer content words are not judged (3: a short reply is judged too; one "
+        "domain word in three or four carries it).",
+    )
 
 
 class HoldPolicy(_Strict):

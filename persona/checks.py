@@ -26,15 +26,16 @@ refusals and the emoji policy are one regular expression of the ``regex`` packag
 matching tells the same for patterns; recited instructions are ``LEAK_N``-grams, whose prefixes are
 kept too (``leak_prefixes``). See :mod:`persona.guard` for how that decides what is held back.
 
-**Off-topic replies** (beyond keywords) are judged at the end of a reply by *domain coverage*:
-the share of the reply's content terms (stemmed words, stop words and numbers left out) that occur
-in the brand's vocabulary (its knowledge, examples, topics, canned replies, voice guide) or in the
-question and recent conversation. On-brand answers reuse the brand's nouns; an answer about
-lasagna from a coffee bot shares almost none. Replies with fewer than ``min_terms`` content terms
-are not judged. Default threshold 0.2: the shipped brands' examples and knowledge all score ≥ 0.5
-against themselves, generic off-topic text scores < 0.1 (``tests/test_guard.py`` pins both).
-It is a lexical proxy, not a semantic model (none can be downloaded at run time); the eval's
-optional LLM judge is the check for quality.
+**Off-topic replies** (beyond keywords) are judged at the end of a reply by *domain coverage*: the
+share of the reply's content terms (stemmed words, stop words and numbers left out) that occur in
+the brand's vocabulary (its knowledge, examples, topics, canned replies, voice guide); the question,
+retrieved facts and recent turns are weak evidence only (half weight, and only from a text that is
+itself about the domain), so a question cannot make its own topic on-brand. On-brand answers reuse
+the brand's nouns; an answer about lasagna from a coffee bot shares almost none. Replies with fewer
+than ``min_terms`` (3) content terms are not judged. Default threshold 0.2: the shipped brands'
+examples and knowledge all score ≥ 0.5 against themselves, generic off-topic text scores < 0.1
+(``tests/test_guard.py`` pins both). It is a lexical proxy, not a semantic model (none can be
+downloaded at run time); the eval's optional LLM judge is the check for quality.
 """
 
 from __future__ import annotations
@@ -352,15 +353,38 @@ def brand_vocabulary(brand: Brand) -> set[str]:
 COVERAGE_CHARS = 4_000  # a reply is judged on its first 4,000 characters (and each context text on its first)
 
 
+CONTEXT_WEIGHT = 0.5  # a reply term found only in the (on-domain) question or context counts half
+
+
 def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[float, int] | None:
-    """Share of the reply's content terms found in the brand's vocabulary or ``context``
-    (question, retrieved facts, recent turns), and the number of terms; ``None`` when too short."""
+    """How much of the reply is about the brand's domain, and the number of its content terms.
+
+    A term counts 1 when it is in the brand's vocabulary; ``context`` (the question, retrieved facts,
+    recent turns) is weak evidence only: a term found there counts :data:`CONTEXT_WEIGHT`, and only
+    from a context text that is itself about the domain, so the question cannot make a reply on topic
+    (a football reply to a football question scores as football). ``None`` when the reply has fewer
+    than ``off_topic.min_terms`` content terms (nothing to judge)."""
+    check = brand.guard.off_topic
     terms = content_terms(reply, COVERAGE_CHARS)
-    if len(terms) < brand.guard.off_topic.min_terms:
+    if not terms or len(terms) < check.min_terms:
         return None
-    known = compile_rules(brand).vocabulary | term_set(context, COVERAGE_CHARS)
-    inside = sum(1 for t in terms if t in known)
-    return inside / len(terms), len(terms)
+    vocabulary = compile_rules(brand).vocabulary
+    weak: set[str] = set()
+    for text in context:
+        known = content_terms(text, COVERAGE_CHARS)
+        if known and sum(1 for t in known if t in vocabulary) / len(known) >= check.threshold:
+            weak.update(known)
+    score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)
+    return score / len(terms), len(terms)
+
+
+def off_topic(brand: Brand, scored: tuple[float, int] | None) -> bool:
+    """Whether a :func:`coverage` score is off the brand's topics: under ``off_topic.threshold``.
+
+    The size decides what that means: a reply of ``min_terms`` (3) or 4 content words is off-topic
+    only when not one of them is about the domain (one in three or four is over the shipped
+    thresholds); from 5 words on a single generic domain word ("last", "open") no longer carries it."""
+    return scored is not None and scored[0] < brand.guard.off_topic.threshold
 
 
 def emoji_count(text: str) -> int:
@@ -429,4 +453,4 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
             )
 
 
-__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "policy_findings"]
+__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "off_topic", "policy_findings"]

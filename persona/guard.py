@@ -28,8 +28,9 @@ reply until the off-topic check (``off_topic: reply``). At the end of a reply:
 * empty output → the ``error`` fallback (else ``off_topic``);
 * ``finish_reason: length`` → trimmed to the last whole sentence (a ``retract`` if the cut part
   was already out), or the ``truncated`` fallback when there is no whole sentence;
-* off-topic (domain coverage under the brand's threshold) → a ``GuardNote("off_topic")`` that the
-  job logs and reports through its hooks; with ``guard.off_topic.action: fallback`` also replaced.
+* off-topic (the reply's domain coverage under the brand's threshold; the question is only weak
+  context) → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
+  ``guard.off_topic.action: fallback`` also replaced.
 
 When an attempt ends early (upstream error, cancel, deadline) the job calls
 ``finish(ABORTED)``: held text is released once the end-of-text checks pass (a phrase that only
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from persona.brand import Brand
-from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage
+from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -193,8 +194,8 @@ class BrandGuard:
         kept = full[:end].rstrip()
         if not kept:
             return GuardStep(violation="truncated")
-        notes, off_topic = self._judge(kept)
-        if off_topic:
+        notes, replace = self._judge(kept)
+        if replace:
             return GuardStep(violation="off_topic", notes=notes)
         if not full[len(kept) : self._out].strip():  # only whitespace past the kept text is out
             release = self._release(len(kept))
@@ -219,8 +220,8 @@ class BrandGuard:
             return self._violate(Finding("empty", "the model sent no text"))
         if finish_reason == "length":
             return self._trim(full)
-        notes, off_topic = self._judge(full)
-        if off_topic:
+        notes, replace = self._judge(full)
+        if replace:
             self._stopped = True
             return GuardStep(violation="off_topic", notes=notes)
         return GuardStep(release=self._release(self._fed), notes=notes)
@@ -229,7 +230,7 @@ class BrandGuard:
         """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
         check = self.brand.guard.off_topic
         scored = coverage(self.brand, full, (self.context.question, *self.context.context))
-        if scored is None or scored[0] >= check.threshold:
+        if scored is None or not off_topic(self.brand, scored):
             return (), False
         fields = {
             "score": round(scored[0], 3),

@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persona.brand import Brand, LengthPolicy
-from persona.checks import BUILTIN_FILLER, LEAK_N, canary, check_text, compile_rules, coverage, policy_findings
+from persona.checks import (
+    BUILTIN_FILLER,
+    LEAK_N,
+    canary,
+    check_text,
+    compile_rules,
+    coverage,
+    off_topic,
+    policy_findings,
+)
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import load_brands
 from persona.text import WORD, count_sentences, split_sentences, words
@@ -599,3 +608,48 @@ def test_no_prefix_of_text_past_the_length_policy_is_ever_released_for_random_sh
         assert last.stop and count_sentences(released) <= sentences
         assert chars is None or len(released) <= chars
         assert items is None or len(MARKER.findall(released)) <= items
+
+
+# --- topicality from the reply, not the question (issue 12, part 5) -----------------------------------
+
+FOOTBALL_Q = "Who won the football match between Arsenal and Chelsea last night, and who scored the goals?"
+FOOTBALL = (
+    "Arsenal beat Chelsea two-nil in last night's football match; Saka scored both goals in the second half, "
+    "and the match ended with Arsenal top of the league."
+)
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_a_football_reply_to_a_football_question_is_off_topic_for_a_coffee_roaster_and_a_bank(brand_id: str) -> None:
+    brand = BRANDS[brand_id]
+    assert coverage(brand, FOOTBALL, [FOOTBALL_Q]) == coverage(brand, FOOTBALL), "an off-domain question adds nothing"
+    released, steps = stream(brand, [FOOTBALL], question=FOOTBALL_Q)
+    note = steps[-1].notes[0]
+    assert note.event == "off_topic" and note.fields["score"] < 0.1
+    if brand.guard.off_topic.action == "fallback":
+        assert steps[-1].violation == "off_topic" and replacement(brand, steps[-1]) == brand.fallbacks.off_topic
+    else:
+        assert violation(steps) is None and released == FOOTBALL
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_an_on_domain_question_is_weak_context_for_the_words_it_shares_with_the_reply(brand_id: str) -> None:
+    brand = BRANDS[brand_id]
+    topic = brand.knowledge[0]
+    question = f"I am a student on a budget: {topic.text}"  # on the brand's domain, plus words of its own
+    reply = "As a student on a budget, " + split_sentences(topic.text)[0]
+    alone, with_question = coverage(brand, reply), coverage(brand, reply, [question])
+    assert alone is not None and with_question is not None
+    assert alone[0] < with_question[0] < 1.0, "the question's own words count, but only half"
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_short_replies_are_judged_too_on_the_domain_of_their_few_words(brand_id: str) -> None:
+    brand = BRANDS[brand_id]
+    _, steps = stream(brand, ["Messi scored twice last night."], question="Did Messi score?")
+    assert steps[-1].notes and steps[-1].notes[0].event == "off_topic"
+    assert (steps[-1].violation == "off_topic") == (brand.guard.off_topic.action == "fallback")
+    # Every sentence the brand itself says is on topic, however short.
+    own = [e.assistant for e in brand.examples] + [s.text for s in brand.knowledge]
+    for sentence in (s.strip() for text in own for s in split_sentences(text)):
+        assert not off_topic(brand, coverage(brand, sentence)), (sentence, coverage(brand, sentence))

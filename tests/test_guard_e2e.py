@@ -135,7 +135,7 @@ async def test_a_reply_longer_than_the_brands_length_ends_on_its_last_allowed_se
     fake: FakeOpenAI, server: RunningServer, brand_id: str
 ) -> None:
     brand = server.runtime.brands[brand_id]
-    allowed = [f"The answer has part {i} here." for i in range(brand.length.max_sentences)]
+    allowed = [f"Your payment transfer is confirmed in step {i}." for i in range(brand.length.max_sentences)]
     rambling = " ".join(allowed + ["And then part more."] + ["then"] * 200)
     fake.enqueue(Reply(text=rambling, delay_s=0.005 * T))
     events = await ws_turn(server.ws_url, await negotiate(server.base_url, brand_id), "payments and shipping?")
