@@ -15,7 +15,8 @@ rule              what fires it                                               fa
 ``refusal``       a canned model refusal ("I'm sorry, but I can't help …")    off_topic
 ``prompt_leak``   the system prompt's canary, or 8 consecutive words of the   off_topic
                   brand's instructions (identity, topics and facts excluded:
-                  those may be said)
+                  those may be said; so are 8 words the instructions share
+                  with the brand's knowledge, examples or canned replies)
 ================  ==========================================================  =============
 
 Phrases (banned, filler, competitors, the canary) match case-insensitively (competitors as
@@ -307,11 +308,9 @@ def _compile(brand: Brand) -> CompiledRules:
     pattern = regex.compile(
         "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
     )
-    shingles = set()
-    for text in instruction_texts(brand):
-        ws = words(text)
-        for i in range(len(ws) - LEAK_N + 1):
-            shingles.add(tuple(ws[i : i + LEAK_N]))
+    # Words the instructions share with what the brand says in public (its knowledge, examples,
+    # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
+    shingles = _grams(instruction_texts(brand)) - _grams(public_texts(brand))
     return CompiledRules(
         literals=literals,
         regex=pattern,
@@ -326,6 +325,34 @@ def _compile(brand: Brand) -> CompiledRules:
             (*s[:n], s[n][:m]) for s in shingles for n in range(LEAK_N) for m in range(1, len(s[n]) + 1)
         ),
     )
+
+
+def _grams(texts: Iterable[str]) -> set[tuple[str, ...]]:
+    """Every ``LEAK_N`` consecutive words of ``texts``."""
+    out: set[tuple[str, ...]] = set()
+    for text in texts:
+        ws = words(text)
+        out.update(tuple(ws[i : i + LEAK_N]) for i in range(len(ws) - LEAK_N + 1))
+    return out
+
+
+def public_texts(brand: Brand) -> list[str]:
+    """What the brand may say word for word: its knowledge, examples and canned replies."""
+    texts = [
+        brand.greeting,
+        brand.no_match,
+        brand.fallbacks.off_topic,
+        brand.fallbacks.off_brand,
+        brand.fallbacks.error or "",
+        brand.fallbacks.truncated or "",
+        brand.offline.intro,
+        *brand.offline.openers,
+        *brand.allowed_topics,
+    ]
+    texts += [snippet.text for snippet in brand.knowledge]
+    for example in brand.examples:
+        texts += [example.user, example.assistant]
+    return texts
 
 
 def brand_vocabulary(brand: Brand) -> set[str]:
