@@ -42,6 +42,22 @@ class DontRule(_Strict):
         "a reply that matches is replaced by the off_brand fallback. Keep it within one sentence.",
     )
 
+    unless_negated: bool = Field(
+        default=False,
+        description="The pattern fires on a claim, not on its negation or refusal: a match is ignored when a "
+        "negation (never, not, no, cannot, don't, won't …) comes before it in the same clause, e.g. 'we never "
+        "ask for your PIN' against a rule on asking for PINs.",
+    )
+    must_fire: list[str] = Field(
+        default_factory=list,
+        description="Sentences the pattern must catch; checked when the brand file loads.",
+    )
+    must_not_fire: list[str] = Field(
+        default_factory=list,
+        description="Sentences the pattern must let through (refusals, negations, harmless mentions); checked "
+        "when the brand file loads.",
+    )
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
@@ -51,6 +67,12 @@ class DontRule(_Strict):
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _needs_a_pattern(self) -> DontRule:
+        if self.pattern is None and (self.unless_negated or self.must_fire or self.must_not_fire):
+            raise ValueError("unless_negated, must_fire and must_not_fire need a pattern")
+        return self
 
 
 class Rules(_Strict):

@@ -321,7 +321,7 @@ class BrandGuard:
             return None
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
-        match = pattern.search(self._scan, floor - self._scan_at, partial=True)
+        match = self.rules.find(self._scan, floor - self._scan_at, partial=True)
         if match is not None and not match.partial:
             return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if match is None or match.start() + self._scan_at >= self._fed:
@@ -342,7 +342,7 @@ class BrandGuard:
             run, self._run = self._run, ""
             found = self._leak(run + " ", self._fed)
         if found is None and self.rules.regex is not None:
-            match = self.rules.regex.search(self._scan, max(0, self._rx_from - self._scan_at))
+            match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         return found

@@ -21,11 +21,12 @@ from persona.checks import (
     check_text,
     compile_rules,
     coverage,
+    negated,
     off_topic,
     policy_findings,
 )
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
-from persona.loader import load_brands, parse_brand
+from persona.loader import BrandFileError, load_brands, parse_brand
 from persona.text import WORD, count_sentences, split_sentences, words
 from reply.ending import fallback_text
 
@@ -320,7 +321,7 @@ def test_a_brand_that_holds_the_reply_for_the_off_topic_check_releases_nothing_b
 # phrases and patterns are drawn from small pools so that texts hit them often, in part and whole.
 WORDS = ["no", "worries", "valued", "customer", "hey", "there", "risk", "free", "as", "an", "AI", "ORDER", "NOW",
          "Chase", "chase", "Monzo", "tell", "me", "your", "PIN", "guarantee", "guaranteed", "we", "roast", "beans",
-         "coffee", "ship", "the", "brand", "I", "can't", "help", "sorry", "I'm", "a", "fast"]  # fmt: skip
+         "coffee", "ship", "the", "brand", "I", "can't", "help", "sorry", "I'm", "a", "fast", "never", "not"]  # fmt: skip
 SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ". ", "! ", "\u2019s ", " \t "]
 PATTERNS = [
     r"\bno\s+way\b",
@@ -342,10 +343,12 @@ def rule_sets(draw: st.DrawFn) -> Brand:
     phrase = st.lists(st.sampled_from([*WORDS[:12], "beans", "the"]), min_size=1, max_size=3).map(" ".join)
     banned = draw(st.lists(phrase, max_size=4))
     competitors = draw(st.lists(st.sampled_from(["Chase", "Monzo", "Blue Bottle", "Chase Bank"]), max_size=2))
-    donts = draw(st.lists(st.sampled_from(PATTERNS), max_size=3, unique=True))
-    rules = DEMO.rules.model_copy(
-        update={"dont": [d.model_copy(update={"pattern": p}) for d, p in zip(DEMO.rules.dont * 4, donts, strict=False)]}
-    )
+    donts = draw(st.lists(st.tuples(st.sampled_from(PATTERNS), st.booleans()), max_size=3, unique_by=lambda d: d[0]))
+    dont = [
+        d.model_copy(update={"pattern": p, "unless_negated": negated})
+        for d, (p, negated) in zip(DEMO.rules.dont * 4, donts, strict=False)
+    ]
+    rules = DEMO.rules.model_copy(update={"dont": dont})
     guard = DEMO.guard.model_copy(update={"competitors": competitors, "builtin_filler": draw(st.booleans())})
     emoji = DEMO.emoji.model_copy(update={"policy": draw(st.sampled_from(["none", "sparingly"]))})
     return DEMO.model_copy(
@@ -394,7 +397,12 @@ def occurrences(brand: Brand, text: str) -> list[int]:
             ):
                 found.append(offsets[i])
     assert rules.regex is not None
-    found += [s for s in range(len(text) + 1) if rules.regex.match(text, s)]
+    for s in range(len(text) + 1):
+        match = rules.regex.match(text, s)
+        if match is not None and match.lastgroup in rules.negatable and negated(text, s):
+            match = rules.plain.match(text, s) if rules.plain is not None else None  # excused, unless another fires
+        if match is not None:
+            found.append(s)
     tokens = list(WORD.finditer(text.lower()))
     for i in range(len(tokens) - LEAK_N + 1):
         if tuple(t.group() for t in tokens[i : i + LEAK_N]) in rules.shingles:
@@ -688,3 +696,57 @@ def test_a_reply_quoting_a_fact_the_instructions_repeat_is_not_a_leak_but_reciti
     assert violation(steps) is not None and violation(steps).violation == "prompt_leak"  # type: ignore[union-attr]
     guide = " ".join(brand.voice.guide.split()[:10])
     assert any(f.rule == "prompt_leak" for f in check_text(brand, guide))
+
+
+# --- don't-rules that understand negation (issue 12, part 4) ------------------------------------------
+
+NEGATION_CASES = [
+    # (brand, a claim the rule must stop, its refusal or negation that must pass)
+    ("meridian", "We will need to ask for your PIN before we can help.", "Meridian will never ask for your PIN."),
+    ("meridian", "Please tell us your PIN so we can check.", "Please do not tell us your PIN, ever."),
+    (
+        "meridian",
+        "With rates this high, you should invest in the Fixed Saver.",
+        "I am not able to say whether you should buy shares; a regulated adviser can.",
+    ),
+    ("meridian", "The Easy Saver is risk-free.", "No savings product is risk-free."),
+    ("demo", "We promise it will arrive by Friday.", "We can't promise it will arrive by Friday."),
+]
+
+
+@pytest.mark.parametrize(("brand_id", "claim", "negated"), NEGATION_CASES)
+def test_a_dont_rule_fires_on_the_claim_but_not_on_its_refusal_or_negation(
+    brand_id: str, claim: str, negated: str
+) -> None:
+    brand = BRANDS[brand_id]
+    _, steps = stream(brand, [w + " " for w in claim.split()])
+    assert violation(steps) is not None and violation(steps).violation == "dont"  # type: ignore[union-attr]
+    released, steps = stream(brand, [w + " " for w in negated.split()], question="PIN savings delivery")
+    assert violation(steps) is None and released == negated + " "
+    assert not check_text(brand, negated) and check_text(brand, claim), "the eval agrees"
+
+
+def test_a_negation_in_another_clause_or_after_the_claim_does_not_excuse_it() -> None:
+    for text in ["We never ask twice, so tell us your PIN now.", "Please send us your PIN; we never share it."]:
+        _, steps = stream(BANK, [w + " " for w in text.split()])
+        assert violation(steps) is not None and violation(steps).violation == "dont", text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("key", "example", "message"),
+    [
+        ("must_fire", "Our card team might ask you to confirm the amount.", "does not catch"),
+        ("must_not_fire", "Kindly tell us your PIN.", "catches"),
+    ],
+)
+def test_a_dont_rule_whose_examples_disagree_with_its_pattern_stops_the_brand_from_loading(
+    key: str, example: str, message: str
+) -> None:
+    path = ROOT / "brands" / "meridian.yaml"
+    raw = yaml.safe_load(path.read_text())
+    pin = next(i for i, d in enumerate(raw["rules"]["dont"]) if isinstance(d, dict) and "PIN" in d["rule"])
+    raw["rules"]["dont"][pin][key].append(example)
+    with pytest.raises(BrandFileError) as caught:
+        parse_brand(yaml.safe_dump(raw, allow_unicode=True), path)
+    field, line, problem = caught.value.problems[0]
+    assert field.startswith(f"rules.dont.{pin}.{key}.") and line is not None and message in problem
