@@ -42,6 +42,22 @@ class DontRule(_Strict):
         "a reply that matches is replaced by the off_brand fallback. Keep it within one sentence.",
     )
 
+    unless_negated: bool = Field(
+        default=False,
+        description="The pattern fires on a claim, not on its negation or refusal: a match is ignored when a "
+        "negation (never, not, no, cannot, don't, won't …) comes before it in the same clause, e.g. 'we never "
+        "ask for your PIN' against a rule on asking for PINs.",
+    )
+    must_fire: list[str] = Field(
+        default_factory=list,
+        description="Sentences the pattern must catch; checked when the brand file loads.",
+    )
+    must_not_fire: list[str] = Field(
+        default_factory=list,
+        description="Sentences the pattern must let through (refusals, negations, harmless mentions); checked "
+        "when the brand file loads.",
+    )
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
@@ -51,6 +67,12 @@ class DontRule(_Strict):
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _needs_a_pattern(self) -> DontRule:
+        if self.pattern is None and (self.unless_negated or self.must_fire or self.must_not_fire):
+            raise ValueError("unless_negated, must_fire and must_not_fire need a pattern")
+        return self
 
 
 class Rules(_Strict):
@@ -69,8 +91,23 @@ class Rules(_Strict):
 
 
 class LengthPolicy(_Strict):
+    """How long a reply may be, and what the guard does with a longer one while it streams."""
+
     max_sentences: int = Field(
-        default=4, ge=1, le=30, description="Longest reply, in sentences (prompted and evaluated)."
+        default=4, ge=1, le=30, description="Longest reply, in sentences (prompted, enforced by the guard, evaluated)."
+    )
+    max_chars: int | None = Field(
+        default=None, ge=40, description="Longest reply, in characters (enforced by the guard); unset: no limit."
+    )
+    max_list_items: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most list items (lines starting with -, *, •, + or 1.) in a reply; 0: no lists; unset: any.",
+    )
+    action: Literal["trim", "fallback"] = Field(
+        default="trim",
+        description="A reply that runs past the policy while it streams. trim: end it on its last whole sentence "
+        "(or list item) and stop the model; fallback: replace it with the off_brand fallback.",
     )
 
 
@@ -144,7 +181,12 @@ class OffTopicCheck(_Strict):
     threshold: float = Field(
         default=0.2, ge=0, le=1, description="Replies whose domain coverage is below this are off-topic."
     )
-    min_terms: int = Field(default=8, ge=1, description="Shorter replies are not judged.")
+    min_terms: int = Field(
+        default=3,
+        ge=1,
+        description="Replies with fewer content words are not judged (3: a short reply is judged too; one "
+        "domain word in three or four carries it).",
+    )
 
 
 class HoldPolicy(_Strict):

@@ -15,7 +15,8 @@ rule              what fires it                                               fa
 ``refusal``       a canned model refusal ("I'm sorry, but I can't help …")    off_topic
 ``prompt_leak``   the system prompt's canary, or 8 consecutive words of the   off_topic
                   brand's instructions (identity, topics and facts excluded:
-                  those may be said)
+                  those may be said; so are 8 words the instructions share
+                  with the brand's knowledge, examples or canned replies)
 ================  ==========================================================  =============
 
 Phrases (banned, filler, competitors, the canary) match case-insensitively (competitors as
@@ -26,15 +27,16 @@ refusals and the emoji policy are one regular expression of the ``regex`` packag
 matching tells the same for patterns; recited instructions are ``LEAK_N``-grams, whose prefixes are
 kept too (``leak_prefixes``). See :mod:`persona.guard` for how that decides what is held back.
 
-**Off-topic replies** (beyond keywords) are judged at the end of a reply by *domain coverage*:
-the share of the reply's content terms (stemmed words, stop words and numbers left out) that occur
-in the brand's vocabulary (its knowledge, examples, topics, canned replies, voice guide) or in the
-question and recent conversation. On-brand answers reuse the brand's nouns; an answer about
-lasagna from a coffee bot shares almost none. Replies with fewer than ``min_terms`` content terms
-are not judged. Default threshold 0.2: the shipped brands' examples and knowledge all score ≥ 0.5
-against themselves, generic off-topic text scores < 0.1 (``tests/test_guard.py`` pins both).
-It is a lexical proxy, not a semantic model (none can be downloaded at run time); the eval's
-optional LLM judge is the check for quality.
+**Off-topic replies** (beyond keywords) are judged at the end of a reply by *domain coverage*: the
+share of the reply's content terms (stemmed words, stop words and numbers left out) that occur in
+the brand's vocabulary (its knowledge, examples, topics, canned replies, voice guide); the question,
+retrieved facts and recent turns are weak evidence only (half weight, and only from a text that is
+itself about the domain), so a question cannot make its own topic on-brand. On-brand answers reuse
+the brand's nouns; an answer about lasagna from a coffee bot shares almost none. Replies with fewer
+than ``min_terms`` (3) content terms are not judged. Default threshold 0.2: the shipped brands'
+examples and knowledge all score ≥ 0.5 against themselves, generic off-topic text scores < 0.1
+(``tests/test_guard.py`` pins both). It is a lexical proxy, not a semantic model (none can be
+downloaded at run time); the eval's optional LLM judge is the check for quality.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import regex
 
-from persona.brand import Brand
+from persona.brand import Brand, DontRule
 from persona.text import STOP, content_terms, count_sentences, term_set, words
 
 BUILTIN_FILLER = (
@@ -74,6 +76,28 @@ REFUSALS = (
     r"i\s+(?:can't|cannot)\s+(?:help|assist)\s+with\s+(?:that|this)(?:\s+request)?\s*[.!]",
     r"i'm not able to (?:help|assist) with (?:that|this)",
 )
+
+# A don't-rule with ``unless_negated`` ignores a complete match that a negation precedes in the same
+# clause (no sentence end, line break, comma, semicolon or colon between, at most 48 characters back):
+# "we never ask for your PIN", "I cannot say whether you should buy". Checked in Python only when such
+# a match is complete (rare), so scanning costs nothing more per token; a partial match is held as
+# before (the negation is only known to excuse it once it is complete).
+_NEGATORS = (
+    "never not no cannot can't won't don't doesn't didn't isn't aren't wasn't shouldn't wouldn't without nor neither"
+)
+NEGATED_BEFORE = regex.compile(
+    r"\b(?:%s)\b[^.!?\n,;:]{0,48}\Z" % "|".join(w.replace("'", "['\u2019]") for w in _NEGATORS.split()),  # noqa: UP031
+    regex.IGNORECASE,
+)
+_Pattern: TypeAlias = regex.Pattern[str]  # (CompiledRules.regex shadows the module inside the class)
+_Match: TypeAlias = regex.Match[str]
+NEGATION_LOOKBACK = 64  # characters before a match that the negation check reads
+
+
+def negated(text: str, start: int) -> bool:
+    """Whether a negation comes before ``text[start:]`` in the same clause."""
+    return NEGATED_BEFORE.search(text, max(0, start - NEGATION_LOOKBACK), start) is not None
+
 
 # Pictographs, dingbats, flags, variation selector: what people call emoji.
 EMOJI = r"[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F]"
@@ -237,6 +261,27 @@ class CompiledRules:
     cased_trie: Trie  # competitor names, as written
     leak_prefixes: frozenset[tuple[str, ...]]  # every proper prefix (1..LEAK_N-1 words) of a shingle
     leak_partials: frozenset[tuple[str, ...]]  # a proper prefix + the beginning of the shingle's next word
+    negatable: frozenset[str]  # regex groups of don't-rules with unless_negated
+    plain: _Pattern | None  # the alternatives that are not negatable (same group names)
+
+    def find(self, text: str, pos: int = 0, *, partial: bool = False) -> _Match | None:
+        """The first pattern match from ``pos`` that is not excused by a negation before it
+        (``unless_negated`` rules); with ``partial``, a match the text could still complete."""
+        if self.regex is None:
+            return None
+        match = self.regex.search(text, pos, partial=partial)
+        while (
+            match is not None
+            and not match.partial
+            and match.lastgroup in self.negatable
+            and negated(text, match.start())
+        ):
+            # Another rule may still match at the same place; else look further on.
+            other = self.plain.match(text, match.start(), partial=partial) if self.plain is not None else None
+            if other is not None:
+                return other
+            match = self.regex.search(text, match.start() + 1, partial=partial)
+        return match
 
     def scan(self, text: str, start: int = 0) -> Finding | None:
         """The first violation in ``text`` that ends after ``start`` (earlier text was scanned already)."""
@@ -246,10 +291,9 @@ class CompiledRules:
             hit = literal.find(lowered, cased)
             if hit is not None:
                 return Finding(literal.rule, hit)
-        if self.regex is not None:
-            match = self.regex.search(text, max(0, start))
-            if match is not None and match.lastgroup is not None:
-                return Finding(self.names[match.lastgroup], match.group(0))
+        match = self.find(text, max(0, start))
+        if match is not None and match.lastgroup is not None:
+            return Finding(self.names[match.lastgroup], match.group(0))
         return None
 
     def find_all(self, text: str) -> list[Finding]:
@@ -259,10 +303,11 @@ class CompiledRules:
             hit = literal.find(lowered, cased)
             if hit is not None:
                 found.append(Finding(literal.rule, hit))
-        if self.regex is not None:
-            for match in self.regex.finditer(text):
-                if match.lastgroup is not None:
-                    found.append(Finding(self.names[match.lastgroup], match.group(0)))
+        pos = 0
+        while (match := self.find(text, pos)) is not None:
+            if match.lastgroup is not None:
+                found.append(Finding(self.names[match.lastgroup], match.group(0)))
+            pos = max(match.end(), match.start() + 1)
         return found
 
     def leak(self, ws: list[str]) -> Finding | None:
@@ -297,20 +342,23 @@ def _compile(brand: Brand) -> CompiledRules:
     # Case-sensitive: a competitor is a proper noun ("Chase"), the word may be a verb ("chase").
     names_ = [normalise(n, lower=False).strip() for n in brand.guard.competitors]
     literals += [_Literal("competitor", n, cased=True) for n in names_ if n]
-    alternatives: list[tuple[str, str]] = [("dont", f"(?:{d.pattern})") for d in brand.rules.dont if d.pattern]
+    alternatives: list[tuple[str, str]] = [("dont", dont_pattern(d)) for d in brand.rules.dont if d.pattern]
     if brand.emoji.policy == "none":
         alternatives.append(("emoji", EMOJI))
     alternatives += [("refusal", r) for r in REFUSALS]
     names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
+    negatable = frozenset(f"r{i}" for i, d in enumerate(d for d in brand.rules.dont if d.pattern) if d.unless_negated)
     # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
     pattern = regex.compile(
         "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
     )
-    shingles = set()
-    for text in instruction_texts(brand):
-        ws = words(text)
-        for i in range(len(ws) - LEAK_N + 1):
-            shingles.add(tuple(ws[i : i + LEAK_N]))
+    plain = regex.compile(
+        "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives) if f"r{i}" not in negatable),
+        regex.IGNORECASE | regex.V0,
+    )
+    # Words the instructions share with what the brand says in public (its knowledge, examples,
+    # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
+    shingles = _grams(instruction_texts(brand)) - _grams(public_texts(brand))
     return CompiledRules(
         literals=literals,
         regex=pattern,
@@ -324,7 +372,51 @@ def _compile(brand: Brand) -> CompiledRules:
         leak_partials=frozenset(
             (*s[:n], s[n][:m]) for s in shingles for n in range(LEAK_N) for m in range(1, len(s[n]) + 1)
         ),
+        negatable=negatable,
+        plain=plain,
     )
+
+
+def dont_pattern(rule: DontRule) -> str:
+    """A don't-rule's pattern as the guard compiles it."""
+    return f"(?:{rule.pattern})"
+
+
+def catches(rule: DontRule, text: str) -> bool:
+    """Whether ``rule``'s pattern fires anywhere in ``text`` (a negated match does not, with ``unless_negated``)."""
+    pattern = regex.compile(dont_pattern(rule), regex.IGNORECASE | regex.V0)
+    match = pattern.search(text)
+    while match is not None and rule.unless_negated and negated(text, match.start()):
+        match = pattern.search(text, match.start() + 1)
+    return match is not None
+
+
+def _grams(texts: Iterable[str]) -> set[tuple[str, ...]]:
+    """Every ``LEAK_N`` consecutive words of ``texts``."""
+    out: set[tuple[str, ...]] = set()
+    for text in texts:
+        ws = words(text)
+        out.update(tuple(ws[i : i + LEAK_N]) for i in range(len(ws) - LEAK_N + 1))
+    return out
+
+
+def public_texts(brand: Brand) -> list[str]:
+    """What the brand may say word for word: its knowledge, examples and canned replies."""
+    texts = [
+        brand.greeting,
+        brand.no_match,
+        brand.fallbacks.off_topic,
+        brand.fallbacks.off_brand,
+        brand.fallbacks.error or "",
+        brand.fallbacks.truncated or "",
+        brand.offline.intro,
+        *brand.offline.openers,
+        *brand.allowed_topics,
+    ]
+    texts += [snippet.text for snippet in brand.knowledge]
+    for example in brand.examples:
+        texts += [example.user, example.assistant]
+    return texts
 
 
 def brand_vocabulary(brand: Brand) -> set[str]:
@@ -352,15 +444,38 @@ def brand_vocabulary(brand: Brand) -> set[str]:
 COVERAGE_CHARS = 4_000  # a reply is judged on its first 4,000 characters (and each context text on its first)
 
 
+CONTEXT_WEIGHT = 0.5  # a reply term found only in the (on-domain) question or context counts half
+
+
 def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[float, int] | None:
-    """Share of the reply's content terms found in the brand's vocabulary or ``context``
-    (question, retrieved facts, recent turns), and the number of terms; ``None`` when too short."""
+    """How much of the reply is about the brand's domain, and the number of its content terms.
+
+    A term counts 1 when it is in the brand's vocabulary; ``context`` (the question, retrieved facts,
+    recent turns) is weak evidence only: a term found there counts :data:`CONTEXT_WEIGHT`, and only
+    from a context text that is itself about the domain, so the question cannot make a reply on topic
+    (a football reply to a football question scores as football). ``None`` when the reply has fewer
+    than ``off_topic.min_terms`` content terms (nothing to judge)."""
+    check = brand.guard.off_topic
     terms = content_terms(reply, COVERAGE_CHARS)
-    if len(terms) < brand.guard.off_topic.min_terms:
+    if not terms or len(terms) < check.min_terms:
         return None
-    known = compile_rules(brand).vocabulary | term_set(context, COVERAGE_CHARS)
-    inside = sum(1 for t in terms if t in known)
-    return inside / len(terms), len(terms)
+    vocabulary = compile_rules(brand).vocabulary
+    weak: set[str] = set()
+    for text in context:
+        known = content_terms(text, COVERAGE_CHARS)
+        if known and sum(1 for t in known if t in vocabulary) / len(known) >= check.threshold:
+            weak.update(known)
+    score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)
+    return score / len(terms), len(terms)
+
+
+def off_topic(brand: Brand, scored: tuple[float, int] | None) -> bool:
+    """Whether a :func:`coverage` score is off the brand's topics: under ``off_topic.threshold``.
+
+    The size decides what that means: a reply of ``min_terms`` (3) or 4 content words is off-topic
+    only when not one of them is about the domain (one in three or four is over the shipped
+    thresholds); from 5 words on a single generic domain word ("last", "open") no longer carries it."""
+    return scored is not None and scored[0] < brand.guard.off_topic.threshold
 
 
 def emoji_count(text: str) -> int:
@@ -418,6 +533,15 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
         for finding in check_text(brand, text):
             field = ".".join(str(p) for p in loc)
             yield field, loc, f"breaks the brand's own rule {finding.rule} ({finding.detail!r})"
+    for i, dont in enumerate(brand.rules.dont):
+        if dont.pattern is None:
+            continue
+        for key, expected in (("must_fire", True), ("must_not_fire", False)):
+            for j, example in enumerate(getattr(dont, key)):
+                if catches(dont, example) != expected:
+                    where: list[str | int] = ["rules", "dont", i, key, j]
+                    verb = "does not catch" if expected else "catches"
+                    yield ".".join(map(str, where)), where, f"the pattern {verb} this example: {example!r}"
     for i, phrase in enumerate(brand.banned_phrases):
         if not phrase.strip():
             yield f"banned_phrases.{i}", ["banned_phrases", i], "empty phrase"
@@ -429,4 +553,4 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
             )
 
 
-__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "policy_findings"]
+__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "off_topic", "policy_findings"]

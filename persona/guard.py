@@ -28,8 +28,9 @@ reply until the off-topic check (``off_topic: reply``). At the end of a reply:
 * empty output → the ``error`` fallback (else ``off_topic``);
 * ``finish_reason: length`` → trimmed to the last whole sentence (a ``retract`` if the cut part
   was already out), or the ``truncated`` fallback when there is no whole sentence;
-* off-topic (domain coverage under the brand's threshold) → a ``GuardNote("off_topic")`` that the
-  job logs and reports through its hooks; with ``guard.off_topic.action: fallback`` also replaced.
+* off-topic (the reply's domain coverage under the brand's threshold; the question is only weak
+  context) → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
+  ``guard.off_topic.action: fallback`` also replaced.
 
 When an attempt ends early (upstream error, cancel, deadline) the job calls
 ``finish(ABORTED)``: held text is released once the end-of-text checks pass (a phrase that only
@@ -46,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from persona.brand import Brand
-from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage
+from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
+from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
 ABORTED = "aborted"  # finish reason for an attempt that ended without the upstream finishing
@@ -68,6 +70,8 @@ class GuardStep:
     replacement: str | None = None  # the guard's own replacement (a trimmed reply); None: the
     # brand's fallback for the rule, chosen by reply.ending.fallback_text
     notes: tuple[GuardNote, ...] = ()
+    stop: bool = False  # the reply is complete after ``release`` (the length policy trimmed it): stop
+    # the upstream call and end normally, with finish_reason length
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ class BrandGuard:
         self._recent: deque[tuple[str, int]] = deque(maxlen=LEAK_N)
         self._run = ""  # lower-cased trailing run of word characters ([a-z0-9'])
         self._run_at = 0
+        self._length = LengthScanner(brand.length)
         self._stopped = False
 
     # --- streaming ----------------------------------------------------------------------------------
@@ -148,12 +153,55 @@ class BrandGuard:
         if self._stopped or not text:
             return GuardStep()
         at = self._fed
+        over = self._length.step(text, at)
+        if over is not None:
+            return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
         finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text)
         if finding is not None:
             return self._violate(finding)
         return GuardStep(release=self._release(self._cut()))
+
+    def _over_length(self, text: str, at: int, over: int) -> GuardStep:
+        """The reply ran past the length policy at raw offset ``over``: nothing from there on is
+        checked or released. The text before it is checked to its end, then trimmed to its last whole
+        sentence (or list item) or replaced, as the brand chose (``length.action``)."""
+        if over < at:  # a list item that began in held text
+            held = "".join(self._held)
+            self._held = [held[: over - self._out]] if over > self._out else []
+            self._fed = over
+            self._scan = self._scan[: max(0, over - self._scan_at)]
+        else:
+            kept = text[: over - at]
+            self._fed += len(kept)
+            if kept:
+                self._held.append(kept)
+                finding = self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept)
+                if finding is not None:
+                    return self._violate(finding)
+        finding = self._end_findings()
+        if finding is not None:
+            return self._violate(finding)
+        if self.brand.length.action == "fallback":
+            return self._violate(Finding("length", f"past the length policy at character {over}"))
+        return self._end_at("".join(self._released) + "".join(self._held), self._length.kept_end)
+
+    def _end_at(self, full: str, end: int) -> GuardStep:
+        """End the reply on ``full[:end]`` (whole sentences): release it and stop, or retract what went
+        past it, or the ``truncated`` fallback when nothing whole is left."""
+        self._stopped = True
+        kept = full[:end].rstrip()
+        if not kept:
+            return GuardStep(violation="truncated")
+        notes, replace = self._judge(kept)
+        if replace:
+            return GuardStep(violation="off_topic", notes=notes)
+        if not full[len(kept) : self._out].strip():  # only whitespace past the kept text is out
+            release = self._release(len(kept))
+            self._held = []
+            return GuardStep(release=release, stop=True, notes=notes)
+        return GuardStep(violation="length", replacement=kept, notes=notes)
 
     def finish(self, finish_reason: str) -> GuardStep:
         if self._stopped:
@@ -172,25 +220,25 @@ class BrandGuard:
             return self._violate(Finding("empty", "the model sent no text"))
         if finish_reason == "length":
             return self._trim(full)
-        notes: tuple[GuardNote, ...] = ()
+        notes, replace = self._judge(full)
+        if replace:
+            self._stopped = True
+            return GuardStep(violation="off_topic", notes=notes)
+        return GuardStep(release=self._release(self._fed), notes=notes)
+
+    def _judge(self, full: str) -> tuple[tuple[GuardNote, ...], bool]:
+        """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
         check = self.brand.guard.off_topic
         scored = coverage(self.brand, full, (self.context.question, *self.context.context))
-        if scored is not None and scored[0] < check.threshold:
-            notes = (
-                GuardNote(
-                    "off_topic",
-                    {
-                        "score": round(scored[0], 3),
-                        "threshold": check.threshold,
-                        "terms": scored[1],
-                        "action": check.action,
-                    },
-                ),
-            )
-            if check.action == "fallback":
-                self._stopped = True
-                return GuardStep(violation="off_topic", notes=notes)
-        return GuardStep(release=self._release(self._fed), notes=notes)
+        if scored is None or not off_topic(self.brand, scored):
+            return (), False
+        fields = {
+            "score": round(scored[0], 3),
+            "threshold": check.threshold,
+            "terms": scored[1],
+            "action": check.action,
+        }
+        return (GuardNote("off_topic", fields),), check.action == "fallback"
 
     # --- the three streaming checks -------------------------------------------------------------------
     def _phrases(self, text: str, at: int) -> Finding | None:
@@ -273,7 +321,7 @@ class BrandGuard:
             return None
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
-        match = pattern.search(self._scan, floor - self._scan_at, partial=True)
+        match = self.rules.find(self._scan, floor - self._scan_at, partial=True)
         if match is not None and not match.partial:
             return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if match is None or match.start() + self._scan_at >= self._fed:
@@ -294,7 +342,7 @@ class BrandGuard:
             run, self._run = self._run, ""
             found = self._leak(run + " ", self._fed)
         if found is None and self.rules.regex is not None:
-            match = self.rules.regex.search(self._scan, max(0, self._rx_from - self._scan_at))
+            match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         return found
@@ -310,6 +358,7 @@ class BrandGuard:
             self._cased.held_from() if self._cased is not None else None,
             self._rx_held,
             self._leak_held_from(),
+            self._length.held_from(),
         ):
             if start is not None and start < cut:
                 cut = start

@@ -128,7 +128,8 @@ class Upstream:
                                 self._hook("token_gap", brand=reply.brand_id, seconds=now - last_text_at)
                             last_text_at = now
                             deadline.move_to(loop_time() + limit)
-                            self._apply(guard.feed(piece.text), batcher, reply)
+                            if self._apply(guard.feed(piece.text), batcher, reply):
+                                return "length"  # the guard trimmed the reply to the brand's length
                         if piece.finish_reason:
                             self._apply(guard.finish(piece.finish_reason), batcher, reply)
                             return "length" if piece.finish_reason == "length" else "stop"
@@ -145,7 +146,7 @@ class Upstream:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    def _apply(self, step: GuardStep, batcher: TextSink, reply: ReplyContext) -> None:
+    def _apply(self, step: GuardStep, batcher: TextSink, reply: ReplyContext) -> bool:
         for note in step.notes:
             logger.bind(stream_id=reply.stream_id, brand=reply.brand_id).info(
                 "guard note {}: {}", note.event, ", ".join(f"{k}={v}" for k, v in note.fields.items())
@@ -155,6 +156,7 @@ class Upstream:
             batcher.push(step.release)
         if step.violation:
             raise GuardViolation(step.violation, step.replacement)
+        return step.stop
 
 
 def _release_held(guard: ReplyGuard, batcher: TextSink) -> None:

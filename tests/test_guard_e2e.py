@@ -130,6 +130,22 @@ async def test_a_reply_cut_by_length_retracts_the_cut_sentence_for_a_brand_strea
     assert events[-2]["text"] == joined_text(events) == "We roast on Mondays."
 
 
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+async def test_a_reply_longer_than_the_brands_length_ends_on_its_last_allowed_sentence_and_the_model_is_stopped(
+    fake: FakeOpenAI, server: RunningServer, brand_id: str
+) -> None:
+    brand = server.runtime.brands[brand_id]
+    allowed = [f"Your payment transfer is confirmed in step {i}." for i in range(brand.length.max_sentences)]
+    rambling = " ".join(allowed + ["And then part more."] + ["then"] * 200)
+    fake.enqueue(Reply(text=rambling, delay_s=0.005 * T))
+    events = await ws_turn(server.ws_url, await negotiate(server.base_url, brand_id), "payments and shipping?")
+    assert_well_formed(events)
+    assert "retract" not in [e["type"] for e in events], "nothing past the limit ever went out"
+    assert events[-1]["finish_reason"] == "length"
+    assert joined_text(events).rstrip() == " ".join(allowed)
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
 async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_conversation_memory(
     fake: FakeOpenAI, server: RunningServer
 ) -> None:
