@@ -4,6 +4,7 @@ the Responses API (``POST /v1/responses``, streaming and not) through the same p
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -271,3 +272,22 @@ async def test_a_response_for_a_brand_the_key_does_not_open_is_404(server: Runni
         with pytest.raises(openai.NotFoundError) as caught:
             await client.responses.create(model="meridian", input=QUESTION)
     assert caught.value.code == "model_not_found"
+
+
+async def test_a_streamed_response_whose_client_disconnects_cancels_its_reply(servers: ServerFactory) -> None:
+    server = await servers(offline_token_delay_ms=150)
+    async with (
+        http(server) as client,
+        client.stream("POST", "/v1/responses", json={"model": "demo", "input": QUESTION, "stream": True}) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                stream_id = json.loads(line[6:])["response"]["id"].removeprefix("resp_")
+                break
+    async with asyncio.timeout(5 * T):
+        while True:
+            events = await server.runtime.buffer.read_after(stream_id, 0)
+            if events and events[-1].terminal:
+                break
+            await asyncio.sleep(0.05)
+    assert events[-1].payload()["finish_reason"] == "cancelled"
