@@ -18,6 +18,7 @@ from api.exceptions import RateLimited, error_body
 from api.openai_compat import http_error_response
 from api.openai_compat import router as openai_router
 from api.openai_responses import router as responses_router
+from api.openapi import install_openapi
 from api.routes import router
 from api.runtime import Runtime
 from api.settings import Settings
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         @app.get("/", include_in_schema=False)
         async def demo_page() -> FileResponse:
             return FileResponse(index)
+
+    install_openapi(app)
 
     return app
 
