@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from api.body_limit import BodyLimitMiddleware
@@ -22,6 +21,7 @@ from api.openapi import install_openapi
 from api.routes import router
 from api.runtime import Runtime
 from api.settings import Settings
+from api.static_files import static_app
 from api.ws import websocket_endpoint
 from streaming.codes import WireError
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(responses_router)
     app.add_api_websocket_route("/v1/ws", websocket_endpoint)
     if settings.static_dir.is_dir():
-        app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+        app.mount("/static", static_app(settings.static_dir), name="static")  # gzip + Cache-Control
         index = settings.static_dir / "index.html"
 
         @app.get("/", include_in_schema=False)

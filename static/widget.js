@@ -15,6 +15,9 @@
   "use strict";
   if (typeof window === "undefined" || window.BrandChatWidget) return;
 
+  // The hash of chat-client.js, stamped by static/build.py (`make client`): the client's URL changes
+  // with its content, so the server lets browsers keep it for a year.
+  const CLIENT_VERSION = "224c56824ae071f7";
   const script =
     document.currentScript || document.querySelector("script[data-brand][src*='widget.js'], script[src*='widget.js']");
   const scriptUrl = new URL((script && script.src) || "/static/widget.js", location.href);
@@ -44,7 +47,7 @@
     if (window.BrandChat && window.BrandChat.ChatClient) return Promise.resolve(window.BrandChat);
     return new Promise((resolve, reject) => {
       const tag = document.createElement("script");
-      tag.src = new URL("chat-client.js", scriptUrl).toString();
+      tag.src = new URL("chat-client.js?v=" + CLIENT_VERSION, scriptUrl).toString();
       tag.async = true;
       tag.onload = () => resolve(window.BrandChat);
       tag.onerror = () => reject(new Error("could not load " + tag.src));

@@ -41,3 +41,15 @@ def test_a_source_file_the_build_does_not_list_fails_the_build_instead_of_vanish
     assert result.returncode == 1
     assert "extra.js" in result.stderr
     assert not out.exists()
+
+
+def test_the_widget_loads_the_client_by_the_hash_of_the_served_bundle() -> None:
+    sys.path.insert(0, str(STATIC_DIR))
+    try:
+        from build import client_version  # static/build.py is a script, not a package
+    finally:
+        sys.path.remove(str(STATIC_DIR))
+    version = client_version((STATIC_DIR / "chat-client.js").read_bytes())
+    widget = (STATIC_DIR / "widget.js").read_text(encoding="utf-8")
+    assert f'  const CLIENT_VERSION = "{version}";' in widget, "static/widget.js is stale: run `make client`"
+    assert 'new URL("chat-client.js?v=" + CLIENT_VERSION, scriptUrl)' in widget
