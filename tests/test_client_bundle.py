@@ -32,6 +32,13 @@ def test_the_served_client_is_byte_for_byte_a_fresh_build_of_static_src(tmp_path
     assert served == fresh.read_bytes(), "static/chat-client.js is stale: run `make client` and commit it"
 
 
+def test_the_es_module_build_is_a_fresh_build_too(tmp_path: Path) -> None:
+    result = run_build("--out", str(tmp_path / "chat-client.js"), "--esm", str(tmp_path / "chat-client.mjs"))
+    assert result.returncode == 0, result.stderr
+    served = (STATIC_DIR / "chat-client.mjs").read_bytes()
+    assert served == (tmp_path / "chat-client.mjs").read_bytes(), "static/chat-client.mjs is stale: run `make client`"
+
+
 def test_a_source_file_the_build_does_not_list_fails_the_build_instead_of_vanishing(tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(STATIC_DIR / "src", src)
