@@ -59,7 +59,8 @@ test: $(VENV)/.dev lint typecheck typecheck-client
 	node --test tests/js/
 
 ## make typecheck-client: tsc --noEmit over tests/ts/ (an app using @brandchat/client) against static/chat-client.d.ts.
-## TypeScript comes from tests/ts/package-lock.json, installed once (npm ci); later runs are offline.
+## TypeScript (and the Vercel AI SDK that tests/test_ai_sdk.py drives) come from tests/ts/package-lock.json,
+## installed once (npm ci); later runs are offline.
 .PHONY: typecheck-client
 TSC := tests/ts/node_modules/.bin/tsc
 $(TSC): tests/ts/package-lock.json
