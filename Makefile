@@ -53,10 +53,21 @@ protocol-doc: $(VENV)/.runtime
 client:
 	$(PYTHON) static/build.py
 
-## make test: lint, types, the whole test suite (real uvicorn, real redis-server, fake OpenAI server, headless chromium) + the JS client's unit tests
-test: $(VENV)/.dev lint typecheck
+## make test: lint, types (Python, and the JS client's declarations), the whole test suite (real uvicorn, real redis-server, fake OpenAI server, headless chromium) + the JS client's unit tests
+test: $(VENV)/.dev lint typecheck typecheck-client
 	$(PY) -m pytest
 	node --test tests/js/
+
+## make typecheck-client: tsc --noEmit over tests/ts/ (an app using @brandchat/client) against static/chat-client.d.ts.
+## TypeScript (and the Vercel AI SDK that tests/test_ai_sdk.py drives) come from tests/ts/package-lock.json,
+## installed once (npm ci); later runs are offline.
+.PHONY: typecheck-client
+TSC := tests/ts/node_modules/.bin/tsc
+$(TSC): tests/ts/package-lock.json
+	cd tests/ts && npm ci --no-audit --no-fund --silent
+	touch $@
+typecheck-client: $(TSC)
+	$(TSC) -p tests/ts/tsconfig.json
 
 ## make chaos: the long randomized fault runs (producers killed, Redis restarted, clients dropped); prints figures
 .PHONY: chaos
@@ -80,4 +91,4 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info tests/ts/node_modules

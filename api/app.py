@@ -10,14 +10,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from api.body_limit import BodyLimitMiddleware
 from api.exceptions import RateLimited, error_body
+from api.openai_compat import http_error_response
 from api.openai_compat import router as openai_router
+from api.openai_responses import router as responses_router
+from api.openapi import install_openapi
 from api.routes import router
 from api.runtime import Runtime
 from api.settings import Settings
+from api.static_files import static_app
 from api.ws import websocket_endpoint
 from streaming.codes import WireError
 
@@ -59,6 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # No route, no such method, no static file: our error body, OpenAI's under /v1/.
+        return http_error_response(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
@@ -69,14 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.add_api_websocket_route("/v1/ws", websocket_endpoint)
     if settings.static_dir.is_dir():
-        app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+        app.mount("/static", static_app(settings.static_dir), name="static")  # gzip + Cache-Control
         index = settings.static_dir / "index.html"
 
         @app.get("/", include_in_schema=False)
         async def demo_page() -> FileResponse:
             return FileResponse(index)
+
+    install_openapi(app)
 
     return app
 

@@ -10,5 +10,5 @@ from api.logs import setup_logging
 from api.settings import Settings
 
 settings = Settings()
-setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format, tags=settings.log_tags)
 app = create_app(settings)

@@ -10,7 +10,11 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
 * ``system`` / ``developer`` messages from the client are **ignored**: the brand file is the
   persona, and letting a caller replace it would bypass the brand's rules. ``user`` and
   ``assistant`` messages are the history; the last message must be a ``user`` message.
-  ``temperature``, ``max_tokens``, ``n`` … are ignored too: the brand's model settings apply.
+  ``temperature``, ``max_tokens``, ``top_p`` … are ignored too: the brand's model settings apply.
+  A parameter that asks for something a text-only brand cannot give (``tools``, ``functions``,
+  ``response_format`` other than text, ``n > 1``, ``logprobs``, ``audio``, a non-text content
+  part …) is refused with 400 and OpenAI's ``unsupported_parameter`` / ``unsupported_value``
+  error naming it in ``param``, rather than silently answered with plain text.
 * The conversation is ephemeral (the Chat Completions API is stateless): each request gets a
   fresh conversation id whose turns are never stored (``api/ephemeral.py``); only its stream is,
   for ``RESUME_WINDOW_S`` after the reply.
@@ -27,6 +31,11 @@ Mapping (where OpenAI's format has no word for ours, the choice and why):
 * A streaming client that disconnects cancels its reply (nobody else can resume it).
 * The limits of ``api/limits.py`` apply per client address and brand (429 ``rate_limit_exceeded``
   with ``Retry-After``); each request is its own conversation, so none is ever busy.
+* ``GET /v1/models`` lists the brands the key opens, ``GET /v1/models/{id}`` one of them (404
+  ``model_not_found`` otherwise). An unknown ``/v1/…`` path or method is 404 / 405 in OpenAI's error
+  body (:func:`http_error_response`, installed for the whole app by ``api/app.py``).
+* ``POST /v1/responses`` (the Responses API, text only) is ``api/openai_responses.py``, built on the
+  helpers here.
 * A page in a browser (an ``Origin`` header) may call only from an origin the brand and
   ``ALLOWED_ORIGINS`` allow; without one (server-side callers) the key alone decides.
 """
@@ -44,14 +53,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from api.ephemeral import new_ephemeral_id
-from api.exceptions import RateLimited
+from api.exceptions import RateLimited, error_body
 from api.runtime import Runtime
 from persona.brand import Brand
 from persona.prompt import assemble
 from persona.tokens import count_tokens
-from reply.exceptions import ShuttingDown
+from reply.jobs import Submission
 from streaming.codes import ERROR_CODES, WireError, error_code
 from streaming.events import StoredEvent
 from streaming.ids import new_id
@@ -69,8 +79,17 @@ class _Message(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(str(p.get("text") or "") for p in self.content if p.get("type", "text") == "text")
+            return text_of_parts(self.content, ("text",), "messages")
         return self.content or ""
+
+
+def text_of_parts(parts: list[dict[str, Any]], text_types: tuple[str, ...], param: str) -> str:
+    """The text of a message's content parts; a part of another type (an image, a file, audio) is
+    refused: a text-only brand would answer as if it had not been sent."""
+    for part in parts:
+        if part.get("type", "text") not in text_types:
+            raise OpenAIError.unsupported(param, f"Content parts of type '{part.get('type')}' are not supported.")
+    return "".join(str(p.get("text") or "") for p in parts)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -89,12 +108,19 @@ class OpenAIError(Exception):
     has one (``invalid_api_key``, ``model_not_found``)."""
 
     def __init__(
-        self, wire_code: str, message: str, code: str | None = None, *, retry_after_s: int | None = None
+        self,
+        wire_code: str,
+        message: str,
+        code: str | None = None,
+        *,
+        param: str | None = None,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         entry = error_code(wire_code)
         self.status, self.message, self.type, self.code = entry.http_status, message, entry.openai_type, code
-        self.retry_after_s = retry_after_s
+        self.param, self.retry_after_s, self.headers = param, retry_after_s, headers
 
     def with_retry_after(self, seconds: int) -> OpenAIError:
         self.retry_after_s = seconds
@@ -105,20 +131,43 @@ class OpenAIError(Exception):
         """Our error code as OpenAI's: status, type and OpenAI's own code word from the table."""
         return cls(wire_code, message, error_code(wire_code).openai_error_code)
 
+    @classmethod
+    def unsupported(cls, param: str, message: str, *, value: bool = True) -> OpenAIError:
+        """A parameter this endpoint cannot honour: 400 with OpenAI's words for it."""
+        return cls("bad_request", message, "unsupported_value" if value else "unsupported_parameter", param=param)
+
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = dict(self.headers or {})
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
 
 
-def _runtime(request: Request) -> Runtime:
+def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own 404 / 405 (no route, no such method, no static file) in our error body
+    instead of ``{"detail": …}``; under ``/v1/`` in OpenAI's, whose ``message`` and ``code`` are
+    also the fields of ours (``{"error": {"code", "message"}}``), so either kind of client reads it."""
+    status_codes = {e.http_status: e.code for e in ERROR_CODES.values()}
+    code = status_codes.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal")
+    path = request.url.path
+    if path == "/v1" or path.startswith("/v1/"):
+        invalid_url = exc.status_code in (404, 405)
+        message = f"Invalid URL ({request.method} {path})" if invalid_url else str(exc.detail)
+        error = OpenAIError(code, message, code, headers=dict(exc.headers or {}))
+        error.status = exc.status_code
+        return error.response()
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
+def brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
@@ -132,8 +181,8 @@ def _brands_for_key(runtime: Runtime, authorization: str | None) -> list[Brand]:
     return matches
 
 
-def _brand(runtime: Runtime, request: Request, model: str) -> Brand:
-    brands = _brands_for_key(runtime, request.headers.get("authorization"))
+def brand_for(runtime: Runtime, request: Request, model: str) -> Brand:
+    brands = brands_for_key(runtime, request.headers.get("authorization"))
     brand = next((b for b in brands if b.id == model), None)
     if brand is None:
         raise OpenAIError(
@@ -147,12 +196,12 @@ def _brand(runtime: Runtime, request: Request, model: str) -> Brand:
     return brand
 
 
-def _history(messages: list[_Message], max_chars: int) -> tuple[list[dict[str, Any]], str]:
-    """Client messages → (stored-turn history, the new user text)."""
-    turns = [m for m in messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1].role != "user":
+def history_and_text(turns: list[tuple[str, str]], max_chars: int) -> tuple[list[dict[str, Any]], str]:
+    """``(role, text)`` of the client's user and assistant messages → (stored-turn history, the new
+    user text)."""
+    if not turns or turns[-1][0] != "user":
         raise OpenAIError("bad_request", "The last message must have role 'user'.", code="invalid_messages")
-    text = turns[-1].text()
+    text = turns[-1][1]
     if not text.strip():
         raise OpenAIError("bad_request", "The last user message is empty.", code="invalid_messages")
     if len(text) > max_chars:
@@ -160,15 +209,81 @@ def _history(messages: list[_Message], max_chars: int) -> tuple[list[dict[str, A
             "bad_request", f"The last user message is longer than {max_chars} characters.", code="message_too_long"
         )
     history: list[dict[str, Any]] = []
-    for message in turns[:-1]:
-        if message.role == "user":
-            history.append({"role": "user", "text": message.text()})
+    for role, said in turns[:-1]:
+        if role == "user":
+            history.append({"role": "user", "text": said})
         else:
-            history.append({"role": "assistant", "text": message.text(), "status": "done"})
+            history.append({"role": "assistant", "text": said, "status": "done"})
     return history, text
 
 
-def _error_from_event(payload: dict[str, Any]) -> OpenAIError:
+# Parameters a text-only brand cannot honour: name → is the value one we can answer as asked?
+# Absent, null, empty and the default values pass (SDKs and frameworks send some of them always).
+_CHAT_PARAMETERS: dict[str, Any] = {
+    "tools": lambda v: not v,
+    "functions": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+    "n": lambda v: v in (None, 1),
+    "logprobs": lambda v: not v,
+    "top_logprobs": lambda v: not v,
+    "audio": lambda v: v is None,
+    "modalities": lambda v: v is None or v == ["text"],
+    "prediction": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+}
+
+
+def refuse_unsupported(raw: dict[str, Any], rules: dict[str, Any]) -> None:
+    """400 ``unsupported_value`` naming the first parameter ``rules`` cannot honour."""
+    for name, honoured in rules.items():
+        if name in raw and not honoured(raw[name]):
+            raise OpenAIError.unsupported(name, f"'{name}' is not supported with this model: it answers in text only.")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or 400 in OpenAI's format."""
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OpenAIError("bad_request", "The request body is not valid JSON.") from None
+    if not isinstance(raw, dict):
+        raise OpenAIError("bad_request", "The request body must be a JSON object.")
+    return raw
+
+
+def invalid(exc: ValidationError) -> OpenAIError:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+    return OpenAIError("bad_request", f"Invalid request: {problems}")
+
+
+async def start_ephemeral_reply(
+    runtime: Runtime, request: Request, brand: Brand, history: list[dict[str, Any]], text: str
+) -> tuple[str, Submission]:
+    """Start the reply of a one-request conversation: (its conversation id, the submission).
+    Raises :class:`OpenAIError` for anything refused (limits, shutting down, too long)."""
+    history = runtime.newest_history(history)  # HISTORY_MAX_CHARS, as for stored conversations
+    conversation_id = new_ephemeral_id()
+    client = request.client.host if request.client else None
+    try:
+        submission = await runtime.start_reply(
+            address=runtime.limits.address(client, request.headers),
+            conversation_id=conversation_id,
+            brand=brand,
+            client_message_id=new_id("m"),
+            text=text,
+            history=history,
+            ephemeral=True,
+        )
+    except RateLimited as exc:
+        raise OpenAIError.of(exc.code, exc.message).with_retry_after(exc.retry_after_s) from None
+    except WireError as exc:
+        raise OpenAIError.of(exc.code, exc.message) from None
+    return conversation_id, submission
+
+
+def error_from_event(payload: dict[str, Any]) -> OpenAIError:
     code = payload["code"] if payload["code"] in ERROR_CODES else "upstream_error"
     return OpenAIError.of(code, payload["message"])
 
@@ -176,47 +291,44 @@ def _error_from_event(payload: dict[str, Any]) -> OpenAIError:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     """The brands this key may use, as OpenAI models."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
-        brands = _brands_for_key(runtime, request.headers.get("authorization"))
+        brands = brands_for_key(runtime, request.headers.get("authorization"))
     except OpenAIError as exc:
         return exc.response()
     data = [{"id": b.id, "object": "model", "created": 0, "owned_by": b.name} for b in brands]
     return JSONResponse({"object": "list", "data": data})
 
 
+@router.get("/v1/models/{model_id}")
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    """One brand as an OpenAI model, when this key opens it."""
+    runtime = runtime_of(request)
+    try:
+        brands = brands_for_key(runtime, request.headers.get("authorization"))
+        brand = next((b for b in brands if b.id == model_id), None)
+        if brand is None:
+            message = f"The model `{model_id}` does not exist or you do not have access to it."
+            raise OpenAIError("not_found", message, "model_not_found")
+    except OpenAIError as exc:
+        return exc.response()
+    return JSONResponse({"id": brand.id, "object": "model", "created": 0, "owned_by": brand.name})
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
-        try:
-            raw = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise OpenAIError("bad_request", "The request body is not valid JSON.") from None
+        raw = await read_json(request)
         try:
             body = ChatCompletionRequest.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise OpenAIError("bad_request", f"Invalid request: {problems}") from None
-        brand = _brand(runtime, request, body.model)
-        history, text = _history(body.messages, runtime.settings.max_message_chars)
-        history = runtime.newest_history(history)  # HISTORY_MAX_CHARS, as for stored conversations
-        conversation_id = new_ephemeral_id()
-        client = request.client.host if request.client else None
-        try:
-            submission = await runtime.start_reply(
-                address=runtime.limits.address(client, request.headers),
-                conversation_id=conversation_id,
-                brand=brand,
-                client_message_id=new_id("m"),
-                text=text,
-                history=history,
-                ephemeral=True,
-            )
-        except RateLimited as exc:
-            raise OpenAIError.of(exc.code, exc.message).with_retry_after(exc.retry_after_s) from None
-        except ShuttingDown as exc:
-            raise OpenAIError.of(exc.code, exc.message) from None
+            raise invalid(exc) from None
+        brand = brand_for(runtime, request, body.model)
+        refuse_unsupported(raw, _CHAT_PARAMETERS)
+        turns = [(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
+        history, text = history_and_text(turns, runtime.settings.max_message_chars)
+        conversation_id, submission = await start_ephemeral_reply(runtime, request, brand, history, text)
     except OpenAIError as exc:
         return exc.response()
     stream_id = submission.stream_id
@@ -236,7 +348,9 @@ async def chat_completions(request: Request) -> Response:
     return await _stream(runtime, brand, events, meta, stream_id, include_usage, history, text)
 
 
-async def _usage(brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int) -> dict[str, int]:
+async def usage_of(
+    brand: Brand, history: list[dict[str, Any]], text: str, reply: str, max_tokens: int
+) -> dict[str, int]:
     # Re-assembling the prompt tokenises the whole history: off the event loop.
     return await asyncio.to_thread(_usage_now, brand, history, text, reply, max_tokens)
 
@@ -261,7 +375,7 @@ async def _complete(
             terminal = event.payload()
     assert terminal is not None  # follow() always ends with the terminal event
     if terminal["type"] == "error":
-        return _error_from_event(terminal).response()
+        return error_from_event(terminal).response()
     reply = terminal["text"]
     body = {
         **meta,
@@ -274,7 +388,7 @@ async def _complete(
                 "finish_reason": FINISH.get(terminal["finish_reason"], "stop"),
             }
         ],
-        "usage": await _usage(brand, history, text, reply, runtime.settings.max_reply_tokens),
+        "usage": await usage_of(brand, history, text, reply, runtime.settings.max_reply_tokens),
     }
     return JSONResponse(body)
 
@@ -305,7 +419,7 @@ async def _stream(
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-        return _error_from_event(payload).response()
+        return error_from_event(payload).response()
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
         obj = {
@@ -335,12 +449,12 @@ async def _stream(
                     extra = {"brandchat_retract": retract} if retract else {}
                     yield _sse(chunk({}, FINISH.get(payload["finish_reason"], "stop"), **extra))
                     if include_usage:
-                        usage = await _usage(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
+                        usage = await usage_of(brand, history, text, payload["text"], runtime.settings.max_reply_tokens)
                         yield _sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
                     yield _sse("[DONE]")
                 elif event.type == "error":
                     finished = True
-                    yield _sse(_error_from_event(payload).body())
+                    yield _sse(error_from_event(payload).body())
         finally:
             if not finished:
                 # The client went away mid-reply: nobody can resume an ephemeral conversation.

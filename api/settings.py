@@ -6,6 +6,7 @@ Every field maps to an upper-case environment variable of the same name (``HEART
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import secrets
 from functools import cached_property
@@ -108,6 +109,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "auto"  # auto (JSON unless on a terminal) | json | pretty
     dd_agent_host: str | None = None  # Datadog's own variable names
+    dd_service: str = "brandchat"  # the `service` of every JSON log line (ddtrace reads DD_SERVICE too)
+    dd_env: str | None = None  # the `env` of every JSON log line; unset: APP_ENV
+    dd_version: str | None = None  # the `version` of every JSON log line; unset: the installed package's
     dd_dogstatsd_port: int = 8125
     metrics_enabled: bool | None = None  # None: on when DD_AGENT_HOST is set
     hooks: Annotated[list[str], NoDecode] = []  # "package.module:function" monitoring hooks loaded at start-up
@@ -135,6 +139,15 @@ class Settings(BaseSettings):
                 "Use WORKERS=1 with the memory buffer."
             )
         return self
+
+    @property
+    def log_tags(self) -> dict[str, str]:
+        """Datadog's unified service tags, on every JSON log line (``api/logs.py``)."""
+        return {
+            "service": self.dd_service,
+            "env": self.dd_env or self.app_env,
+            "version": self.dd_version or package_version(),
+        }
 
     @property
     def dev_mode(self) -> bool:
@@ -172,3 +185,10 @@ class Settings(BaseSettings):
 
 
 _PROCESS_SECRET = secrets.token_urlsafe(32)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("brandchat")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"

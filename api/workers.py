@@ -47,7 +47,9 @@ def load_settings() -> Settings:
 
 
 def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+    setup_logging(
+        instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format, tags=settings.log_tags
+    )
     try:
         app = create_app(settings)
     except InsecureSettings as exc:
@@ -70,7 +72,9 @@ def _worker(sock: socket.socket) -> None:
 
 def run_workers(settings: Settings) -> int:
     """Serve with ``settings.workers`` processes on one socket; returns the exit code."""
-    setup_logging(instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format)
+    setup_logging(
+        instance=settings.instance_id, level=settings.log_level, fmt=settings.log_format, tags=settings.log_tags
+    )
     if not settings.session_secret.get_secret_value():
         # Tokens must verify in every worker: one random key for this run, handed to all of them.
         os.environ["SESSION_SECRET"] = secrets.token_urlsafe(32)

@@ -5,7 +5,12 @@
  *
  * Attributes: data-brand (brand id), data-server (chat server; default: where this file came
  * from), data-open="true" (start open), data-suggestions="Question one|Question two",
- * data-options='{"connectTimeoutMs": 4000}' (any ChatClient DEFAULTS key).
+ * data-options='{"connectTimeoutMs": 4000}' (any ChatClient DEFAULTS key), data-position="left"
+ * (default right), data-launcher-text="Chat with us" (a labelled launcher instead of the round one).
+ *
+ * JS API: `brandchat(command, ...args)`, with a queue that works before this file loads (paste the
+ * one-line stub of docs/client.md above the tag): open, close, toggle, showLauncher, hideLauncher,
+ * on(event, fn) / off(event, fn) for the events open, close, message and state.
  *
  * It loads chat-client.js from the same place, draws a launcher and a chat panel inside a Shadow
  * DOM (the host page's CSS cannot reach in, ours cannot leak out) and exposes the running widget
@@ -15,6 +20,9 @@
   "use strict";
   if (typeof window === "undefined" || window.BrandChatWidget) return;
 
+  // The hash of chat-client.js, stamped by static/build.py (`make client`): the client's URL changes
+  // with its content, so the server lets browsers keep it for a year.
+  const CLIENT_VERSION = "224c56824ae071f7";
   const script =
     document.currentScript || document.querySelector("script[data-brand][src*='widget.js'], script[src*='widget.js']");
   const scriptUrl = new URL((script && script.src) || "/static/widget.js", location.href);
@@ -28,6 +36,8 @@
       .map((s) => s.trim())
       .filter(Boolean),
     options: parseJson(data.options) || {},
+    position: data.position === "left" ? "left" : "right",
+    launcherText: (data.launcherText || "").trim().slice(0, 40),
   };
 
   function parseJson(text) {
@@ -44,7 +54,7 @@
     if (window.BrandChat && window.BrandChat.ChatClient) return Promise.resolve(window.BrandChat);
     return new Promise((resolve, reject) => {
       const tag = document.createElement("script");
-      tag.src = new URL("chat-client.js", scriptUrl).toString();
+      tag.src = new URL("chat-client.js?v=" + CLIENT_VERSION, scriptUrl).toString();
       tag.async = true;
       tag.onload = () => resolve(window.BrandChat);
       tag.onerror = () => reject(new Error("could not load " + tag.src));
@@ -117,6 +127,13 @@
       background: var(--bc-accent); color: var(--bc-on-accent); margin-left: auto;
       box-shadow: 0 6px 20px rgba(0,0,0,.22), 0 2px 6px rgba(0,0,0,.14); transition: transform .15s ease; }
     .launcher:hover { transform: translateY(-2px); }
+    :host([data-position="left"]) { left: 20px !important; right: auto !important; }
+    :host([data-position="left"]) .panel { left: 0; right: auto; }
+    :host([data-position="left"]) .launcher { margin-left: 0; margin-right: auto; }
+    .launcher.with-text { width: auto; border-radius: 30px; padding: 0 20px 0 16px; grid-auto-flow: column; gap: 8px;
+      font-weight: 600; }
+    .launcher.with-text .when-open { display: none; }
+    .launcher-text { white-space: nowrap; }
     .launcher .when-open { display: none; }
     .launcher[aria-expanded="true"] .when-open { display: block; }
     .launcher[aria-expanded="true"] .when-closed { display: none; }
@@ -181,6 +198,7 @@
 
     @media (max-width: 480px) {
       :host { right: 12px !important; bottom: 12px !important; }
+      :host([data-position="left"]) { left: 12px !important; right: auto !important; }
       .panel { position: fixed; inset: 0; width: auto; height: auto; border-radius: 0; animation: none; }
       .bc.open .launcher { display: none; }
       .msg { max-width: 90%; }
@@ -215,7 +233,7 @@
         </form>
       </section>
       <button type="button" class="launcher" aria-haspopup="dialog" aria-expanded="false" aria-controls="panel" aria-label="Open chat">
-        <span class="when-closed">${ICON_CHAT}</span><span class="when-open">${ICON_DOWN}</span>
+        <span class="when-closed">${ICON_CHAT}</span><span class="when-open">${ICON_DOWN}</span><span class="launcher-text" hidden></span>
       </button>
     </div>`;
 
@@ -254,6 +272,14 @@
       this.streaming = new Set();
       this.openKey = "brandchat:v1:widget-open:" + cfg.brand;
       this.persona = "our assistant";
+      this.listeners = { open: new Set(), close: new Set(), message: new Set(), state: new Set() };
+      if (cfg.position === "left") this.host.setAttribute("data-position", "left");
+      if (cfg.launcherText) {
+        const label = this.shadow.querySelector(".launcher-text");
+        label.textContent = cfg.launcherText;
+        label.hidden = false;
+        this.el.launcher.classList.add("with-text");
+      }
       this._bindUi();
       this._intro();
     }
@@ -270,6 +296,7 @@
       if (this.chat && (this.chat.state === "idle" || this.chat.state === "closed")) this.chat.connect().catch(() => undefined);
       this._scrollToEnd(true);
       this.el.input.focus();
+      this._emitApi("open", {});
     }
 
     close() {
@@ -279,7 +306,55 @@
       this.el.launcher.setAttribute("aria-expanded", "false");
       this.el.launcher.setAttribute("aria-label", "Open chat with " + this.persona);
       this._remember(false);
-      this.el.launcher.focus();
+      if (!this.el.launcher.hidden) this.el.launcher.focus();
+      this._emitApi("close", {});
+    }
+
+    toggle() {
+      if (this.isOpen) this.close();
+      else this.open();
+    }
+
+    showLauncher() {
+      this.el.launcher.hidden = false;
+    }
+
+    hideLauncher() {
+      this.el.launcher.hidden = true;
+    }
+
+    /** Listen to a widget event (open, close, message, state); returns the function that unsubscribes. */
+    on(name, fn) {
+      const set = this.listeners[name];
+      if (!set) throw new Error("brandchat: unknown widget event " + JSON.stringify(name));
+      if (typeof fn !== "function") throw new TypeError("brandchat: on(" + name + ", fn) needs a function");
+      set.add(fn);
+      return () => this.off(name, fn);
+    }
+
+    off(name, fn) {
+      const set = this.listeners[name];
+      if (set) set.delete(fn);
+    }
+
+    /** `brandchat(command, ...args)`: the page's way in, before and after this file loads. */
+    command(name, ...args) {
+      const commands = ["open", "close", "toggle", "showLauncher", "hideLauncher", "on", "off"];
+      if (commands.indexOf(name) < 0) {
+        console.warn("brandchat: unknown command " + JSON.stringify(name) + " (known: " + commands.join(", ") + ")");
+        return undefined;
+      }
+      return this[name](...args);
+    }
+
+    _emitApi(name, detail) {
+      for (const fn of Array.from(this.listeners[name])) {
+        try {
+          fn(detail);
+        } catch (err) {
+          console.error("brandchat: a " + name + " listener failed", err);
+        }
+      }
     }
 
     get isOpen() {
@@ -289,14 +364,24 @@
     attach(chat) {
       this.chat = chat;
       chat.on("brand", (brand) => this._applyBrand(brand));
-      chat.on("state", ({ newState }) => this._onState(newState));
+      chat.on("state", ({ newState, oldState }) => {
+        this._onState(newState);
+        this._emitApi("state", { newState, oldState });
+      });
       chat.on("queued", (e) => this._onQueued(e));
       chat.on("accepted", (e) => this._onAccepted(e));
       chat.on("delayed", (e) => this._onDelayed(e));
       chat.on("start", (e) => this._bot(e.stream_id, e.client_message_id));
       chat.on("delta", (e) => this._setText(e.stream_id, e.text, e.client_message_id));
       chat.on("retract", (e) => this._setText(e.stream_id, e.text, e.client_message_id));
-      chat.on("done", (e) => this._onDone(e));
+      chat.on("done", (e) => {
+        this._onDone(e);
+        const message = { role: "assistant", text: e.text, stream_id: e.stream_id, client_message_id: e.client_message_id };
+        this._emitApi("message", Object.assign(message, { finish_reason: e.finish_reason }));
+      });
+      chat.on("queued", (e) => {
+        if (!e.restored) this._emitApi("message", { role: "user", text: e.text, client_message_id: e.client_message_id });
+      });
       chat.on("error", (e) => this._onError(e));
       chat.on("history", (e) => this._onHistory(e));
       chat.on("withdrawn", (e) => this._onWithdrawn(e));
@@ -666,6 +751,17 @@
     const widget = new Widget(config);
     document.body.appendChild(widget.host);
     window.BrandChatWidget = widget;
+    // The command queue: calls made through the stub before this file loaded run now, in order;
+    // from here on `brandchat(...)` runs at once.
+    const queued = (typeof window.brandchat === "function" && window.brandchat.q) || [];
+    window.brandchat = (name, ...args) => widget.command(name, ...args);
+    for (const call of Array.from(queued)) {
+      try {
+        widget.command(...Array.from(call));
+      } catch (err) {
+        console.error("brandchat: a queued command failed", err);
+      }
+    }
     loadClient()
       .then((BrandChat) => {
         const chat = new BrandChat.ChatClient(Object.assign({}, config.options, { server: config.server, brand: config.brand }));

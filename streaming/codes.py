@@ -73,6 +73,7 @@ _TABLE: Final[tuple[ErrorCode, ...]] = (
     ErrorCode("unauthorized", 401, "invalid_request_error", Close.UNAUTHORIZED),
     ErrorCode("forbidden", 403, "permission_error", Close.FORBIDDEN),
     ErrorCode("not_found", 404, "invalid_request_error"),
+    ErrorCode("method_not_allowed", 405, "invalid_request_error"),
     ErrorCode("conversation_busy", 409, "invalid_request_error"),
     ErrorCode("stream_expired", 410, "invalid_request_error"),
     ErrorCode("payload_too_large", 413, "invalid_request_error", Close.PAYLOAD_TOO_LARGE),

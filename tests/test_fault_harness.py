@@ -39,7 +39,7 @@ async def test_an_instance_process_answers_until_paused_and_again_once_resumed_a
         with pytest.raises(httpx.ConnectError):
             await http.get("/healthz")
     assert any(m.startswith("ready: instance=i-harness") for m in instance.log_messages()), instance.tail()
-    assert all(record.get("instance") == "i-harness" for record in instance.logs() if "level" in record)
+    assert all(record.get("instance") == "i-harness" for record in instance.logs() if "status" in record)
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["without-persistence", "with-persistence"])

@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from loguru import logger
 from api.hooks import HookRegistry
 from api.logs import setup_logging
 from api.metrics import METRICS, TOKEN_GAP_STRIDE, DatadogMetrics, full_name
-from api.settings import PROJECT_ROOT
+from api.settings import PROJECT_ROOT, Settings
 from testkit import T
 from testkit.clients import WsClient, negotiate, post_message, read_sse, ws_turn
 from testkit.fake_openai import FakeOpenAI, Reply, StallBeforeHeaders, Status
@@ -279,7 +280,25 @@ def test_stdlib_logging_is_routed_into_loguru(captured_logs: io.StringIO) -> Non
     logging.getLogger("uvicorn.error").warning("from the standard library")
     lines = records(captured_logs)
     assert lines[-1]["message"] == "from the standard library"
-    assert lines[-1]["logger"] == "uvicorn.error" and lines[-1]["level"] == "WARNING"
+    assert lines[-1]["logger"] == "uvicorn.error" and lines[-1]["status"] == "warning"
+
+
+def test_a_json_line_has_the_attributes_datadog_reads(captured_logs: io.StringIO) -> None:
+    settings = Settings(app_env="staging", dd_version="1.2.3", session_secret="s" * 40)
+    setup_logging(instance="i-logtest", stream=captured_logs, tags=settings.log_tags)
+    logger.bind(stream_id="s_1").error("it broke")
+    line = records(captured_logs)[-1]
+    assert {k: line[k] for k in ("status", "message", "service", "env", "version", "stream_id")} == {
+        "status": "error",
+        "message": "it broke",
+        "service": "brandchat",
+        "env": "staging",
+        "version": "1.2.3",
+        "stream_id": "s_1",
+    }
+    assert datetime.fromisoformat(line["timestamp"]).utcoffset() is not None
+    assert "time" not in line and "level" not in line
+    assert "dd.trace_id" not in line  # no ddtrace in this process: test_apm.py runs it
 
 
 # --- hooks --------------------------------------------------------------------------------------------

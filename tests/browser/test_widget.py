@@ -157,3 +157,58 @@ async def test_a_rate_limited_message_says_when_it_will_be_sent_again(
     text = await meta.text_content()
     assert text is not None and text.startswith("Too many messages right now — sending again in ")
     assert not await widget.events("error"), "a limited message is delayed, not lost"
+
+
+# --- the JS API ---------------------------------------------------------------------------------------
+
+API_STUB = """
+window.brandchat = window.brandchat || function () { (window.brandchat.q = window.brandchat.q || []).push(arguments); };
+window.__api = [];
+for (const name of ["open", "close", "message", "state"]) {
+  brandchat("on", name, (detail) => window.__api.push(Object.assign({ event: name }, detail)));
+}
+brandchat("hideLauncher");
+"""
+
+
+async def api_events(widget: WidgetPage, name: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = await widget.page.evaluate("window.__api")
+    return [e for e in events if e["event"] == name]
+
+
+async def test_commands_queued_before_the_widget_loads_run_and_its_events_reach_the_page(
+    servers: ServerFactory, static_dir: Any, widget: WidgetPage
+) -> None:
+    server = await servers(static_dir=static_dir)
+    page = widget.page
+    await page.add_init_script(API_STUB)
+    await page.goto(f"{server.base_url}/static/host.html?brand=demo&position=left&launcherText=Chat%20with%20us")
+    await page.wait_for_function("() => !!(window.BrandChatWidget && window.BrandChatWidget.chat)")
+    launcher = page.locator(".launcher")
+    assert not await launcher.is_visible()  # hideLauncher, queued before the widget existed
+
+    await page.evaluate("brandchat('open')")
+    await page.wait_for_selector(".panel:not([hidden])")
+    await widget.ask("How long does shipping take?")
+    await page.wait_for_function("() => window.__api.some((e) => e.event === 'message' && e.role === 'assistant')")
+    messages = await api_events(widget, "message")
+    expected = expected_answer(server, "How long does shipping take?")
+    assert [(m["role"], m["text"]) for m in messages] == [
+        ("user", "How long does shipping take?"),
+        ("assistant", expected),
+    ]
+    assert messages[1]["finish_reason"] == "stop" and messages[1]["stream_id"]
+    assert "connected" in [e["newState"] for e in await api_events(widget, "state")]
+
+    await page.evaluate("brandchat('toggle')")
+    assert await page.locator(".panel").is_hidden()
+    assert [e["event"] for e in await page.evaluate("window.__api") if e["event"] in ("open", "close")] == [
+        "open",
+        "close",
+    ]
+    await page.evaluate("brandchat('showLauncher')")
+    assert await launcher.is_visible() and (await launcher.inner_text()).strip() == "Chat with us"
+    box = await page.locator("brandchat-widget").bounding_box()
+    assert box is not None and box["x"] < 100  # data-position="left"
+    assert await page.evaluate("brandchat('no-such-command')") is None
+    assert widget.errors == []
