@@ -283,6 +283,23 @@ async def start_ephemeral_reply(
     return conversation_id, submission
 
 
+async def first_after_start(events: AsyncIterator[StoredEvent]) -> StoredEvent | Response:
+    """The reply's first event after ``start``, or, when it failed before any text, the HTTP error
+    to answer with (a failure before any text can still be an HTTP error; after it, it is in-stream)."""
+    first: StoredEvent | None = None
+    async for event in events:
+        if event.type != "start":
+            first = event
+            break
+    if first is None or first.type == "error":
+        payload = first.payload() if first is not None else {"code": "generation_lost", "message": "no reply"}
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        return error_from_event(payload).response()
+    return first
+
+
 def error_from_event(payload: dict[str, Any]) -> OpenAIError:
     code = payload["code"] if payload["code"] in ERROR_CODES else "upstream_error"
     return OpenAIError.of(code, payload["message"])
@@ -408,18 +425,9 @@ async def _stream(
     history: list[dict[str, Any]],
     text: str,
 ) -> Response:
-    # Wait for the first event after `start` so a failure before any text can still be an HTTP error.
-    first: StoredEvent | None = None
-    async for event in events:
-        if event.type != "start":
-            first = event
-            break
-    if first is None or first.type == "error":
-        payload = first.payload() if first is not None else {"code": "generation_lost", "message": "no reply"}
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        return error_from_event(payload).response()
+    first = await first_after_start(events)
+    if isinstance(first, Response):
+        return first
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
         obj = {

@@ -44,6 +44,7 @@ from api.openai_compat import (
     OpenAIError,
     brand_for,
     error_from_event,
+    first_after_start,
     history_and_text,
     invalid,
     read_json,
@@ -227,18 +228,9 @@ async def _stream(
     events: AsyncIterator[StoredEvent],
     usage: Callable[[str], Any],
 ) -> Response:
-    # Wait for the first event after `start` so a failure before any text can still be an HTTP error.
-    first: StoredEvent | None = None
-    async for event in events:
-        if event.type != "start":
-            first = event
-            break
-    if first is None or first.type == "error":
-        payload = first.payload() if first is not None else {"code": "generation_lost", "message": "no reply"}
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        return error_from_event(payload).response()
+    first = await first_after_start(events)
+    if isinstance(first, Response):
+        return first
 
     sequence = 0
 
