@@ -177,7 +177,7 @@ return 0
 
 
 # After the limits' Redis failed to answer, refuse limit checks at once for this long.
-BREAKER_S = 2.0
+BREAKER_S = 1.0
 
 
 class RedisLimitStore:
