@@ -219,7 +219,9 @@ class RedisLimitStore:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._claim = self._redis.register_script(_CLAIM)
         self._unclaim = self._redis.register_script(_UNCLAIM)
-        self._down_until = 0.0
+        # One breaker for the limits, one for revocation marks: a revocation check that failed
+        # during an outage (it fails open) must not keep refusing replies once Redis is back.
+        self._down_until = {"limits": 0.0, "marks": 0.0}
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         async with self._guarded():
@@ -243,27 +245,27 @@ class RedisLimitStore:
             await self._unclaim(keys=[PREFIX + key], args=[value])
 
     async def mark(self, key: str, ttl_s: float) -> None:
-        async with self._guarded():
+        async with self._guarded("marks"):
             await self._redis.set(PREFIX + key, "1", px=max(1, int(ttl_s * 1000)))
 
     async def marked(self, key: str) -> bool:
-        async with self._guarded():
+        async with self._guarded("marks"):
             return bool(await self._redis.exists(PREFIX + key))
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     @contextlib.asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[None]:
+    async def _guarded(self, breaker: str = "limits") -> AsyncIterator[None]:
         """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
         After a failure, calls fail at once for BREAKER_S instead of each waiting out the socket
         timeouts again (one request may check several limits)."""
-        if time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until[breaker]:
             raise LimitsUnavailable("limits unavailable: the limits' Redis did not answer a moment ago")
         try:
             yield
         except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + BREAKER_S
+            self._down_until[breaker] = time.monotonic() + BREAKER_S
             raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
 
 

@@ -16,7 +16,9 @@ conversations.
 connect and follow a reply that is already running, but it cannot start one (a send needs the same
 store for its limits and is refused ``buffer_unavailable``), and the revocation holds again as
 soon as Redis answers (within a heartbeat on open sockets). Revoking itself is refused (503,
-retryable) so the caller knows to retry. docs/security.md, "Revoking a conversation".
+retryable) so the caller knows to retry. The checks trip a breaker of their own
+(``RedisLimitStore``): a check that failed during an outage never holds back the limits, and so a
+send, once Redis is back. docs/security.md, "Conversation lifetime and revocation".
 """
 
 from __future__ import annotations

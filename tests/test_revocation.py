@@ -16,10 +16,11 @@ import websockets
 
 from api.auth import issue_token, verify_token
 from api.exceptions import LimitsUnavailable, Unauthorized
-from api.limit_store import MemoryLimitStore
+from api.limit_store import MemoryLimitStore, RedisLimitStore
 from api.revocations import Revocations
 from testkit import T
 from testkit.clients import WsClient, negotiate, ws_turn
+from testkit.faults import RedisFactory
 from testkit.server import SECRET, ServerFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,6 +226,26 @@ async def test_while_the_store_is_down_revoking_is_refused_retryably_and_checks_
     with pytest.raises(LimitsUnavailable):
         await revocations.revoke("demo", "c_x")
     assert await revocations.is_revoked("demo", "c_x") is False
+
+
+async def test_a_revocation_check_that_failed_in_an_outage_does_not_hold_back_the_limits_once_redis_is_back(
+    redis_servers: RedisFactory,
+) -> None:
+    """Found by test_redis_outage: a heartbeat's check during the outage opened the shared breaker,
+    and a re-send just after Redis returned was refused. The marks have a breaker of their own."""
+    proc = redis_servers()
+    store = RedisLimitStore(proc.url)
+    try:
+        assert await store.hit("k", 10, 60) == 0
+        proc.kill()
+        with pytest.raises(LimitsUnavailable):
+            await store.marked("revoked:demo:c_x")
+        proc.restart()
+        assert await store.hit("k", 10, 60) == 0, "the limits were not held back by the failed check"
+        with pytest.raises(LimitsUnavailable, match="a moment ago"):
+            await store.marked("revoked:demo:c_x")  # its own breaker: fails fast for a moment
+    finally:
+        await store.close()
 
 
 async def test_a_revocation_lasts_as_long_as_a_token_can_and_no_longer() -> None:
