@@ -32,7 +32,7 @@ from persona.tokens import count_tokens
 from reply.jobs import GenerationManager, Submission
 from reply.options import Deadlines, ReplyOptions
 from streaming.buffer import StreamBuffer, make_buffer
-from streaming.contract import BufferOptions, Turn, turn_to_dict
+from streaming.contract import BufferOptions, Turn, turn_record
 from streaming.events import StoredEvent
 from streaming.follow import follow
 
@@ -248,7 +248,7 @@ class Runtime:
         full: start a new one), and only the newest HISTORY_MAX_CHARS of text, in whole turns."""
         if len(turns) >= self.settings.history_max_turns:
             raise PayloadTooLarge("this conversation is too long; start a new one")
-        return self.newest_history([turn_to_dict(t) for t in turns])
+        return self.newest_history([turn_record(t) for t in turns])
 
     def newest_history(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The newest whole turns whose text fits HISTORY_MAX_CHARS: what a prompt may tokenise
