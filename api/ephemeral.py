@@ -51,9 +51,11 @@ class EphemeralConversations:
         if not is_ephemeral(conversation_id):
             await self._inner.add_turn(conversation_id, turn)
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+    async def finish_reply(
+        self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None
+    ) -> None:
         if not is_ephemeral(conversation_id):
-            await self._inner.finish_reply(conversation_id, stream_id, text, status)
+            await self._inner.finish_reply(conversation_id, stream_id, text, status, tokens=tokens)
 
     async def history(self, conversation_id: str) -> list[Turn]:
         if is_ephemeral(conversation_id):

@@ -8,7 +8,9 @@ Three primitives, each one atomic step (a Lua script on Redis, so instances neve
 * :meth:`LimitStore.acquire` / :meth:`LimitStore.release` — a counting semaphore whose members
   hold a *lease*: a member whose holder died (its instance crashed) drops out when the lease ends;
 * :meth:`LimitStore.claim` / :meth:`LimitStore.unclaim` — one holder per key (a conversation's
-  running reply), also with a lease, released only by the value that claimed it.
+  running reply), also with a lease, released only by the value that claimed it;
+* :meth:`LimitStore.mark` / :meth:`LimitStore.marked` — a flag that lasts ``ttl_s`` (a revoked
+  conversation, ``api/revocations.py``).
 
 Every key gets a TTL no longer than its lease or window, so Redis memory is bounded by traffic.
 Time on Redis is Redis's own (``TIME``), so instances with skewed clocks agree.
@@ -58,6 +60,12 @@ class LimitStore(Protocol):
     async def unclaim(self, key: str, value: str) -> None:
         """Let go of ``key`` if ``value`` still holds it."""
 
+    async def mark(self, key: str, ttl_s: float) -> None:
+        """Set a flag on ``key`` for ``ttl_s`` (a later mark extends it)."""
+
+    async def marked(self, key: str) -> bool:
+        """Whether ``key`` carries a flag that has not run out."""
+
     async def close(self) -> None: ...
 
 
@@ -69,6 +77,7 @@ class MemoryLimitStore:
         self._tat: dict[str, float] = {}  # GCRA: theoretical arrival time per key
         self._leases: dict[str, dict[str, float]] = {}  # semaphore: member → lease end
         self._claims: dict[str, tuple[str, float]] = {}  # key → (value, lease end)
+        self._marks: dict[str, float] = {}  # key → flag end
         self._ops = 0
 
     def _tick(self) -> float:
@@ -77,6 +86,7 @@ class MemoryLimitStore:
         if self._ops % SWEEP_EVERY_OPS == 0:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
             self._claims = {k: c for k, c in self._claims.items() if c[1] > now}
+            self._marks = {k: end for k, end in self._marks.items() if end > now}
             for key in list(self._leases):
                 self._expire(key, now)
         return now
@@ -125,6 +135,14 @@ class MemoryLimitStore:
         held = self._claims.get(key)
         if held is not None and held[0] == value:
             del self._claims[key]
+
+    async def mark(self, key: str, ttl_s: float) -> None:
+        now = self._tick()
+        self._marks[key] = max(self._marks.get(key, now), now + ttl_s)
+
+    async def marked(self, key: str) -> bool:
+        now = self._tick()
+        return self._marks.get(key, now) > now
 
     async def close(self) -> None:
         pass
@@ -201,7 +219,9 @@ class RedisLimitStore:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._claim = self._redis.register_script(_CLAIM)
         self._unclaim = self._redis.register_script(_UNCLAIM)
-        self._down_until = 0.0
+        # One breaker for the limits, one for revocation marks: a revocation check that failed
+        # during an outage (it fails open) must not keep refusing replies once Redis is back.
+        self._down_until = {"limits": 0.0, "marks": 0.0}
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         async with self._guarded():
@@ -224,20 +244,28 @@ class RedisLimitStore:
         async with self._guarded():
             await self._unclaim(keys=[PREFIX + key], args=[value])
 
+    async def mark(self, key: str, ttl_s: float) -> None:
+        async with self._guarded("marks"):
+            await self._redis.set(PREFIX + key, "1", px=max(1, int(ttl_s * 1000)))
+
+    async def marked(self, key: str) -> bool:
+        async with self._guarded("marks"):
+            return bool(await self._redis.exists(PREFIX + key))
+
     async def close(self) -> None:
         await self._redis.aclose()
 
     @contextlib.asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[None]:
+    async def _guarded(self, breaker: str = "limits") -> AsyncIterator[None]:
         """Redis down or its pool exhausted: the request is refused as retryable (503), never a 500.
         After a failure, calls fail at once for BREAKER_S instead of each waiting out the socket
         timeouts again (one request may check several limits)."""
-        if time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until[breaker]:
             raise LimitsUnavailable("limits unavailable: the limits' Redis did not answer a moment ago")
         try:
             yield
         except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + BREAKER_S
+            self._down_until[breaker] = time.monotonic() + BREAKER_S
             raise LimitsUnavailable(f"limits unavailable: {type(exc).__name__}") from exc
 
 

@@ -267,9 +267,11 @@ class TimedBuffer:
         with self._timed("add_turn"):
             await self._inner.add_turn(conversation_id, turn)
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+    async def finish_reply(
+        self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None
+    ) -> None:
         with self._timed("finish_reply"):
-            await self._inner.finish_reply(conversation_id, stream_id, text, status)
+            await self._inner.finish_reply(conversation_id, stream_id, text, status, tokens=tokens)
 
     async def history(self, conversation_id: str) -> list[Turn]:
         with self._timed("history"):

@@ -78,6 +78,9 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("get", "/v1/conversations/{conversation_id}"): RouteDoc(
         ("unauthorized", _ORIGIN, "not_found", "buffer_unavailable"), security=(CONVERSATION,)
     ),
+    ("post", "/v1/conversations/{conversation_id}/revoke"): RouteDoc(
+        ("unauthorized", _ORIGIN, "not_found", "buffer_unavailable"), security=(BRAND_KEY,)
+    ),
     ("get", "/healthz"): RouteDoc(()),
     ("get", "/readyz"): RouteDoc(
         (),

@@ -1,7 +1,8 @@
-"""HTTP routes: negotiate, SSE send/follow/cancel, history, health (docs/protocol.md §2, §5, §6, §8)."""
+"""HTTP routes: negotiate, SSE send/follow/cancel, history, revoke, health (docs/protocol.md §2, §5, §6, §8)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -10,9 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import Grant, issue_token, require_conversation, verify_token
+from api.auth import Grant, issue_token, require_conversation
 from api.exceptions import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from api.frames import MAX_ID_CHARS, MAX_TOKEN_CHARS
+from api.openai_compat import OpenAIError, brands_for_key
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
 from streaming.contract import AssistantTurn, ReplyStatus, StreamInfo, turn_to_dict
@@ -34,8 +36,9 @@ def _address(runtime: Runtime, request: Request) -> str:
     return runtime.limits.address(request.client.host if request.client else None, request.headers)
 
 
-def _grant(runtime: Runtime, request: Request, authorization: str | None, token: str | None = None) -> Grant:
-    """The token's grant, from a page the token's brand allows (docs/security.md, "Origins")."""
+async def _grant(runtime: Runtime, request: Request, authorization: str | None, token: str | None = None) -> Grant:
+    """The token's grant, from a page the token's brand allows (docs/security.md, "Origins"), of a
+    conversation neither too old nor revoked."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -43,8 +46,9 @@ def _grant(runtime: Runtime, request: Request, authorization: str | None, token:
         token = value.strip()
     if not token:
         raise Unauthorized("a token is required (Authorization: Bearer <token>)")
-    grant = verify_token(runtime.settings.secret_bytes, token)
+    grant = runtime.verify(token)
     runtime.check_origin(runtime.brand(grant.brand), request.headers.get("origin"))
+    await runtime.revocations.check(grant)
     return grant
 
 
@@ -65,20 +69,37 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     await runtime.limits.negotiate(_address(runtime, request))
     brand = runtime.brand(body.brand)
     runtime.check_origin(brand, request.headers.get("origin"))
+    settings = runtime.settings
+    max_age_s = settings.max_conversation_age_s
+    now = int(time.time())
     if body.conversation_id is not None:
         if not body.token:
             raise Forbidden("continuing a conversation needs its token")
         try:
-            grant = verify_token(runtime.settings.secret_bytes, body.token)
+            grant = await runtime.authorize(body.token)
         except Unauthorized as exc:
             raise Forbidden(f"cannot continue this conversation: {exc.message}") from None
         require_conversation(grant, body.conversation_id)
         if grant.brand != brand.id:
             raise Forbidden("this conversation belongs to another brand")
         conversation_id = body.conversation_id
+        # A refresh keeps the conversation's start. A token from before the field existed: its
+        # conversation started no later than that token was issued (docs/security.md).
+        started = grant.started_at if grant.started_at is not None else grant.expires_at - settings.token_ttl_s
+        if now >= started + max_age_s:
+            raise Forbidden("cannot continue this conversation: it is too old to continue; start a new one")
     else:
         conversation_id = new_id("c")
-    token = issue_token(runtime.settings.secret_bytes, conversation_id, brand.id, runtime.settings.token_ttl_s)
+        started = now
+    token = issue_token(
+        settings.secret_bytes,
+        conversation_id,
+        brand.id,
+        settings.token_ttl_s,
+        now=now,
+        started_at=started,
+        max_age_s=max_age_s,
+    )
     failed = {f for f in body.failed if f in TRANSPORTS}
     order = [t for t in TRANSPORTS if t not in failed] + [t for t in TRANSPORTS if t in failed]
     urls = {"websocket": "/v1/ws", "sse": f"/v1/conversations/{conversation_id}/messages"}
@@ -88,7 +109,7 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     return {
         "conversation_id": conversation_id,
         "token": token,
-        "expires_in_s": runtime.settings.token_ttl_s,
+        "expires_in_s": min(settings.token_ttl_s, started + max_age_s - now),
         "transports": [{"transport": t, "url": urls[t]} for t in order],
         "heartbeat_ms": runtime.settings.heartbeat_ms,
         "resume_window_s": runtime.settings.resume_window_s,
@@ -119,7 +140,7 @@ async def post_message(
     authorization: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     runtime = _runtime(request)
-    grant = _grant(runtime, request, authorization)
+    grant = await _grant(runtime, request, authorization)
     require_conversation(grant, conversation_id)
     limit = runtime.settings.max_message_chars
     if len(body.text) > limit:
@@ -157,7 +178,7 @@ async def stream_events(
     after_seq: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     runtime = _runtime(request)
-    grant = _grant(runtime, request, authorization, token)
+    grant = await _grant(runtime, request, authorization, token)
     start = after_seq or 0
     if last_event_id:
         # EventSource sends the last id it saw on reconnect; it wins over the query string.
@@ -215,7 +236,7 @@ async def cancel_stream(
     request: Request, stream_id: str, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, str]:
     runtime = _runtime(request)
-    grant = _grant(runtime, request, authorization)
+    grant = await _grant(runtime, request, authorization)
     if await _stream_of_grant(runtime, grant, stream_id) is None:
         raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
     await runtime.manager.cancel(stream_id)
@@ -230,7 +251,7 @@ async def conversation_history(
     request: Request, conversation_id: str, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, Any]:
     runtime = _runtime(request)
-    grant = _grant(runtime, request, authorization)
+    grant = await _grant(runtime, request, authorization)
     require_conversation(grant, conversation_id)
     turns: list[dict[str, Any]] = []
     for turn in await runtime.buffer.history(conversation_id):
@@ -250,6 +271,29 @@ async def _reply_so_far(runtime: Runtime, turn: AssistantTurn) -> AssistantTurn:
     if events and events[-1].terminal:
         status = "error" if events[-1].type == "error" else "done"
     return replace(turn, text=fold_text(events), status=status)
+
+
+# --- revoke (the brand's backend) ------------------------------------------------------------------
+
+
+@router.post("/v1/conversations/{conversation_id}/revoke")
+async def revoke_conversation(
+    request: Request, conversation_id: str, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, Any]:
+    """Refuse every token of a conversation from now on, on every instance; an open WebSocket of it
+    is closed with 4401 within a heartbeat (``api/revocations.py``). The brand's API key authorises it
+    and scopes it: a key revokes its own brand's conversations only. Idempotent."""
+    runtime = _runtime(request)
+    try:
+        brands = brands_for_key(runtime, authorization)
+    except OpenAIError as exc:
+        raise Unauthorized(str(exc)) from None
+    for brand in brands:
+        runtime.check_origin(brand, request.headers.get("origin"))
+    for brand in brands:
+        await runtime.revocations.revoke(brand.id, conversation_id)
+        logger.bind(conversation_id=conversation_id, brand=brand.id).info("conversation revoked")
+    return {"conversation_id": conversation_id, "revoked": True}
 
 
 # --- operations ------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from typing import Any
 
 from loguru import logger
 
+from api.auth import Grant, verify_token
 from api.ephemeral import EphemeralConversations
 from api.exceptions import Forbidden, NotFound, PayloadTooLarge
 from api.hooks import HookRegistry, load_hook, log_hook
 from api.limit_store import make_limit_store
 from api.limits import CONNECTION_LEASE_MARGIN_S, REPLY_LEASE_MARGIN_S, LimitOptions, Limits, parse_networks
 from api.metrics import DatadogMetrics, TimedBuffer
+from api.revocations import Revocations
 from api.settings import Settings
 from api.ws_state import WsOptions
 from llm.base import ChatProvider
@@ -30,7 +32,7 @@ from persona.tokens import count_tokens
 from reply.jobs import GenerationManager, Submission
 from reply.options import Deadlines, ReplyOptions
 from streaming.buffer import StreamBuffer, make_buffer
-from streaming.contract import BufferOptions, Turn, turn_to_dict
+from streaming.contract import BufferOptions, Turn, turn_record
 from streaming.events import StoredEvent
 from streaming.follow import follow
 
@@ -86,6 +88,7 @@ class Runtime:
     manager: GenerationManager
     ws_options: WsOptions
     limits: Limits
+    revocations: Revocations
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     hooks: HookRegistry = field(default_factory=HookRegistry)
     metrics: DatadogMetrics | None = None
@@ -166,11 +169,26 @@ class Runtime:
             rate_per_s=settings.ws_rate_per_s,
             rate_burst=settings.ws_rate_burst,
         )
-        return cls(settings, brands, buffer, provider, manager, ws_options, limits, hooks=hooks, metrics=metrics)
+        # Revocations live in the limits' store (Redis across instances, else in process).
+        revocations = Revocations(limits.store, settings.token_ttl_s)
+        return cls(
+            settings, brands, buffer, provider, manager, ws_options, limits, revocations, hooks=hooks, metrics=metrics
+        )
 
     @property
     def heartbeat_s(self) -> float:
         return self.settings.heartbeat_ms / 1000
+
+    def verify(self, token: str) -> Grant:
+        """A token's grant: signed with ``SESSION_SECRET``, not expired, its conversation not past
+        ``CONVERSATION_MAX_AGE_S`` (revocation is the async :meth:`authorize`)."""
+        return verify_token(self.settings.secret_bytes, token, max_age_s=self.settings.max_conversation_age_s)
+
+    async def authorize(self, token: str) -> Grant:
+        """:meth:`verify`, then refused when its conversation was revoked (``api/revocations.py``)."""
+        grant = self.verify(token)
+        await self.revocations.check(grant)
+        return grant
 
     def brand(self, brand_id: str) -> Brand:
         brand = self.brands.get(brand_id)
@@ -230,7 +248,7 @@ class Runtime:
         full: start a new one), and only the newest HISTORY_MAX_CHARS of text, in whole turns."""
         if len(turns) >= self.settings.history_max_turns:
             raise PayloadTooLarge("this conversation is too long; start a new one")
-        return self.newest_history([turn_to_dict(t) for t in turns])
+        return self.newest_history([turn_record(t) for t in turns])
 
     def newest_history(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The newest whole turns whose text fits HISTORY_MAX_CHARS: what a prompt may tokenise

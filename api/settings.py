@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     conversation_ttl_s: int = 86_400
     session_secret: SecretStr = SecretStr("")
     token_ttl_s: int = 3600
+    # No token is issued or accepted for a conversation first negotiated this long ago (refreshing
+    # cannot extend it); unset: CONVERSATION_TTL_S.
+    conversation_max_age_s: int | None = Field(default=None, ge=1)
     stream_max_events: int = 5_000
     stream_max_chars: int = 40_000
     follower_queue_max_events: int = 256  # live events queued per follower before it re-reads the log
@@ -148,6 +151,10 @@ class Settings(BaseSettings):
             "env": self.dd_env or self.app_env,
             "version": self.dd_version or package_version(),
         }
+
+    @property
+    def max_conversation_age_s(self) -> int:
+        return self.conversation_max_age_s or self.conversation_ttl_s
 
     @property
     def dev_mode(self) -> bool:

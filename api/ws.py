@@ -8,10 +8,11 @@ One connection is one task group that races::
     ├ sender ────── outbox → socket; {"type":"ping"} after heartbeat_ms of silence; write deadline
     ├ closer ────── waits for a reason to close (slow consumer, flood, too many bad frames)
     ├ shutdown ──── the instance is going away → close 1012 (clients resume elsewhere)
-    └ expiry ────── the token expires → an ``unauthorized`` error frame, close 4401 (the client
-                    negotiates again and resumes)
+    ├ expiry ────── the token expires → an ``unauthorized`` error frame, close 4401 (the client
+    │               negotiates again and resumes)
+    └ revocation ── once per heartbeat: the conversation was revoked → ``unauthorized``, close 4401
     + one forwarder task per stream the client follows: log → outbox
-    whichever of the five ends first cancels the rest, and the forwarders.
+    whichever of the six ends first cancels the rest, and the forwarders.
 
 The outbox is bounded (``OUTBOX_MAX_FRAMES``): when a forwarder cannot put an event in it, the
 client is not reading; it is closed with 1013 and resumes from its last ``seq``.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from api.auth import Grant, verify_token
+from api.auth import Grant
 from api.exceptions import RateLimited
 from api.frames import (
     PING,
@@ -43,6 +44,7 @@ from api.frames import (
     SendFrame,
     Welcome,
 )
+from api.revocations import REVOKED_MESSAGE
 from api.ws_state import CloseConnection, WsProtocol, check_stream_owner
 from reply.exceptions import ShuttingDown
 from streaming.codes import Close, WireError, error_code
@@ -92,7 +94,9 @@ class WsConnection:
             )
             welcome = Welcome(conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms)
             await self.ws.send_text(welcome.encode())
-            await race(self._receiver(), self._sender(), self._closer(), self._shutdown(), self._expiry())
+            await race(
+                self._receiver(), self._sender(), self._closer(), self._shutdown(), self._expiry(), self._revocation()
+            )
             if self.close_reason.done():
                 close = self.close_reason.result()
         except CloseConnection as exc:
@@ -134,7 +138,7 @@ class WsConnection:
                         await self.ws.send_text(judged.encode())
                     elif isinstance(judged, HelloFrame):
                         try:
-                            return verify_token(self.settings.secret_bytes, judged.token)
+                            return await self.rt.authorize(judged.token)
                         except WireError as exc:
                             raise CloseConnection(Close.UNAUTHORIZED, exc.message[:CLOSE_REASON_CHARS]) from None
         except TimeoutError:
@@ -287,14 +291,25 @@ class WsConnection:
         self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server restarting: reconnect and resume"))
 
     async def _expiry(self) -> None:
-        # A connection lives no longer than the token it was opened with (it can be neither
-        # refreshed nor revoked in place): the client negotiates again (with its old token) and resumes.
+        # A connection lives no longer than the token it was opened with (it cannot be refreshed in
+        # place): the client negotiates again (with its old token) and resumes.
         assert self.grant is not None
         await asyncio.sleep(max(0.0, self.grant.expires_at - time.time()))
         expired = RequestErrorFrame(code="unauthorized", message="the token has expired; negotiate again")
         self._request_close(
             CloseConnection(Close.UNAUTHORIZED, "token expired: negotiate again", final_frame=expired.encode())
         )
+
+    async def _revocation(self) -> None:
+        # One lookup per heartbeat per connection, never per event (api/revocations.py).
+        assert self.grant is not None
+        # The hello was checked: look again after each heartbeat.
+        revoked_yet = False
+        while not revoked_yet:
+            await asyncio.sleep(self.rt.heartbeat_s)
+            revoked_yet = await self.rt.revocations.is_revoked(self.grant.brand, self.grant.conversation_id)
+        revoked = RequestErrorFrame(code="unauthorized", message=REVOKED_MESSAGE)
+        self._request_close(CloseConnection(Close.UNAUTHORIZED, "conversation revoked", final_frame=revoked.encode()))
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

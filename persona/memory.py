@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from persona.text import words
@@ -31,6 +31,9 @@ class Exchange:
 
     user: str
     assistant: str | None = None
+    # Token counts stored with the turns (``None``: count the text; turns stored before counts were).
+    user_tokens: int | None = field(default=None, compare=False)
+    assistant_tokens: int | None = field(default=None, compare=False)
 
 
 Summariser = Callable[[Sequence[Exchange]], str]
@@ -56,7 +59,7 @@ def exchanges(history: Iterable[dict[str, Any]]) -> list[Exchange]:
     for turn in history:
         role = turn.get("role")
         if role == "user":
-            out.append(Exchange(str(turn.get("text") or "")))
+            out.append(Exchange(str(turn.get("text") or ""), user_tokens=_tokens(turn)))
         elif (
             role == "assistant"
             and out
@@ -64,8 +67,15 @@ def exchanges(history: Iterable[dict[str, Any]]) -> list[Exchange]:
             and turn.get("status") == "done"
             and turn.get("text")
         ):
-            out[-1] = Exchange(out[-1].user, str(turn["text"]))
+            out[-1] = Exchange(
+                out[-1].user, str(turn["text"]), user_tokens=out[-1].user_tokens, assistant_tokens=_tokens(turn)
+            )
     return out
+
+
+def _tokens(turn: dict[str, Any]) -> int | None:
+    tokens = turn.get("tokens")
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
 
 
 def user_name(texts: Iterable[str]) -> str | None:

@@ -14,6 +14,10 @@ snapshot tests under ``tests/snapshots/`` pin them per brand. The order, and why
     5. history       the most recent whole exchanges (user turn first) that fit the budget   trimmed
     6. user          the new message                                                          pinned
 
+Token counts: the history's come stored with its turns (``tokens``, written with each turn), the
+brand's texts are counted once per text (``persona/tokens.py``); only the new message (and the
+short summary, when there is one) is tokenised per call, however long the conversation.
+
 Budget: ``context_window - max_reply_tokens - margin_tokens`` for the whole request, and at most
 ``history_max_tokens`` for summary + history. Pinned parts are never evicted; history is cut in
 whole exchanges from the oldest end, so it always starts on a user turn and never orphans a reply.
@@ -29,7 +33,7 @@ from persona.brand import Brand, Example, Snippet
 from persona.checks import _FIXED_INSTRUCTIONS, BUILTIN_FILLER, canary
 from persona.memory import Exchange, Summariser, exchanges, extractive_summary
 from persona.retrieval import top
-from persona.tokens import PER_REQUEST, message_tokens
+from persona.tokens import PER_MESSAGE, PER_REQUEST, count_tokens, message_tokens, static_message_tokens
 
 Message = dict[str, Any]
 
@@ -114,6 +118,16 @@ def example_messages(examples: Sequence[Example]) -> list[Message]:
     return out
 
 
+def exchange_tokens(exchange: Exchange) -> int:
+    """What an exchange's messages cost: the counts stored with its turns, counted only when absent."""
+    user = exchange.user_tokens if exchange.user_tokens is not None else count_tokens(exchange.user)
+    tokens = PER_MESSAGE + user
+    if exchange.assistant is not None:
+        reply = exchange.assistant_tokens
+        tokens += PER_MESSAGE + (reply if reply is not None else count_tokens(exchange.assistant))
+    return tokens
+
+
 def exchange_messages(exchange: Exchange) -> list[Message]:
     out: list[Message] = [{"role": "user", "content": exchange.user}]
     if exchange.assistant is not None:
@@ -148,6 +162,7 @@ class Prompt:
     limit: int  # context_window - max_reply_tokens - margin
     history_budget: int
     pinned_tokens: int = field(default=0)
+    user_tokens: int = field(default=0)  # the new message's text (stored with its turn)
 
     @property
     def history_messages(self) -> list[Message]:
@@ -178,11 +193,12 @@ def assemble(
         context_message(brand, knowledge),
     ]
     user = {"role": "user", "content": user_text}
-    pinned = PER_REQUEST + sum(message_tokens(m) for m in head) + message_tokens(user)
+    user_tokens = count_tokens(user_text)
+    pinned = PER_REQUEST + sum(static_message_tokens(m) for m in head) + PER_MESSAGE + user_tokens
     budget = max(0, min(brand.model.history_max_tokens, limit - pinned))
 
     # Newest exchanges first, whole ones, while they fit.
-    costs = [sum(message_tokens(m) for m in exchange_messages(x)) for x in past]
+    costs = [exchange_tokens(x) for x in past]
     kept = 0
     used = 0
     for cost in reversed(costs):
@@ -216,4 +232,5 @@ def assemble(
         limit=limit,
         history_budget=budget,
         pinned_tokens=pinned,
+        user_tokens=user_tokens,
     )

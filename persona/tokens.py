@@ -8,6 +8,11 @@ over-counts slightly more often than it under-counts.
 
 Per message, chat formatting costs 3 tokens (+1 with ``name``), and every request 3 more for the
 reply's priming (OpenAI cookbook, "How to count tokens with tiktoken").
+
+Prompt assembly (``persona/prompt.py``) never tokenises the history again: each turn's count is
+stored when the turn is written (``reply/jobs.py``), and the brand's own texts (system prompt,
+examples, facts) are counted once and remembered (:func:`static_message_tokens`). Per message,
+only the new user text is tokenised.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from loguru import logger
 PER_MESSAGE = 3
 PER_NAME = 1
 PER_REQUEST = 3
+# Distinct brand texts (system prompts, example turns, fact combinations) whose counts are kept.
+STATIC_CACHE_SIZE = 4096
 
 
 def estimate(text: str) -> int:
@@ -53,6 +60,19 @@ def message_tokens(message: Mapping[str, Any]) -> int:
     tokens = PER_MESSAGE + count_tokens(str(message.get("content") or ""))
     if message.get("name"):
         tokens += PER_NAME + count_tokens(str(message["name"]))
+    return tokens
+
+
+@functools.lru_cache(maxsize=STATIC_CACHE_SIZE)
+def _static_tokens(text: str) -> int:
+    return count_tokens(text)
+
+
+def static_message_tokens(message: Mapping[str, Any]) -> int:
+    """:func:`message_tokens` of a message made of the brand's own text, counted once per text."""
+    tokens = PER_MESSAGE + _static_tokens(str(message.get("content") or ""))
+    if message.get("name"):
+        tokens += PER_NAME + _static_tokens(str(message["name"]))
     return tokens
 
 

@@ -37,6 +37,7 @@ from llm.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from persona.brand import Brand
 from persona.guard import GuardContext, GuardFactory
 from persona.prompt import assemble
+from persona.tokens import count_tokens
 from reply.batcher import DeltaBatcher
 from reply.ending import Outcome, closing_events
 from reply.exceptions import GuardViolation, ShuttingDown, StreamFull
@@ -44,7 +45,7 @@ from reply.failover import Continuation, Delta, Op
 from reply.options import JobHooks, ReplyOptions
 from reply.upstream import ReplyContext, Upstream
 from streaming.buffer import StreamBuffer
-from streaming.contract import AssistantTurn, Orphan, ReplyStatus, StreamOrigin, Turn, UserTurn, turn_to_dict
+from streaming.contract import AssistantTurn, Orphan, ReplyStatus, StreamOrigin, Turn, UserTurn, turn_record
 from streaming.exceptions import BufferUnavailable, LeaseLost, StreamExpired
 from streaming.ids import new_id
 from streaming.log import StreamWriter, fold_text
@@ -58,6 +59,15 @@ CLOSE_TIMEOUT_S = 5.0
 DRAIN_CANCEL_WAIT_S = 5.0
 # The prompt's most recent history turns the guard's relevance check may count as on-topic.
 GUARD_RECENT_TURNS = 4
+# A finished reply longer than this is counted in a thread, off the event loop.
+INLINE_COUNT_CHARS = 2_000
+
+
+async def reply_tokens(text: str) -> int:
+    """A finished reply's token count, stored with its turn (counted once, when it is written)."""
+    if len(text) <= INLINE_COUNT_CHARS:
+        return count_tokens(text)
+    return await asyncio.to_thread(count_tokens, text)
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,7 @@ class GenerationManager:
         stored: list[Turn] = []
         if history is None:
             stored = await self.buffer.history(conversation_id)
-            history = [turn_to_dict(t) for t in stored]
+            history = [turn_record(t) for t in stored]
         prompt = assemble(brand, history, text, max_reply_tokens=options.max_reply_tokens)
         logger.bind(conversation_id=conversation_id, stream_id=stream_id, brand=brand.id).debug(
             "prompt v{}: {} tokens of {}, {} exchanges kept, {} summarised, {} facts, {} examples",
@@ -178,7 +188,9 @@ class GenerationManager:
         # What the guard's end-of-reply relevance check may count as on-topic besides the brand's words.
         recent = [str(m.get("content") or "") for m in prompt.history_messages[-GUARD_RECENT_TURNS:]]
         guard_context = GuardContext(question=text, context=(*(s.text for s in prompt.knowledge), *recent))
-        turns = (UserTurn(text=text, client_message_id=client_message_id), AssistantTurn(stream_id=stream_id))
+        # The user turn keeps its token count: later prompts read it instead of tokenising it again.
+        user_turn = UserTurn(text=text, client_message_id=client_message_id, tokens=prompt.user_tokens)
+        turns = (user_turn, AssistantTurn(stream_id=stream_id))
         for turn in turns:
             await self.buffer.add_turn(conversation_id, turn)
         model = brand.model
@@ -375,7 +387,8 @@ class GenerationManager:
                 return
             terminal = events[-1].payload()
             status: ReplyStatus = "error" if terminal["type"] == "error" else "done"
-            await self.buffer.finish_reply(job.conversation_id, job.stream_id, writer.text, status)
+            tokens = await reply_tokens(writer.text)
+            await self.buffer.finish_reply(job.conversation_id, job.stream_id, writer.text, status, tokens=tokens)
             ended_as = terminal.get("finish_reason") or terminal.get("code")
             log.info("stream ended: {} {}", terminal["type"], ended_as)
             self._hook(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from streaming.events import StoredEvent
@@ -50,19 +50,25 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class UserTurn:
+    """A user message; ``tokens``: its text's token count, stored when it was written (the prompt
+    reads it instead of tokenising the history again; ``None`` in turns stored before)."""
+
     text: str
     client_message_id: str
     role: Literal["user"] = "user"
+    tokens: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class AssistantTurn:
-    """An assistant reply; ``text`` and ``status`` are set once its stream ended."""
+    """An assistant reply; ``text``, ``status`` and ``tokens`` (the text's token count) are set once
+    its stream ended."""
 
     stream_id: str
     text: str | None = None
     status: ReplyStatus | None = None
     role: Literal["assistant"] = "assistant"
+    tokens: int | None = field(default=None, compare=False)
 
 
 Turn = UserTurn | AssistantTurn
@@ -80,14 +86,24 @@ def turn_to_dict(turn: Turn) -> dict[str, Any]:
     return out
 
 
+def turn_record(turn: Turn) -> dict[str, Any]:
+    """What is stored, and what a prompt reads: the wire shape plus the stored token count."""
+    out = turn_to_dict(turn)
+    if turn.tokens is not None:
+        out["tokens"] = turn.tokens
+    return out
+
+
 def turn_from_dict(raw: dict[str, Any]) -> Turn:
+    tokens = raw.get("tokens")
+    tokens = int(tokens) if tokens is not None else None
     if raw.get("role") == "user":
-        return UserTurn(text=str(raw["text"]), client_message_id=str(raw["client_message_id"]))
-    return AssistantTurn(stream_id=str(raw["stream_id"]), text=raw.get("text"), status=raw.get("status"))
+        return UserTurn(text=str(raw["text"]), client_message_id=str(raw["client_message_id"]), tokens=tokens)
+    return AssistantTurn(stream_id=str(raw["stream_id"]), text=raw.get("text"), status=raw.get("status"), tokens=tokens)
 
 
 def encode_turn(turn: Turn) -> str:
-    return json.dumps(turn_to_dict(turn), separators=(",", ":"))
+    return json.dumps(turn_record(turn), separators=(",", ":"))
 
 
 def decode_turn(raw: str) -> Turn:
@@ -134,7 +150,9 @@ class ConversationStore(Protocol):
     async def add_turn(self, conversation_id: str, turn: Turn) -> None:
         """Append a turn (a user message, or an assistant reply still streaming)."""
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+    async def finish_reply(
+        self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None
+    ) -> None:
         """Record the final text and status of an assistant turn."""
 
     async def history(self, conversation_id: str) -> list[Turn]:
@@ -169,7 +187,7 @@ class StreamOrigin:
             {
                 "c": self.conversation_id,
                 "m": self.client_message_id,
-                "turns": [turn_to_dict(t) for t in self.turns],
+                "turns": [turn_record(t) for t in self.turns],
                 "job": self.job,
             },
             separators=(",", ":"),

@@ -48,7 +48,7 @@ class _Conversation:
     expires_at: float
     turns: list[Turn] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)
-    replies: dict[str, tuple[str, ReplyStatus]] = field(default_factory=dict)
+    replies: dict[str, tuple[str, ReplyStatus, int | None]] = field(default_factory=dict)
 
 
 class MemoryBuffer:
@@ -148,8 +148,10 @@ class MemoryBuffer:
     async def add_turn(self, conversation_id: str, turn: Turn) -> None:
         self._conversation(conversation_id).turns.append(turn)
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
-        self._conversation(conversation_id).replies[stream_id] = (text, status)
+    async def finish_reply(
+        self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None
+    ) -> None:
+        self._conversation(conversation_id).replies[stream_id] = (text, status, tokens)
 
     async def history(self, conversation_id: str) -> list[Turn]:
         conv = self._conversations.get(conversation_id)
@@ -158,8 +160,8 @@ class MemoryBuffer:
         out: list[Turn] = []
         for turn in conv.turns:
             if isinstance(turn, AssistantTurn) and turn.stream_id in conv.replies:
-                text, status = conv.replies[turn.stream_id]
-                turn = replace(turn, text=text, status=status)
+                text, status, tokens = conv.replies[turn.stream_id]
+                turn = replace(turn, text=text, status=status, tokens=tokens)
             out.append(turn)
         return out
 

@@ -871,11 +871,14 @@ class RedisBuffer:
         except (RedisError, OSError) as exc:
             raise _unavailable(exc, None) from exc
 
-    async def finish_reply(self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus) -> None:
+    async def finish_reply(
+        self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None
+    ) -> None:
         key = _ckey(conversation_id, "replies")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, stream_id, json.dumps({"text": text, "status": status}))
+                ended = {"text": text, "status": status} | ({} if tokens is None else {"tokens": tokens})
+                pipe.hset(key, stream_id, json.dumps(ended))
                 pipe.expire(key, self._conversation_ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -894,7 +897,7 @@ class RedisBuffer:
             turn = decode_turn(raw)
             if isinstance(turn, AssistantTurn) and turn.stream_id in replies:
                 ended = json.loads(replies[turn.stream_id])
-                turn = dataclasses.replace(turn, text=ended["text"], status=ended["status"])
+                turn = dataclasses.replace(turn, text=ended["text"], status=ended["status"], tokens=ended.get("tokens"))
             out.append(turn)
         return out
 

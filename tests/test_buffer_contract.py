@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streaming.buffer import StreamBuffer, make_buffer
-from streaming.contract import AssistantTurn, BufferOptions, StreamOrigin, UserTurn, turn_to_dict
+from streaming.contract import AssistantTurn, BufferOptions, StreamOrigin, UserTurn, turn_record, turn_to_dict
 from streaming.events import StoredEvent
 from streaming.exceptions import StreamExpired
 from streaming.follow import follow
@@ -164,6 +164,19 @@ async def test_history_keeps_turns_in_order_with_final_reply_text(buffer: Stream
         {"role": "assistant", "stream_id": "s_1", "text": "hello!", "status": "done"},
     ]
     assert await buffer.history("c_unknown") == []
+
+
+async def test_each_turn_keeps_the_token_count_it_was_written_with_and_the_wire_shape_leaves_it_out(
+    buffer: StreamBuffer,
+) -> None:
+    await buffer.add_turn("c_1", UserTurn(text="hi there", client_message_id="m_1", tokens=2))
+    await buffer.add_turn("c_1", AssistantTurn(stream_id="s_1"))
+    await buffer.add_turn("c_1", UserTurn(text="an older turn, stored without a count", client_message_id="m_2"))
+    await buffer.finish_reply("c_1", "s_1", "hello!", "done", tokens=3)
+    turns = await buffer.history("c_1")
+    assert [t.tokens for t in turns] == [2, 3, None]
+    assert [turn_record(t).get("tokens") for t in turns] == [2, 3, None]
+    assert all("tokens" not in turn_to_dict(t) for t in turns), "history on the wire is unchanged"
 
 
 async def test_a_cancel_request_reaches_the_registered_handler(buffer: StreamBuffer) -> None:

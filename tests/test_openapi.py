@@ -131,8 +131,15 @@ async def test_real_answers_of_every_protocol_route_are_documented(server: Runni
             ("get", "/healthz", await http.get("/healthz")),
             ("get", "/readyz", await http.get("/readyz")),
         ]
+        revoke = "/v1/conversations/{conversation_id}/revoke"
+        key = {"Authorization": "Bearer dev-demo-key-not-secret"}
+        checks += [
+            ("post", revoke, await http.post(f"/v1/conversations/{conversation}/revoke")),
+            ("post", revoke, await http.post("/v1/conversations/c:x/revoke", headers=key)),
+            ("post", revoke, await http.post(f"/v1/conversations/{conversation}/revoke", headers=key)),
+        ]
     statuses = [r.status_code for _, _, r in checks]
-    assert statuses == [200, 422, 404, 401, 400, 202, 200, 401, 400, 204, 410, 401, 200, 200, 200]
+    assert statuses == [200, 422, 404, 401, 400, 202, 200, 401, 400, 204, 410, 401, 200, 200, 200, 401, 404, 200]
     for method, path, response in checks:
         assert_documented(doc, method, path, response)
 

@@ -278,3 +278,61 @@ def test_offline_answers_respect_the_brands_length_policy(brand_id: str) -> None
     for snippet in brand.knowledge:
         answer = compose_answer(brand, f"{snippet.topic} {' '.join(snippet.keywords)}")
         assert count_sentences(answer) <= brand.length.max_sentences, answer
+
+
+# --- token counts stored per turn (issue 11 §4) --------------------------------------------------------
+
+
+def counting_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the tokenizer is asked to count, from here on (whichever path asks)."""
+    import persona.tokens
+
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return persona.tokens.estimate(text)
+
+    monkeypatch.setattr(persona.tokens, "_encoder", lambda: count)
+    return counted
+
+
+def long_history(exchanges_n: int) -> list[dict[str, Any]]:
+    turns: list[dict[str, Any]] = []
+    for i in range(exchanges_n):
+        said = f"Question number {i}: how long does shipping to Lisbon take, and what about returns?"
+        answer = f"Answer number {i}: shipping takes three to five days, and returns are free for 30 days."
+        turns.append({"role": "user", "text": said, "client_message_id": f"m{i}", "tokens": len(said) // 4})
+        turns.append({"role": "assistant", "stream_id": f"s{i}", "text": answer, "status": "done", "tokens": 20})
+    return turns
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_assembling_a_prompt_for_a_long_conversation_tokenises_only_the_new_message(
+    brand_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brand = BRANDS[brand_id]
+    question = "Can I change the delivery address of my order?"
+    history = long_history(150)
+    assemble(brand, history[:10], question)  # the brand's texts for this question, counted once
+    counted = counting_encoder(monkeypatch)
+    prompt = assemble(brand, history, question, summariser=None)
+    assert counted == [question]
+    assert prompt.kept > 10 and prompt.user_tokens == len(question) // 4 + (len(question) % 4 > 0)
+    # With the rolling summary, the summary (a few short lines, whatever the length) is counted too.
+    counted.clear()
+    summarised = assemble(brand, history, question)
+    assert summarised.evicted > 0
+    assert counted[0] == question and len(counted) <= 1 + 2 * summarised.evicted
+    assert all(turn["text"] not in text for text in counted for turn in history), "no stored turn re-tokenised"
+
+
+def test_turns_stored_without_a_count_are_counted_as_before_and_cost_the_same() -> None:
+    brand = BRANDS["demo"]
+    stored = long_history(30)
+    bare = [{k: v for k, v in turn.items() if k != "tokens"} for turn in stored]
+    counted = assemble(brand, bare, "Do you ship to Portugal?")
+    from_counts = assemble(
+        brand, [{**t, "tokens": message_tokens({"content": t["text"]}) - 3} for t in bare], "Do you ship to Portugal?"
+    )
+    assert counted.messages == from_counts.messages and counted.tokens == from_counts.tokens

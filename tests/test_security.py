@@ -266,6 +266,36 @@ async def test_the_prompt_reads_only_the_newest_history_max_chars_of_a_conversat
     assert [t["text"] for t in kept] == ["y" * 40, "recent"]
 
 
+async def test_each_turn_is_stored_with_its_token_count_and_the_next_prompt_tokenises_no_earlier_turn(
+    servers: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import persona.tokens
+
+    server = await servers(offline_token_delay_ms=1)
+    n = await negotiate(server.base_url)
+    for i in range(6):
+        sent = await post_message(server.base_url, n, f"{QUESTION} (asked for the {i}th time)", cmid=f"m{i}")
+        assert sent.status_code == 202, sent.text
+        await read_sse(server.base_url, sent.json()["stream_id"], n["token"])
+        await asyncio.sleep(0.05)  # the conversation's place is given back just after the terminal event
+    stored = await server.runtime.buffer.history(n["conversation_id"])
+    assert len(stored) == 12 and all(t.tokens is not None and t.tokens > 0 for t in stored)
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return persona.tokens.estimate(text)
+
+    monkeypatch.setattr(persona.tokens, "_encoder", lambda: count)
+    sent = await post_message(server.base_url, n, "And what about returns?", cmid="m_next")
+    events = await read_sse(server.base_url, sent.json()["stream_id"], n["token"])
+    earlier = [t.text for t in stored if t.text]
+    assert "And what about returns?" in counted
+    assert not [text for text in counted if text in earlier], "an earlier turn was tokenised again"
+    reply = (await server.runtime.buffer.history(n["conversation_id"]))[-1]
+    assert reply.text and reply.tokens == persona.tokens.estimate(reply.text) and events
+
+
 async def test_the_largest_completion_allowed_does_not_stall_the_event_loop(server: RunningServer) -> None:
     # Before: a 7.6 MB completion was parsed and its history tokenised (twice) on the event loop;
     # /healthz waited 858 ms. Now the body is capped and the prompt reads HISTORY_MAX_CHARS of it.
