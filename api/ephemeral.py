@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 
-from streaming.buffer import StreamBuffer
-from streaming.contract import CancelHandler, LeaseLostHandler, Orphan, ReplyStatus, StreamInfo, StreamOrigin, Turn
+from streaming.buffer import BufferWrapper
+from streaming.contract import ReplyStatus, StreamOrigin, Turn
 from streaming.events import StoredEvent
-from streaming.fanout import Subscription
 from streaming.ids import new_id
 
 # Negotiated conversations are "c_…" (api/routes.py) and reach us only inside signed tokens, so no
@@ -34,12 +32,8 @@ def is_ephemeral(conversation_id: str) -> bool:
     return conversation_id.startswith(EPHEMERAL_PREFIX + "_")
 
 
-class EphemeralConversations:
+class EphemeralConversations(BufferWrapper):
     """A :class:`StreamBuffer` that stores nothing for ephemeral conversations."""
-
-    def __init__(self, inner: StreamBuffer) -> None:
-        self._inner = inner
-        self.url = inner.url
 
     # --- conversations: skipped when ephemeral -----------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
@@ -62,51 +56,8 @@ class EphemeralConversations:
             return []
         return await self._inner.history(conversation_id)
 
-    # --- everything else passes through ------------------------------------------------------
-    async def start(self) -> None:
-        await self._inner.start()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    async def ping(self) -> None:
-        await self._inner.ping()
-
-    async def request_cancel(self, stream_id: str) -> None:
-        await self._inner.request_cancel(stream_id)
-
-    def on_cancel(self, callback: CancelHandler) -> None:
-        self._inner.on_cancel(callback)
-
-    def subscribe(self, stream_id: str) -> AbstractAsyncContextManager[Subscription]:
-        return self._inner.subscribe(stream_id)
-
-    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
-        await self._inner.end_abandoned(stream_id, code, message)
-
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
-        await self._inner.create_stream(stream_id, conversation_id, ttl_s)
-
-    async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
-        await self._inner.append(stream_id, events, expire_after_s=expire_after_s)
-
-    async def read_after(self, stream_id: str, after_seq: int) -> list[StoredEvent]:
-        return await self._inner.read_after(stream_id, after_seq)
-
-    async def stream_info(self, stream_id: str) -> StreamInfo | None:
-        return await self._inner.stream_info(stream_id)
-
-    # --- producer leases: pass through; an ephemeral conversation's turns are not written back --
+    # --- producer leases: an ephemeral conversation's turns are not written back ---------------
     async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
         if is_ephemeral(origin.conversation_id):
             origin = dataclasses.replace(origin, turns=())
         await self._inner.start_production(stream_id, origin, first)
-
-    async def orphans(self) -> list[str]:
-        return await self._inner.orphans()
-
-    async def take_over(self, stream_id: str) -> Orphan | None:
-        return await self._inner.take_over(stream_id)
-
-    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
-        self._inner.on_lease_lost(callback)

@@ -24,18 +24,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from api.exceptions import LimitsUnavailable
-from streaming.redis_buffer import (
-    BACKOFF_MAX_S,
-    BACKOFF_MIN_S,
-    CALL_RETRIES,
-    HEALTH_CHECK_INTERVAL_S,
-    SOCKET_TIMEOUT_S,
-)
+from streaming.redis_buffer import bounded_pool
 
 PREFIX = "bc:limit:"
 # The Redis store's own pool: a request waits this long for a connection, then is refused (503).
@@ -204,16 +196,7 @@ class RedisLimitStore:
     def __init__(self, url: str) -> None:
         # The same bounded waits as the stream buffer's client: a frozen or blackholed Redis makes a
         # limit check fail in seconds (503 buffer_unavailable), never hang a request.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            max_connections=POOL_MAX_CONNECTIONS,
-            timeout=POOL_WAIT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            health_check_interval=HEALTH_CHECK_INTERVAL_S,
-            retry=Retry(ExponentialBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_MIN_S), CALL_RETRIES),
-        )
+        pool = bounded_pool(url, max_connections=POOL_MAX_CONNECTIONS, wait_s=POOL_WAIT_S)
         self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         self._hit = self._redis.register_script(_HIT)
         self._acquire = self._redis.register_script(_ACQUIRE)

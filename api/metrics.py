@@ -13,15 +13,13 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from datadog.dogstatsd.base import DogStatsd
 
-from streaming.buffer import StreamBuffer
-from streaming.contract import CancelHandler, LeaseLostHandler, Orphan, ReplyStatus, StreamInfo, StreamOrigin, Turn
+from streaming.buffer import BufferWrapper, StreamBuffer
+from streaming.contract import ReplyStatus, StreamInfo, StreamOrigin, Turn
 from streaming.events import StoredEvent
-from streaming.fanout import Subscription
 
 NAMESPACE = "brandchat"
 # Short enough that a dashboard is live, long enough that a busy instance sends few packets.
@@ -188,15 +186,14 @@ def _tags(tags: dict[str, Any]) -> list[str]:
     return [f"{k}:{v}" for k, v in tags.items() if v is not None]
 
 
-class TimedBuffer:
+class TimedBuffer(BufferWrapper):
     """A :class:`StreamBuffer` that reports how long each data operation of the backend it wraps
     took (``buffer.latency_ms`` by op). Used only with metrics on; lifecycle and control calls pass
     straight through."""
 
     def __init__(self, inner: StreamBuffer, record: Callable[[str, float], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._record = record
-        self.url = inner.url
 
     @contextlib.contextmanager
     def _timed(self, op: str) -> Iterator[None]:
@@ -205,37 +202,6 @@ class TimedBuffer:
             yield
         finally:
             self._record(op, time.perf_counter() - started)
-
-    # --- lifecycle and control: not timed ----------------------------------------------------
-    async def start(self) -> None:
-        await self._inner.start()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    async def ping(self) -> None:
-        await self._inner.ping()
-
-    async def request_cancel(self, stream_id: str) -> None:
-        await self._inner.request_cancel(stream_id)
-
-    def on_cancel(self, callback: CancelHandler) -> None:
-        self._inner.on_cancel(callback)
-
-    def subscribe(self, stream_id: str) -> AbstractAsyncContextManager[Subscription]:
-        return self._inner.subscribe(stream_id)
-
-    async def end_abandoned(self, stream_id: str, code: str, message: str) -> None:
-        await self._inner.end_abandoned(stream_id, code, message)
-
-    async def orphans(self) -> list[str]:
-        return await self._inner.orphans()
-
-    async def take_over(self, stream_id: str) -> Orphan | None:
-        return await self._inner.take_over(stream_id)
-
-    def on_lease_lost(self, callback: LeaseLostHandler) -> None:
-        self._inner.on_lease_lost(callback)
 
     async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
         with self._timed("append"):

@@ -123,6 +123,23 @@ LOCAL_AHEAD_INTERVAL_S = 0.25
 UNSTARTED_FORGET_S = 60.0
 
 
+def bounded_pool(
+    url: str, *, max_connections: int = POOL_MAX_CONNECTIONS, wait_s: float = POOL_WAIT_S
+) -> aioredis.BlockingConnectionPool:
+    """A connection pool whose every wait is bounded (see the constants above): a frozen or
+    blackholed Redis makes a call fail in seconds instead of hanging it."""
+    return aioredis.BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=wait_s,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(ExponentialBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_MIN_S), CALL_RETRIES),
+    )
+
+
 def _skey(stream_id: str) -> str:
     return f"{PREFIX}s:{stream_id}"
 
@@ -333,16 +350,7 @@ class RedisBuffer:
         self._lease_ms = max(1, int(options.lease_ttl_s * 1000))
         self._lease_ttl_s = options.lease_ttl_s
         self._outage_deadline_s = options.outage_deadline_s
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            max_connections=POOL_MAX_CONNECTIONS,
-            timeout=POOL_WAIT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            health_check_interval=HEALTH_CHECK_INTERVAL_S,
-            retry=Retry(ExponentialBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_MIN_S), CALL_RETRIES),
-        )
+        self._pool = bounded_pool(url)
         self._redis = aioredis.Redis(connection_pool=self._pool)
         # The reader blocks in get_message(timeout=READER_POLL_S): its socket timeout must be longer.
         self._pubsub = self._redis.pubsub()
