@@ -48,6 +48,7 @@ from typing import Any, Protocol
 
 from persona.brand import Brand
 from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
+from persona.language import LanguageGate, Verdict
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -77,10 +78,14 @@ class GuardStep:
 @dataclass(frozen=True)
 class GuardContext:
     """What a guard may know about the request: the question and the text it was given
-    (retrieved facts, recent turns), for the end-of-reply relevance check."""
+    (retrieved facts, recent turns), for the end-of-reply relevance check; the earlier user turns
+    (oldest first) and the client's locale hint (``es-MX``), for the language check when the
+    question is too short to tell."""
 
     question: str = ""
     context: tuple[str, ...] = field(default_factory=tuple)
+    user_turns: tuple[str, ...] = field(default_factory=tuple)
+    locale: str | None = None
 
 
 class ReplyGuard(Protocol):
@@ -147,6 +152,14 @@ class BrandGuard:
         self._run_at = 0
         self._length = LengthScanner(brand.length)
         self._stopped = False
+        # The reply's language, judged after its first sentence or so (persona.language).
+        check = brand.guard.language
+        self._language = (
+            LanguageGate(brand, self.context.question, self.context.user_turns, self.context.locale)
+            if check.action != "off"
+            else None
+        )
+        self._hold_language = self._language is not None and check.action == "fallback" and hold.language == "sentence"
 
     # --- streaming ----------------------------------------------------------------------------------
     def feed(self, text: str) -> GuardStep:
@@ -161,7 +174,38 @@ class BrandGuard:
         finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text)
         if finding is not None:
             return self._violate(finding)
-        return GuardStep(release=self._release(self._cut()))
+        notes: tuple[GuardNote, ...] = ()
+        if self._language is not None and self._language.pending:
+            verdict = self._language.step(text, self._text)
+            if verdict is not None:
+                wrong = self._wrong_language(verdict)
+                if wrong.violation is not None:
+                    return wrong
+                notes = wrong.notes
+        return GuardStep(release=self._release(self._cut()), notes=notes)
+
+    def _text(self) -> str:
+        return "".join(self._released) + "".join(self._held)
+
+    def _wrong_language(self, verdict: Verdict) -> GuardStep:
+        """A reply judged to be in the wrong language: replaced (the fallback in the language it should
+        have been in, else ``off_brand``), or only noted with ``language.action: log``."""
+        action = self.brand.guard.language.action
+        note = GuardNote("language", verdict.fields(action))
+        if action != "fallback":
+            return GuardStep(notes=(note,))
+        self._stopped = True
+        self._held = []
+        want = verdict.expected.primary or self.brand.languages[0]
+        replacement = next((text for code, text in self.brand.fallbacks.language.items() if code == want), None)
+        return GuardStep(violation="language", replacement=replacement, notes=(note,))
+
+    def _language_end(self, text: str) -> GuardStep | None:
+        """The end-of-text language check: a step to return (a violation or a note), or None."""
+        if self._language is None:
+            return None
+        verdict = self._language.finish(text)
+        return self._wrong_language(verdict) if verdict is not None else None
 
     def _over_length(self, text: str, at: int, over: int) -> GuardStep:
         """The reply ran past the length policy at raw offset ``over``: nothing from there on is
@@ -194,7 +238,11 @@ class BrandGuard:
         kept = full[:end].rstrip()
         if not kept:
             return GuardStep(violation="truncated")
+        language = self._language_end(kept)
+        if language is not None and language.violation is not None:
+            return language
         notes, replace = self._judge(kept)
+        notes = (*(language.notes if language is not None else ()), *notes)
         if replace:
             return GuardStep(violation="off_topic", notes=notes)
         if not full[len(kept) : self._out].strip():  # only whitespace past the kept text is out
@@ -207,24 +255,39 @@ class BrandGuard:
         if self._stopped:
             return GuardStep()
         if finish_reason == ABORTED:
-            # Complete phrases waiting for their word boundary, and the last word, are checked first.
+            # Complete phrases waiting for their word boundary, and the last word, are checked first;
+            # held text is released only in the right language (a brand that holds for it).
             if self._end_findings() is not None:
                 self._stopped = True
                 return GuardStep()
+            language = self._language_end(self._text()) if self._hold_language else None
+            if language is not None and language.violation is not None:
+                self._stopped = True
+                return GuardStep(notes=language.notes)
             return GuardStep(release=self._release(self._fed))
         finding = self._end_findings()
         if finding is not None:
             return self._violate(finding)
-        full = "".join(self._released) + "".join(self._held)
+        full = self._text()
         if not full.strip():
             return self._violate(Finding("empty", "the model sent no text"))
+        language = self._language_end(full)
+        if language is not None and language.violation is not None:
+            return language
+        early = language.notes if language is not None else ()
         if finish_reason == "length":
-            return self._trim(full)
+            trimmed = self._trim(full)
+            return GuardStep(
+                release=trimmed.release,
+                violation=trimmed.violation,
+                replacement=trimmed.replacement,
+                notes=(*early, *trimmed.notes),
+            )
         notes, replace = self._judge(full)
         if replace:
             self._stopped = True
-            return GuardStep(violation="off_topic", notes=notes)
-        return GuardStep(release=self._release(self._fed), notes=notes)
+            return GuardStep(violation="off_topic", notes=(*early, *notes))
+        return GuardStep(release=self._release(self._fed), notes=(*early, *notes))
 
     def _judge(self, full: str) -> tuple[tuple[GuardNote, ...], bool]:
         """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
@@ -350,7 +413,7 @@ class BrandGuard:
     # --- release ------------------------------------------------------------------------------------
     def _cut(self) -> int:
         """The raw offset up to which text may go out now."""
-        if self.whole_reply:
+        if self.whole_reply or (self._hold_language and self._language is not None and self._language.pending):
             return self._out
         cut = self._fed
         for start in (

@@ -687,7 +687,7 @@ def test_a_reply_quoting_a_fact_the_instructions_repeat_is_not_a_leak_but_reciti
 ) -> None:
     brand = repeating_a_fact(brand_id)  # before: refused at load (its own fact "broke" prompt_leak)
     fact = brand.knowledge[0].text
-    quoted = f"Good question about {brand.knowledge[0].topic}. {fact}"
+    quoted = f"About {brand.knowledge[0].topic}: {fact}"  # ("Good question" is filler since issue 12)
     released, steps = stream(brand, chunks(quoted, list(range(0, len(quoted), 5))), question=brand.knowledge[0].topic)
     assert violation(steps) is None and released == quoted
     assert not check_text(brand, quoted), "the eval agrees"
