@@ -27,6 +27,7 @@ gate counts spaces until it has judged, then nothing.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -76,15 +77,34 @@ def confidences(text: str) -> dict[str, float]:
     }
 
 
-def _count_words(text: str) -> int:
-    return len(text.split())
+# A word (letters, inner apostrophes and hyphens), or what ends a sentence or a clause before a list.
+_TOKEN = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*|[.!?…:\n]")
+
+
+def language_words(text: str) -> list[str]:
+    """The words that say what language ``text`` is in: figures, units with figures and names are left
+    out. A name is a capitalised word inside a sentence ("Colombian Huila", "Apple Pay", "Visa"):
+    product and company names are the words most often borrowed across languages. (German capitalises
+    every noun; its other words are plenty.)"""
+    kept: list[str] = []
+    initial = True
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if not token[0].isalpha():
+            initial = True
+            continue
+        if initial or not token[0].isupper() or token == "I":
+            kept.append(token)
+        initial = False
+    return kept
 
 
 def detect(text: str, min_words: int, min_confidence: float) -> str | None:
     """The language of ``text`` when it has ``min_words`` words and the detector is that sure, else None."""
-    if _count_words(text) < min_words:
+    kept = language_words(text)
+    if len(kept) < min_words:
         return None
-    values = confidences(text)
+    values = confidences(" ".join(kept))
     if not values:
         return None
     language, confidence = max(values.items(), key=lambda item: item[1])
@@ -101,11 +121,13 @@ def locale_language(locale: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Expected:
-    """What language a reply must be in: ``allowed`` codes; ``user`` is the user's, when known."""
+    """What language a reply must be in: ``allowed`` codes; ``user`` is the user's, when known;
+    ``among`` the languages a reply is judged among (the brand's and the user's)."""
 
     allowed: frozenset[str]
     user: str | None
     source: str  # message | turns | locale | none
+    among: frozenset[str] = frozenset(LANGUAGES)
 
     @property
     def primary(self) -> str | None:
@@ -122,11 +144,12 @@ def expected(brand: Brand, question: str, user_turns: Iterable[str] = (), locale
         user, source = detect(earlier, check.user_min_words, check.user_min_confidence), "turns"
     if user is None:
         user, source = locale_language(locale), "locale"
+    among = frozenset(brand.languages) | ({user} if user else set())
     if user is None:
-        return Expected(frozenset(brand.languages), None, "none")
+        return Expected(frozenset(brand.languages), None, "none", among)
     if user in brand.languages:
-        return Expected(frozenset({user}), user, source)
-    return Expected(frozenset({brand.languages[0]}), user, source)
+        return Expected(frozenset({user}), user, source, among)
+    return Expected(frozenset({brand.languages[0]}), user, source, among)
 
 
 @dataclass(frozen=True)
@@ -150,10 +173,18 @@ class Verdict:
 
 
 def judge(text: str, want: Expected, min_confidence: float) -> Verdict | None:
-    """A verdict on ``text``, or None while unsure (see the module docstring)."""
-    values = confidences(text)
-    if not values:
+    """A verdict on ``text`` (its :func:`language_words`), or None while unsure (see the module docstring).
+
+    The detector's values are renormalised over ``want.among``, the brand's languages and the user's: a
+    language nobody in the conversation speaks cannot make a reply wrong. That is what keeps close
+    relatives apart (a Spanish sentence the detector half takes for Portuguese is Spanish for a brand
+    that does not speak Portuguese); the price is that a reply in such a language is judged as the
+    nearest one in the conversation."""
+    values = {code: value for code, value in confidences(text).items() if code in want.among}
+    total = sum(values.values())
+    if total <= 0.0:
         return None
+    values = {code: value / total for code, value in values.items()}
     language, confidence = max(values.items(), key=lambda item: item[1])
     if language in want.allowed:
         return Verdict(False, language, confidence, want)
@@ -202,13 +233,17 @@ class LanguageGate:
         """The reply ended: judge it if it is still pending and long enough; a wrong-language verdict."""
         if not self.pending:
             return None
-        if _count_words(text) < self._check.min_words:
-            self.pending = False
-            return None
         return self._judge(text, final=True)
 
     def _judge(self, text: str, *, final: bool) -> Verdict | None:
-        verdict = judge(text, self.want(), self._check.min_confidence)
+        kept = language_words(text)
+        if len(kept) < self._check.min_words:  # mostly names and figures so far
+            if final:
+                self.pending = False
+            else:
+                self._next = self._words + max(1, self._check.min_words // 2)
+            return None
+        verdict = judge(" ".join(kept), self.want(), self._check.min_confidence)
         if verdict is None and not final and self._words < self._check.max_words:
             self._next = self._words + max(1, self._check.min_words // 2)
             return None
