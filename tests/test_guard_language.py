@@ -177,7 +177,7 @@ def test_short_replies_and_names_or_numbers_are_never_judged(reply: str) -> None
 
 @pytest.mark.parametrize("reply", ["OK.", "Thank you, Eleanor.", "Visa, Mastercard or Apple Pay.", "3.10% AER."])
 def test_the_bank_does_not_judge_short_replies_either(reply: str) -> None:
-    released, steps, _ = run(BANK, reply, GuardContext(question="¿Puedo pagar con Apple Pay?"))
+    _, steps, _ = run(BANK, reply, GuardContext(question="¿Puedo pagar con Apple Pay?"))
     assert not any(s.violation == "language" for s in steps)
 
 
