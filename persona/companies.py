@@ -54,7 +54,11 @@ def competitor_names(brand: Brand) -> list[str]:
     """Every name the brand's guard treats as a competitor (as written), its own list first."""
     own = _distinctive(brand.name) | _distinctive(brand.persona_name)
     allowed = {a.strip() for a in brand.guard.competition.allowed}
-    names = [n.strip() for n in brand.guard.competitors if n.strip() and n.strip() not in allowed]
+    names = [
+        n.strip()
+        for n in brand.guard.competitors
+        if n.strip() and n.strip() not in allowed and not _distinctive(n) & own
+    ]
     seen = set(names)
     for industry in brand.guard.competition.industries:
         for name, aliases in gazetteer().get(industry, {}).items():

@@ -32,6 +32,12 @@ reply until the off-topic check (``off_topic: reply``). At the end of a reply:
   context) → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
   ``guard.off_topic.action: fallback`` also replaced.
 
+The reply's language (:mod:`persona.language`) is judged once its first sentence or so is there
+(and at the end for a short reply): a reply in another language than the user's (or the brand's
+first) is replaced with ``violation="language"`` and the brand's fallback in the expected language
+(``GuardStep.replacement``, else ``off_brand``), retracting what streamed; ``guard.hold.language:
+sentence`` holds everything until it is judged.
+
 When an attempt ends early (upstream error, cancel, deadline) the job calls
 ``finish(ABORTED)``: held text is released once the end-of-text checks pass (a phrase that only
 the end completes, "… Starbucks", is not), so the client keeps the text so far as without a guard.
