@@ -93,7 +93,12 @@ def language_words(text: str) -> list[str]:
         if not token[0].isalpha():
             initial = True
             continue
-        if initial or not token[0].isupper() or token == "I":
+        before = match.start() - 1
+        while before >= 0 and text[before] == " ":
+            before -= 1
+        if before >= 0 and text[before].isdigit():
+            pass  # a unit after a figure: "250 g", "15ml"
+        elif initial or not token[0].isupper() or token == "I":
             kept.append(token)
         initial = False
     return kept
@@ -238,8 +243,8 @@ class LanguageGate:
     def _judge(self, text: str, *, final: bool) -> Verdict | None:
         kept = language_words(text)
         if len(kept) < self._check.min_words:  # mostly names and figures so far
-            if final:
-                self.pending = False
+            if final or self._words >= self._check.max_words:
+                self.pending = False  # a list of names and figures: nothing to judge, and it passes
             else:
                 self._next = self._words + max(1, self._check.min_words // 2)
             return None

@@ -191,6 +191,16 @@ def test_a_bank_reply_full_of_product_names_card_networks_and_figures_is_english
     assert violation(steps) is None and released == reply
 
 
+def test_a_long_reply_of_names_and_figures_stops_being_checked_at_max_words() -> None:
+    rows = " ".join(f"Hearth {n} g, Huila {n + 1} g, Yirgacheffe {n + 2} g;" for n in range(0, 120, 3))
+    guard = BrandGuard(DEMO, GuardContext(question=QUESTIONS["es"]))
+    gate = guard._language
+    assert gate is not None
+    released = "".join(guard.feed(p).release for p in pieces(rows))
+    assert not gate.pending and gate.verdict is None, "given the benefit of the doubt, not re-judged per piece"
+    assert released + guard.finish("stop").release == rows
+
+
 # --- where the expected language comes from -------------------------------------------------------------
 
 
