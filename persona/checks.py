@@ -310,18 +310,20 @@ class CompiledRules:
         return None
 
 
-_CACHE: dict[tuple[int, str, str], CompiledRules] = {}
+# The brand object is kept with its rules: an id() is reused once its object is gone, and a copy of
+# a brand with other settings (model_copy, same id and version) must not get a dead copy's rules.
+_CACHE: dict[tuple[int, str, str], tuple[Brand, CompiledRules]] = {}
 
 
 def compile_rules(brand: Brand) -> CompiledRules:
     """Compiled checks for ``brand``, cached per brand object and version."""
     key = (id(brand), brand.id, brand.version)
     cached = _CACHE.get(key)
-    if cached is None:
+    if cached is None or cached[0] is not brand:
         if len(_CACHE) > 256:
             _CACHE.clear()
-        cached = _CACHE[key] = _compile(brand)
-    return cached
+        cached = _CACHE[key] = (brand, _compile(brand))
+    return cached[1]
 
 
 def _compile(brand: Brand) -> CompiledRules:
