@@ -47,6 +47,7 @@ the end completes, "… Starbucks", is not), so the client keeps the text so far
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -283,12 +284,7 @@ class BrandGuard:
         early = language.notes if language is not None else ()
         if finish_reason == "length":
             trimmed = self._trim(full)
-            return GuardStep(
-                release=trimmed.release,
-                violation=trimmed.violation,
-                replacement=trimmed.replacement,
-                notes=(*early, *trimmed.notes),
-            )
+            return dataclasses.replace(trimmed, notes=(*early, *trimmed.notes)) if early else trimmed
         notes, replace = self._judge(full)
         if replace:
             self._stopped = True
