@@ -30,7 +30,9 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--judge", action="store_true", help="also score the voice with a real model (OPENAI_API_KEY)")
     parser.add_argument("--repeats", type=int, default=3, help="judge repeats per reply (default 3)")
     parser.add_argument("--only", choices=("scenarios", "labelled"), help="one section (default: both)")
-    parser.add_argument("--json", metavar="FILE", help="also write the labelled figures as JSON ('-': stdout)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the labelled figures as JSON ('-': only the JSON, on stdout)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds timing the guard's cost (0: skip; default 5)")
     parser.add_argument("--limit", type=int, help="labelled: at most N replies of each kind (a quick slice)")
     parser.add_argument("--misses", action="store_true", help="labelled: list every missed or wrongly flagged reply")
@@ -47,22 +49,23 @@ async def main(argv: list[str]) -> int:
     if args.only != "labelled":
         failed = await scenarios(settings, args)
     if args.only != "scenarios":
-        results = measure(
-            load_brands(settings.brands_dir),
-            load_labelled(),
-            args.brand,
-            rounds=args.rounds,
-            limit=args.limit,
-        )
         if args.only is None:
             print()
-        print(render_measures(results, misses=args.misses))
-        if args.json == "-":
-            print(json.dumps(to_json(results), indent=2))
-        elif args.json:
-            with open(args.json, "w", encoding="utf-8") as out:
-                json.dump(to_json(results), out, indent=2)
+        labelled(settings, args)
     return 1 if failed else 0
+
+
+def labelled(settings: Settings, args: argparse.Namespace) -> None:
+    """The labelled section: every labelled reply through the guard (CPU only, no I/O but the files)."""
+    brands = load_brands(settings.brands_dir)
+    results = measure(brands, load_labelled(), args.brand, rounds=args.rounds, limit=args.limit)
+    if args.json == "-":  # machine-readable only
+        print(json.dumps(to_json(results), indent=2))
+        return
+    print(render_measures(results, misses=args.misses))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(to_json(results), out, indent=2)
 
 
 async def scenarios(settings: Settings, args: argparse.Namespace) -> bool:

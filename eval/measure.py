@@ -170,7 +170,11 @@ class Cost:
     finish_ms_per_reply: float
 
 
-def _time(factory: GuardFactory, brand: Brand, work: Sequence[tuple[GuardContext, list[str], int]]) -> tuple[float, float]:
+# One reply to time: its guard context, its pieces, and how many of them the guard was fed.
+_Work = tuple[GuardContext, list[str], int]
+
+
+def _time(factory: GuardFactory, brand: Brand, work: Sequence[_Work]) -> tuple[float, float]:
     """Seconds of ``feed`` per piece and of ``finish`` per reply, over ``work`` (context, pieces, how many fed)."""
     feeding = finishing = 0.0
     fed_total = 0
@@ -275,11 +279,14 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
     ]
     for r in results:
         c, n = r.confusion, r.confusion_with_notes
-        cost = (
-            f"{r.cost.guard_us_per_token:.1f} | {r.cost.pass_through_us_per_token:.1f} | {r.cost.finish_ms_per_reply:.3f}"
-            if r.cost
-            else "— | — | —"
-        )
+        cost = "— | — | —"
+        if r.cost:
+            guard, base, finish = (
+                r.cost.guard_us_per_token,
+                r.cost.pass_through_us_per_token,
+                r.cost.finish_ms_per_reply,
+            )
+            cost = f"{guard:.1f} | {base:.1f} | {finish:.3f}"
         lines.append(
             f"| {r.brand.id} | {c.fp + c.tn} | {c.tp + c.fn} | {_pct(c.precision)} | {_pct(c.recall)} | "
             f"{_pct(c.fpr)} | {_pct(n.precision)} | {_pct(n.recall)} | {_pct(n.fpr)} | {cost} |"
