@@ -315,7 +315,13 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
             )
         rules = rule_rows(r.verdicts)
         if rules:
-            lines += ["", f"{r.brand.id} per rule: | rule | on off-brand | on good |", "| --- | ---: | ---: |"]
+            lines += [
+                "",
+                f"{r.brand.id} per rule that fired",
+                "",
+                "| rule | on off-brand | on good |",
+                "| --- | ---: | ---: |",
+            ]
             lines += [f"| {rule} | {bad} | {good} |" for rule, bad, good in rules]
         if misses:
             wrong = [v for v in r.verdicts if v.flagged != (v.item.label == "offbrand")]
