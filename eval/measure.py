@@ -20,9 +20,11 @@ kind precision     flagged of the kind / (flagged of the kind + all flagged good
                    precision if the off-brand replies were all of this kind
 =================  ==============================================================================
 
-The guard's cost per token is measured as ``bench/guard_bench.py`` does: CPU time of the ``feed``
-calls per piece (median of ``rounds``), here over the labelled replies themselves, next to the
-pass-through guard; and the end-of-reply ``finish`` per reply.
+The guard's cost per token is measured as ``bench/guard_bench.py`` does — the time of the ``feed``
+calls per piece, median of ``rounds``, next to the pass-through guard, and the end-of-reply ``finish``
+per reply — here over the labelled replies themselves (each as far as the guard let it stream), and on
+the process's CPU clock (``time.process_time``) rather than the wall clock, so that other work on a
+shared machine does not inflate it.
 """
 
 from __future__ import annotations
@@ -180,12 +182,12 @@ def _time(factory: GuardFactory, brand: Brand, work: Sequence[_Work]) -> tuple[f
     fed_total = 0
     for context, parts, fed in work:
         guard = factory(brand, context)
-        started = time.perf_counter()
+        started = time.process_time()
         for part in parts[:fed]:
             guard.feed(part)
-        fed_at = time.perf_counter()
+        fed_at = time.process_time()
         guard.finish("stop")
-        finishing += time.perf_counter() - fed_at
+        finishing += time.process_time() - fed_at
         feeding += fed_at - started
         fed_total += fed
     return feeding / max(fed_total, 1), finishing / max(len(work), 1)
