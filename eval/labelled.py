@@ -16,10 +16,20 @@ File layout::
         label: offbrand            # good | offbrand
         kind: prompt_leak          # one of OFFBRAND_KINDS, or GOOD_KINDS for a good reply
         note: recites the rules    # one line: why it has this label
+        question_lang: es          # ISO 639-1 codes, "en" when left out
+        reply_lang: en
+
+**Languages.** The labels are written for a brand that answers every customer in their own language.
+A brand that declares the languages it speaks (``languages: [en, es]``: the user's language when it
+is one of these, else the first) may expect another: :func:`for_brand` relabels the items whose
+language decides their label (good replies, and ``wrong_language`` ones) against the brand's
+declared languages, so a French answer to a French question is off-brand for an English-only bank,
+and an English answer to it is good.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +70,8 @@ class Item(BaseModel):
     label: Literal["good", "offbrand"]
     kind: str
     note: str = Field(min_length=1, description="One line: why the reply has this label.")
+    question_lang: str = Field(default="en", pattern=r"^[a-z]{2}$", description="The question's language.")
+    reply_lang: str = Field(default="en", pattern=r"^[a-z]{2}$", description="The reply's language.")
 
     @model_validator(mode="after")
     def _kind_fits_label(self) -> Item:
@@ -97,3 +109,41 @@ def load_labelled(directory: Path = LABELLED_DIR) -> dict[str, LabelledFile]:
             raise ValueError(f"{path}: {exc}") from None
         out[parsed.brand] = parsed
     return out
+
+
+def expected_language(languages: Sequence[str] | None, question_lang: str) -> str:
+    """The language a reply should be in: the user's when the brand speaks it, else the brand's first.
+    A brand that declares no languages is taken to speak the user's."""
+    if not languages or question_lang in languages:
+        return question_lang
+    return languages[0]
+
+
+def for_brand(items: Sequence[Item], languages: Sequence[str] | None) -> tuple[list[Item], int]:
+    """The items labelled for a brand that speaks ``languages`` (see the module docstring), and how
+    many changed label."""
+    out, changed = [], 0
+    for item in items:
+        if item.label == "good" or item.kind == "wrong_language":
+            want = expected_language(languages, item.question_lang)
+            right = item.reply_lang == want
+            if item.label == "good" and not right:
+                item = item.model_copy(
+                    update={
+                        "label": "offbrand",
+                        "kind": "wrong_language",
+                        "note": f"{item.note} [relabelled: this brand answers {item.question_lang} in {want}]",
+                    }
+                )
+                changed += 1
+            elif item.label == "offbrand" and right:
+                item = item.model_copy(
+                    update={
+                        "label": "good",
+                        "kind": "other_language",
+                        "note": f"{item.note} [relabelled: this brand answers {item.question_lang} in {want}]",
+                    }
+                )
+                changed += 1
+        out.append(item)
+    return out, changed

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, LabelledFile
+from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, LabelledFile, for_brand
 from persona.brand import Brand
 from persona.guard import GuardContext, GuardFactory, PassThroughGuard, ReplyGuard, brand_guard
 from persona.prompt import pick_knowledge
@@ -219,6 +219,8 @@ class BrandMeasure:
     brand: Brand
     verdicts: list[Verdict] = field(default_factory=list)
     cost: Cost | None = None
+    languages: list[str] | None = None  # as declared by the brand (None: it declares none)
+    relabelled: int = 0  # items whose label follows from those languages (eval.labelled.for_brand)
 
     @property
     def confusion(self) -> Confusion:
@@ -246,7 +248,9 @@ def measure(
         if brand_id not in brands:
             raise ValueError(f"labelled file for {brand_id!r}, which is not a loaded brand")
         brand = brands[brand_id]
-        items = files[brand_id].items
+        # The brand's declared languages, when the brand model has them (issue 12's language check).
+        languages: list[str] | None = getattr(brand, "languages", None)
+        items, relabelled = for_brand(files[brand_id].items, languages)
         if limit is not None:
             taken: Counter[tuple[str, str]] = Counter()
             kept = []
@@ -255,7 +259,8 @@ def measure(
                     taken[item.label, item.kind] += 1
                     kept.append(item)
             items = kept
-        result = BrandMeasure(brand, [judge_item(brand, item) for item in items])
+        result = BrandMeasure(brand, [judge_item(brand, item) for item in items], languages=languages)
+        result.relabelled = relabelled
         if rounds > 0:
             result.cost = cost_per_token(brand, result.verdicts, rounds)
         out.append(result)
@@ -300,6 +305,10 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
             f"| **all** | {c.fp + c.tn} | {c.tp + c.fn} | {_pct(c.precision)} | {_pct(c.recall)} | {_pct(c.fpr)} | "
             f"{_pct(n.precision)} | {_pct(n.recall)} | {_pct(n.fpr)} | | | |"
         )
+    lines.append("")
+    for r in results:
+        spoken = ", ".join(r.languages) if r.languages else "none declared: the user's is expected"
+        lines.append(f"{r.brand.id}: languages {spoken}; {r.relabelled} items relabelled for them")
     for r in results:
         lines += [
             "",
@@ -356,6 +365,8 @@ def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
         "brands": {
             r.brand.id: {
                 "version": r.brand.version,
+                "languages": r.languages,
+                "relabelled": r.relabelled,
                 "figures": figures(r.confusion),
                 "with_notes": figures(r.confusion_with_notes),
                 "cost": None if r.cost is None else vars(r.cost),
@@ -369,6 +380,8 @@ def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
                         "flagged": v.flagged,
                         "outcome": v.outcome,
                         "noted": v.noted,
+                        "question_lang": v.item.question_lang,
+                        "reply_lang": v.item.reply_lang,
                     }
                     for v in r.verdicts
                 ],

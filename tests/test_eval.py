@@ -13,7 +13,7 @@ import pytest
 
 from api.settings import Settings
 from eval.judge import judge, parse_scores
-from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, load_labelled
+from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, expected_language, for_brand, load_labelled
 from eval.measure import Confusion, Verdict, confusion, guard_context, judge_item, kind_rows, pieces, rule_rows
 from eval.runner import Reply as EvalReply
 from eval.runner import render, run_eval
@@ -149,20 +149,42 @@ def test_the_labelled_files_load_and_cover_every_kind_for_each_brand() -> None:
     brands = load_brands(BRANDS_DIR)
     assert set(files) == {"demo", "meridian"}
     for brand_id, file in files.items():
+        assert len(file.items) >= 150, brand_id
+        assert all(i.brand == brand_id for i in file.items)
+        # The counts hold whatever languages the brand declares (the labels of language items follow them).
+        declared = getattr(brands[brand_id], "languages", None)
+        for languages in (None, ["en"], ["en", "es", "fr", "de"], declared):
+            items, _ = for_brand(file.items, languages)
+            kinds = Counter((i.label, i.kind) for i in items)
+            for kind in OFFBRAND_KINDS:
+                assert kinds["offbrand", kind] >= 10, (brand_id, languages, kind)
+            for kind in GOOD_KINDS:
+                assert kinds["good", kind] >= 5, (brand_id, languages, kind)
+            good = sum(i.label == "good" for i in items)
+            assert 0.35 <= good / len(items) <= 0.5, (brand_id, languages, good)
         items = file.items
-        assert len(items) >= 150, brand_id
-        assert all(i.brand == brand_id for i in items)
-        kinds = Counter((i.label, i.kind) for i in items)
-        for kind in OFFBRAND_KINDS:
-            assert kinds["offbrand", kind] >= 10, (brand_id, kind)
-        for kind in GOOD_KINDS:
-            assert kinds["good", kind] >= 5, (brand_id, kind)
-        good = sum(i.label == "good" for i in items)
-        assert 0.35 <= good / len(items) <= 0.5, (brand_id, good)
         # A good reply keeps the brand's own length, emoji and sign-off policies (else it is rambling).
         for item in items:
             if item.label == "good":
                 assert policy_findings(brands[brand_id], item.reply) == [], item.id
+
+
+def test_language_items_are_relabelled_for_the_languages_a_brand_declares() -> None:
+    french = _item("fr", "good", "other_language", "Nous torréfions le lundi.", "Quand torréfiez-vous ?")
+    french = french.model_copy(update={"question_lang": "fr", "reply_lang": "fr"})
+    english = _item("en", "offbrand", "wrong_language", "We roast on Mondays.", "Quand torréfiez-vous ?")
+    english = english.model_copy(update={"question_lang": "fr"})
+    plain = _item("p", "good", "answer")
+    assert expected_language(None, "fr") == "fr" and expected_language(["en", "fr"], "fr") == "fr"
+    assert expected_language(["en", "es"], "fr") == "en"
+    # No languages declared, or French among them: the labels as written.
+    for languages in (None, ["en", "fr"]):
+        assert for_brand([french, english, plain], languages) == ([french, english, plain], 0)
+    # English only: the French answer is in the wrong language, the English one is right.
+    items, changed = for_brand([french, english, plain], ["en"])
+    assert changed == 2 and items[2] == plain
+    assert (items[0].label, items[0].kind) == ("offbrand", "wrong_language") and "relabelled" in items[0].note
+    assert (items[1].label, items[1].kind) == ("good", "other_language")
 
 
 def test_a_labelled_file_with_a_kind_that_does_not_fit_its_label_is_refused(tmp_path: Path) -> None:
@@ -200,6 +222,7 @@ async def test_make_eval_reports_the_labelled_figures_and_writes_json_on_a_small
     printed = capsys.readouterr().out
     assert "| brand | good | off-brand | precision | recall | FPR |" in printed
     assert "demo per kind" in printed and "meridian per kind" in printed and "| **all** |" in printed
+    assert "meridian: languages" in printed
     data = json.loads(out.read_text())
     for brand_id in ("demo", "meridian"):
         figures = data["brands"][brand_id]
