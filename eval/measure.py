@@ -10,7 +10,8 @@ stop the upstream call: at a violation, or where the length policy ends the repl
 A reply counts as **flagged** when the guard replaced it (any violation: a rule, a leak, off-topic
 with ``action: fallback``, a length fallback) or ended it early (the length policy's trim). An
 off-topic *note* on a brand that only logs off-topic replies (``action: log``) is not a replacement;
-it is counted separately (**noted**) and the brand figures are given both without and with notes.
+it is counted separately (**noted**, as is any other note of a check that only logs) and the brand
+figures are given both without and with notes.
 
 =================  ==============================================================================
 precision          flagged off-brand / all flagged
@@ -58,8 +59,12 @@ class Verdict:
     item: Item
     rule: str | None  # the violation the guard reported (the reply was replaced), or None
     trimmed: bool  # the length policy ended the reply early (no violation)
-    noted: bool  # an off_topic note (logged, not necessarily replaced)
+    notes: tuple[str, ...]  # the events of the guard's notes (off_topic …: logged, not necessarily replaced)
     pieces: int  # pieces fed before the guard stopped the stream
+
+    @property
+    def noted(self) -> bool:
+        return bool(self.notes)
 
     @property
     def flagged(self) -> bool:
@@ -70,26 +75,27 @@ class Verdict:
         return self.rule or ("trimmed" if self.trimmed else "noted" if self.noted else "passed")
 
 
-def stream(guard: ReplyGuard, text: str) -> tuple[str | None, bool, bool, int]:
-    """Feed ``text`` in pieces then finish, stopping where the server stops: (rule, trimmed, noted, pieces)."""
-    noted = False
+def stream(guard: ReplyGuard, text: str) -> tuple[str | None, bool, tuple[str, ...], int]:
+    """Feed ``text`` in pieces then finish, stopping where the server stops: (rule, trimmed, the events
+    of the guard's notes, pieces fed)."""
+    notes: list[str] = []
     fed = 0
     for piece in pieces(text):
         fed += 1
         step = guard.feed(piece)
-        noted = noted or any(n.event == "off_topic" for n in step.notes)
+        notes += (n.event for n in step.notes)
         if step.violation is not None:
-            return step.violation, False, noted, fed
+            return step.violation, False, tuple(notes), fed
         if step.stop:
-            return None, True, noted, fed
+            return None, True, tuple(notes), fed
     step = guard.finish("stop")
-    noted = noted or any(n.event == "off_topic" for n in step.notes)
-    return step.violation, False, noted, fed
+    notes += (n.event for n in step.notes)
+    return step.violation, False, tuple(notes), fed
 
 
 def judge_item(brand: Brand, item: Item, factory: GuardFactory = brand_guard) -> Verdict:
-    rule, trimmed, noted, fed = stream(factory(brand, guard_context(brand, item.question)), item.reply)
-    return Verdict(item, rule, trimmed, noted, fed)
+    rule, trimmed, notes, fed = stream(factory(brand, guard_context(brand, item.question)), item.reply)
+    return Verdict(item, rule, trimmed, notes, fed)
 
 
 @dataclass(frozen=True)
@@ -278,7 +284,7 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
     """Markdown tables (paste them into docs/prompting.md under "Measured")."""
     lines = [
         "Labelled replies through the streaming guard (eval/labelled/, 4-character pieces; "
-        "flagged = replaced or cut by the guard; notes = off-topic notes of a log-only brand)",
+        "flagged = replaced or cut by the guard; notes = what a log-only check noted, e.g. off-topic)",
         "",
         "| brand | good | off-brand | precision | recall | FPR | with notes: precision | recall | FPR "
         "| guard µs/token | pass-through µs/token | finish ms/reply |",
@@ -379,7 +385,7 @@ def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
                         "kind": v.item.kind,
                         "flagged": v.flagged,
                         "outcome": v.outcome,
-                        "noted": v.noted,
+                        "notes": list(v.notes),
                         "question_lang": v.item.question_lang,
                         "reply_lang": v.item.reply_lang,
                     }

@@ -117,12 +117,12 @@ def _item(id: str, label: str, kind: str, reply: str = "Our beans ship Monday.",
 
 def test_precision_recall_and_fpr_are_counted_per_brand_and_per_kind() -> None:
     verdicts = [
-        Verdict(_item("a", "offbrand", "competitor"), "competitor", False, False, 3),
-        Verdict(_item("b", "offbrand", "competitor"), None, False, True, 3),  # missed, only noted
-        Verdict(_item("c", "offbrand", "rambling"), None, True, False, 9),  # trimmed: flagged
-        Verdict(_item("d", "good", "answer"), "filler", False, False, 2),  # false positive
-        Verdict(_item("e", "good", "answer"), None, False, False, 5),
-        Verdict(_item("f", "good", "short"), None, False, True, 1),  # noted only
+        Verdict(_item("a", "offbrand", "competitor"), "competitor", False, (), 3),
+        Verdict(_item("b", "offbrand", "competitor"), None, False, ("off_topic",), 3),  # missed, only noted
+        Verdict(_item("c", "offbrand", "rambling"), None, True, (), 9),  # trimmed: flagged
+        Verdict(_item("d", "good", "answer"), "filler", False, (), 2),  # false positive
+        Verdict(_item("e", "good", "answer"), None, False, (), 5),
+        Verdict(_item("f", "good", "short"), None, False, ("off_topic",), 1),  # noted only
     ]
     plain = confusion(verdicts)
     assert (plain.tp, plain.fp, plain.fn, plain.tn) == (2, 1, 1, 2)
