@@ -313,8 +313,11 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
         )
     lines.append("")
     for r in results:
-        spoken = ", ".join(r.languages) if r.languages else "none declared: the user's is expected"
-        lines.append(f"{r.brand.id}: languages {spoken}; {r.relabelled} items relabelled for them")
+        if r.languages:
+            spoken = ", ".join(r.languages)
+            lines.append(f"{r.brand.id}: languages {spoken}; {r.relabelled} language items relabelled for them")
+        else:
+            lines.append(f"{r.brand.id}: no languages declared (a reply in the user's is expected); labels as written")
     for r in results:
         lines += [
             "",

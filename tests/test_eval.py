@@ -222,7 +222,7 @@ async def test_make_eval_reports_the_labelled_figures_and_writes_json_on_a_small
     printed = capsys.readouterr().out
     assert "| brand | good | off-brand | precision | recall | FPR |" in printed
     assert "demo per kind" in printed and "meridian per kind" in printed and "| **all** |" in printed
-    assert "meridian: languages" in printed
+    assert "meridian: languages" in printed or "meridian: no languages declared" in printed
     data = json.loads(out.read_text())
     for brand_id in ("demo", "meridian"):
         figures = data["brands"][brand_id]
