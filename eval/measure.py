@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, LabelledFile, for_brand
@@ -368,6 +369,8 @@ def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
 
     every = [v for r in results for v in r.verdicts]
     return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "guard": f"{brand_guard.__module__}.{brand_guard.__qualname__}",
         "piece_chars": PIECE_CHARS,
         "overall": figures(confusion(every)),
         "overall_with_notes": figures(confusion(every, with_notes=True)),
