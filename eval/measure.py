@@ -40,7 +40,7 @@ from typing import Any
 
 from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, LabelledFile, for_brand
 from persona.brand import Brand
-from persona.guard import GuardContext, GuardFactory, PassThroughGuard, ReplyGuard, brand_guard
+from persona.guard import GuardContext, GuardFactory, ReplyGuard, brand_guard, pass_through
 from persona.prompt import pick_knowledge
 
 PIECE_CHARS = 4  # about one OpenAI token
@@ -200,16 +200,14 @@ def _time(factory: GuardFactory, brand: Brand, work: Sequence[_Work]) -> tuple[f
     return feeding / max(fed_total, 1), finishing / max(len(work), 1)
 
 
-def cost_per_token(brand: Brand, verdicts: Sequence[Verdict], rounds: int = 5) -> Cost:
+def cost_per_token(
+    brand: Brand, verdicts: Sequence[Verdict], rounds: int = 5, factory: GuardFactory = brand_guard
+) -> Cost:
     """The guard's CPU time per token over these replies, as far as each was streamed (median of rounds)."""
     work = [(guard_context(brand, v.item.question), pieces(v.item.reply), v.pieces) for v in verdicts]
-
-    def pass_through(brand: Brand, context: GuardContext | None = None, /) -> ReplyGuard:
-        return PassThroughGuard()
-
     guarded, finish, base = [], [], []
     for _ in range(max(rounds, 1)):
-        per_token, per_reply = _time(brand_guard, brand, work)
+        per_token, per_reply = _time(factory, brand, work)
         guarded.append(per_token)
         finish.append(per_reply)
         base.append(_time(pass_through, brand, work)[0])
@@ -245,6 +243,7 @@ def measure(
     *,
     rounds: int = 5,
     limit: int | None = None,
+    factory: GuardFactory = brand_guard,
 ) -> list[BrandMeasure]:
     """Every labelled reply of ``only`` (default: every brand with a file) through the guard.
     ``limit``: at most that many items of each kind (a quick slice); ``rounds=0``: no cost measured."""
@@ -266,10 +265,10 @@ def measure(
                     taken[item.label, item.kind] += 1
                     kept.append(item)
             items = kept
-        result = BrandMeasure(brand, [judge_item(brand, item) for item in items], languages=languages)
-        result.relabelled = relabelled
+        verdicts = [judge_item(brand, item, factory) for item in items]
+        result = BrandMeasure(brand, verdicts, languages=languages, relabelled=relabelled)
         if rounds > 0:
-            result.cost = cost_per_token(brand, result.verdicts, rounds)
+            result.cost = cost_per_token(brand, result.verdicts, rounds, factory)
         out.append(result)
     return out
 

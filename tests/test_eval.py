@@ -14,7 +14,17 @@ import pytest
 from api.settings import Settings
 from eval.judge import judge, parse_scores
 from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, expected_language, for_brand, load_labelled
-from eval.measure import Confusion, Verdict, confusion, guard_context, judge_item, kind_rows, pieces, rule_rows
+from eval.measure import (
+    Confusion,
+    Verdict,
+    confusion,
+    guard_context,
+    judge_item,
+    kind_rows,
+    measure,
+    pieces,
+    rule_rows,
+)
 from eval.runner import Reply as EvalReply
 from eval.runner import render, run_eval
 from eval.scenarios import Expect, Scenario, ScenarioFile, Turn, load_scenarios
@@ -232,3 +242,16 @@ async def test_make_eval_reports_the_labelled_figures_and_writes_json_on_a_small
         assert figures["cost"]["guard_us_per_token"] > 0 and figures["cost"]["pieces"] > 0
         f = figures["figures"]
         assert f["tp"] + f["fn"] == len(OFFBRAND_KINDS) and f["fp"] + f["tn"] == len(GOOD_KINDS)
+
+
+def test_without_a_guard_nothing_is_flagged_and_every_off_brand_reply_is_missed() -> None:
+    from persona.guard import pass_through
+    from persona.loader import load_brands
+
+    results = measure(load_brands(BRANDS_DIR), load_labelled(), ["demo"], rounds=1, limit=2, factory=pass_through)
+    c = results[0].confusion
+    assert c.tp == c.fp == 0 and c.fn > 0 and c.tn > 0
+    assert (c.recall, c.fpr, c.precision) == (0.0, 0.0, None)
+    assert results[0].cost is not None and results[0].cost.pieces == sum(
+        len(pieces(v.item.reply)) for v in results[0].verdicts
+    )
