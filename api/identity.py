@@ -146,9 +146,7 @@ def owner_key(brand: str, conversation_id: str) -> str:
     return f"owner:{brand}:{conversation_id}"
 
 
-async def bind_conversation(
-    store: LimitStore, brand: str, conversation_id: str, user_id: str, lease_s: float
-) -> None:
+async def bind_conversation(store: LimitStore, brand: str, conversation_id: str, user_id: str, lease_s: float) -> None:
     """Bind the conversation to ``user_id`` (or confirm it is theirs) until ``lease_s`` from now, on
     every instance sharing the store. Raises :class:`Forbidden` when another user holds it and
     ``LimitsUnavailable`` (503, retryable) when the store cannot be reached: a binding is never skipped."""

@@ -198,7 +198,7 @@ class Settings(BaseSettings):
         for brand, keys in self.identity_keys.items():
             for key in keys:
                 if key.decode().strip().lower() in PUBLISHED_SECRETS:
-                    raise InsecureSettings(f"IDENTITY_SECRETS: the secret of brand {brand!r} is a published placeholder")
+                    raise InsecureSettings(f"IDENTITY_SECRETS: brand {brand!r} has a published placeholder secret")
                 if len(key) < MIN_SECRET_BYTES:
                     raise InsecureSettings(
                         f"IDENTITY_SECRETS: the secret of brand {brand!r} is shorter than {MIN_SECRET_BYTES} bytes"

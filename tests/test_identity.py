@@ -184,7 +184,9 @@ async def test_a_server_without_identity_secrets_refuses_every_identity_and_serv
         refused = await http.post("/v1/negotiate", json={"brand": "demo", "user": signed("user-42")})
         anonymous = await http.post("/v1/negotiate", json={"brand": "demo"})
     assert refused.status_code == 401 and "not configured" in refused.json()["error"]["message"]
-    assert anonymous.status_code == 200 and "user" not in anonymous.json() and "u" not in claims(anonymous.json()["token"])
+    assert (
+        anonymous.status_code == 200 and "user" not in anonymous.json() and "u" not in claims(anonymous.json()["token"])
+    )
 
 
 async def test_a_unicode_user_id_round_trips_through_negotiate_and_history(servers: ServerFactory) -> None:
