@@ -8,7 +8,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -18,7 +23,7 @@ from pydantic import ValidationError
 
 from api.exceptions import IdentityInvalid
 from api.identity import UserClaim, parse_identity_secrets, user_hash, verify_user
-from api.settings import InsecureSettings, Settings
+from api.settings import PROJECT_ROOT, InsecureSettings, Settings
 from testkit import T
 from testkit.clients import ws_turn
 from testkit.server import SECRET, ServerFactory
@@ -251,3 +256,35 @@ async def test_the_locale_hint_is_kept_on_the_conversation_and_a_bad_one_is_a_42
             assert response.status_code == 422, bad
         plain = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
     assert "locale" not in plain and "user" not in plain  # a 1.0 client sees the 1.0 answer
+
+
+# --- the snippets docs/client.md gives brands compute what the server checks ------------------------------
+
+
+def _doc_snippet(language: str) -> str:
+    doc = (PROJECT_ROOT / "docs" / "client.md").read_text(encoding="utf-8")
+    section = doc.split("### Signed-in users", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 1, f"one {language} snippet expected in docs/client.md"
+    return "\n".join(line.strip() for line in blocks[0].splitlines())
+
+
+def test_the_documented_python_snippet_computes_the_hash_the_server_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRANDCHAT_IDENTITY_SECRET", DEMO_SECRET)
+    scope: dict[str, Any] = {"user": SimpleNamespace(id="Zoë-ユーザー-😀")}
+    exec(_doc_snippet("python"), scope)
+    assert scope["user_hash"] == user_hash(DEMO_SECRET, "Zoë-ユーザー-😀")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_documented_node_snippet_computes_the_hash_the_server_checks() -> None:
+    script = "const user = { id: process.argv[1] };\n" + _doc_snippet("js") + "\nconsole.log(userHash);"
+    out = subprocess.run(
+        ["node", "-e", script, "Zoë-ユーザー-😀"],
+        env={**os.environ, "BRANDCHAT_IDENTITY_SECRET": DEMO_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert out.stdout.strip() == user_hash(DEMO_SECRET, "Zoë-ユーザー-😀")
