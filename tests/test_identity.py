@@ -254,6 +254,13 @@ async def test_the_locale_hint_is_kept_on_the_conversation_and_a_bad_one_is_a_42
         for bad in ("", "english please", "e", "x" * 40):
             response = await http.post("/v1/negotiate", json={"brand": "demo", "locale": bad})
             assert response.status_code == 422, bad
+        # JSON's lone-surrogate escapes are refused as malformed (422), never a 500 when hashed or echoed.
+        for raw in (
+            '{"brand": "demo", "user": {"id": "\\ud800", "hash": "%s"}}' % ("0" * 64),
+            '{"brand": "demo", "locale": "\\ud800"}',
+        ):
+            response = await http.post("/v1/negotiate", content=raw, headers={"Content-Type": "application/json"})
+            assert response.status_code == 422, raw
         plain = (await http.post("/v1/negotiate", json={"brand": "demo"})).json()
     assert "locale" not in plain and "user" not in plain  # a 1.0 client sees the 1.0 answer
 
