@@ -680,6 +680,9 @@ class ClientSession {
       this.session = { conversation_id: saved.conversation_id, token: saved.token, started: !!saved.started };
       this._started = !!saved.started;
       this._restored = true;
+      // Whose conversation this is (the server's word at the last negotiate): an identify as
+      // someone else after a reload starts a new one before anything is sent.
+      if (saved.user && saved.user.id != null) this.user = { id: String(saved.user.id), name: saved.user.name || null };
     }
     if (saved && Array.isArray(saved.outbox)) {
       this.outbox = saved.outbox
@@ -697,6 +700,7 @@ class ClientSession {
       token: this.session ? this.session.token : null,
       started: !!this._started,
       outbox,
+      user: this.user ? { id: this.user.id } : null,
     });
   }
 
@@ -806,9 +810,11 @@ class ClientSession {
     this.session = { conversation_id: n.conversation_id, token: n.token, started };
     this.negotiation = n;
     const user = n.user && n.user.id != null ? { id: n.user.id, name: n.user.name || null } : null;
-    const changed = (user && user.id) !== (this.user && this.user.id);
     this.user = user;
-    if (user && changed) this._emit("identified", { id: user.id, name: user.name, conversation_id: n.conversation_id });
+    if (user && user.id !== this._identifiedAs) {
+      this._identifiedAs = user.id;
+      this._emit("identified", { id: user.id, name: user.name, conversation_id: n.conversation_id });
+    }
     this.heartbeatMs = n.heartbeat_ms || this.options.heartbeatMs;
     this._persist();
     this._scheduleTokenRefresh(n.expires_in_s);
@@ -880,6 +886,7 @@ class ClientSession {
     this.session_store.remove(this.sessionKey);
     this.session = null;
     this.user = null;
+    this._identifiedAs = null;
     this._started = false;
     this._historyLoaded = true;
     this.replies.clear();
@@ -1170,6 +1177,7 @@ class ChatClient {
     this.brand = null; // negotiate's `brand`
     this.identity = opts.identity ? identityOf(opts.identity) : null; // negotiate's `user` (with the hash)
     this.user = null; // the verified user negotiate answered: {id, name}
+    this._identifiedAs = null; // the user id of the last `identified` event
     this.locale = cleanLocale(this.options.locale);
     this.heartbeatMs = this.options.heartbeatMs;
     this.outbox = []; // [{client_message_id, text, sentOn}] until the server accepts each

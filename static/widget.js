@@ -25,7 +25,7 @@
 
   // The hash of chat-client.js, stamped by static/build.py (`make client`): the client's URL changes
   // with its content, so the server lets browsers keep it for a year.
-  const CLIENT_VERSION = "4acee56b12da4218";
+  const CLIENT_VERSION = "60651cd73ff1cd8f";
   const script =
     document.currentScript || document.querySelector("script[data-brand][src*='widget.js'], script[src*='widget.js']");
   const scriptUrl = new URL((script && script.src) || "/static/widget.js", location.href);

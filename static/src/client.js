@@ -33,6 +33,7 @@ class ChatClient {
     this.brand = null; // negotiate's `brand`
     this.identity = opts.identity ? identityOf(opts.identity) : null; // negotiate's `user` (with the hash)
     this.user = null; // the verified user negotiate answered: {id, name}
+    this._identifiedAs = null; // the user id of the last `identified` event
     this.locale = cleanLocale(this.options.locale);
     this.heartbeatMs = this.options.heartbeatMs;
     this.outbox = []; // [{client_message_id, text, sentOn}] until the server accepts each

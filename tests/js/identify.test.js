@@ -100,3 +100,19 @@ test("setLocale keeps a valid tag, ignores garbage, and tells the server at once
   await new Promise((r) => setImmediate(r));
   assert.equal(server.negotiations[server.negotiations.length - 1].locale, "fr");
 });
+
+test("after a reload, identifying as someone else than the saved conversation's user never sends its token", async () => {
+  const { client, server } = makeClient({
+    session: { conversation_id: "c_ann", token: "tok-ann", started: true, outbox: [], user: { id: "ann" } },
+  });
+  server.validHashes.add("h-bob");
+  const resets = [];
+  client.on("reset", (e) => resets.push(e.reason));
+  assert.deepEqual(client.user, { id: "ann", name: null });
+  await client.identify({ user_id: "bob", user_hash: "h-bob" });
+  await client.connect();
+  assert.deepEqual(resets, ["identity"]);
+  assert.equal(server.negotiations[0].conversation_id, undefined);
+  assert.equal(server.negotiations[0].token, undefined);
+  assert.equal(client.user.id, "bob");
+});
