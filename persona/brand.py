@@ -270,7 +270,7 @@ class LanguageCheck(_Strict):
         '("ok", "hola") fall back to the earlier user turns, then the client\'s locale.',
     )
     user_min_confidence: float = Field(
-        default=0.6,
+        default=0.5,
         gt=0.3,
         le=1,
         description="The detector's confidence in the user's language needed to use it.",
