@@ -29,8 +29,8 @@ LanguageCode = Literal["en", "es", "fr", "de", "it", "pt", "nl"]
 Industry = Literal["coffee", "banking", "fintech", "retail"]
 # The families of generic assistant filler (persona/filler.py).
 FillerFamily = Literal[
-    "ai_disclaimer", "no_feelings", "hope_it_helps", "invite_more", "praise_question", "happy_to_help",
-    "worth_noting", "in_conclusion", "cliche",
+    "ai_disclaimer", "no_feelings", "hope_it_helps", "invite_more", "praise_question", "reassurance",
+    "happy_to_help", "worth_noting", "in_conclusion", "cliche",
 ]  # fmt: skip
 
 
@@ -270,7 +270,7 @@ class LanguageCheck(_Strict):
         '("ok", "hola") fall back to the earlier user turns, then the client\'s locale.',
     )
     user_min_confidence: float = Field(
-        default=0.6,
+        default=0.5,
         gt=0.3,
         le=1,
         description="The detector's confidence in the user's language needed to use it.",

@@ -57,16 +57,29 @@ FAMILIES: Final[dict[str, str]] = {
         r"|\blet me know if (?:you have|there are) any (?:other |more |further |additional )?"
         r"(?:questions?|concerns?)\b"
         r"|\bif you have any (?:other |more |further |additional )(?:questions?|concerns?)\b"
+        r"|\blet me know if (?:there's|there is|you need) anything else\b"
     ),
     # "Great question!", "What an excellent question", "That's a really good question"
     "praise_question": _words(
         r"\b(?:(?:really|very|such an?) )?(?:great|excellent|good|fantastic|wonderful|interesting|brilliant) "
-        r"question\b"
+        r"question\b|\bi(?:'m| am) (?:so )?glad you asked\b"
     ),
-    # "I'd be happy to help", "I am more than glad to assist you"
+    # "I completely understand your concern", "Your security is our top priority", "I apologise for any
+    # inconvenience", "We take these matters very seriously"
+    "reassurance": _words(
+        r"\bi (?:completely |totally |fully )?understand your (?:concern|frustration|worry)\b"
+        r"|\byour (?:satisfaction|security|safety|privacy) is our (?:top |highest |number one |first )?priority\b"
+        r"|\b(?:i|we) apologi[sz]e for (?:any|the) inconvenience\b"
+        r"|\bwe take (?:this|these matters|your (?:security|privacy|concerns?)) (?:very )?seriously\b"
+    ),
+    # "I'd be happy to help", "I would be more than glad to assist", "I'm more than happy to help",
+    # "How can I assist you today?", "I'm here to help with any questions you may have"
+    # (not "I'm happy to help you find a decaf": an offer of something specific)
     "happy_to_help": _words(
-        r"\bi(?:'d| would|'m| am|'ll| will) (?:be )?(?:more than |so |very |really )?(?:happy|glad|delighted) "
-        r"to (?:help|assist)\b"
+        r"\bi(?:'d| would) (?:be )?(?:more than |so |very |really )?(?:happy|glad|delighted) to (?:help|assist)\b"
+        r"|\bi(?:'m| am) more than (?:happy|glad|delighted) to (?:help|assist)\b"
+        r"|\bhow (?:can|may) i (?:help|assist) you today\b"
+        r"|\bi(?:'m| am) (?:always )?here to (?:help|assist)(?: you)? with any(?:thing| questions?)\b"
     ),
     # "It's important to note that", "It is worth noting", "It's crucial to remember"
     "worth_noting": _words(

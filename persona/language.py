@@ -47,7 +47,7 @@ _detector: LanguageDetector | None = None
 
 
 def detector() -> LanguageDetector:
-    """The process's detector, built on first use (thread-safe; ~0.25 s once)."""
+    """The process's detector, built on first use (thread-safe; 2-5 s once, see :func:`warm_up`)."""
     global _detector
     if _detector is None:
         with _lock:
@@ -55,12 +55,9 @@ def detector() -> LanguageDetector:
                 from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
                 languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())) for code in LANGUAGES]
-                _detector = (
-                    LanguageDetectorBuilder.from_languages(*languages)
-                    .with_low_accuracy_mode()
-                    .with_preloaded_language_models()
-                    .build()
-                )
+                # High accuracy (1- to 5-grams): the low accuracy mode (trigrams, ~0.25 s and ~25 MB)
+                # took a third of short English questions for German, French or Dutch (docs/prompting.md).
+                _detector = LanguageDetectorBuilder.from_languages(*languages).with_preloaded_language_models().build()
     return _detector
 
 
@@ -149,12 +146,28 @@ def expected(brand: Brand, question: str, user_turns: Iterable[str] = (), locale
         user, source = detect(earlier, check.user_min_words, check.user_min_confidence), "turns"
     if user is None:
         user, source = locale_language(locale), "locale"
-    among = frozenset(brand.languages) | ({user} if user else set())
+    spoken = frozenset(brand.languages) | ({user} if user else set())
     if user is None:
-        return Expected(frozenset(brand.languages), None, "none", among)
-    if user in brand.languages:
-        return Expected(frozenset({user}), user, source, among)
-    return Expected(frozenset({brand.languages[0]}), user, source, among)
+        return Expected(frozenset(brand.languages), None, "none", _among(frozenset(brand.languages), spoken))
+    allowed = frozenset({user}) if user in brand.languages else frozenset({brand.languages[0]})
+    return Expected(allowed, user, source, _among(allowed, spoken))
+
+
+# Languages a detector confuses on one sentence: Spanish with Portuguese and Italian, German with Dutch.
+_RELATIVES: Final[dict[str, frozenset[str]]] = {
+    "es": frozenset({"pt", "it"}),
+    "pt": frozenset({"es"}),
+    "it": frozenset({"es"}),
+    "de": frozenset({"nl"}),
+    "nl": frozenset({"de"}),
+}
+
+
+def _among(allowed: frozenset[str], spoken: frozenset[str]) -> frozenset[str]:
+    """The languages a reply is judged among: all, but the close relatives of an expected language that
+    nobody in the conversation speaks (the brand or the user)."""
+    relatives = frozenset().union(*(_RELATIVES.get(code, frozenset()) for code in allowed))
+    return frozenset(LANGUAGES) - (relatives - spoken)
 
 
 @dataclass(frozen=True)
@@ -180,11 +193,10 @@ class Verdict:
 def judge(text: str, want: Expected, min_confidence: float) -> Verdict | None:
     """A verdict on ``text`` (its :func:`language_words`), or None while unsure (see the module docstring).
 
-    The detector's values are renormalised over ``want.among``, the brand's languages and the user's: a
-    language nobody in the conversation speaks cannot make a reply wrong. That is what keeps close
-    relatives apart (a Spanish sentence the detector half takes for Portuguese is Spanish for a brand
-    that does not speak Portuguese); the price is that a reply in such a language is judged as the
-    nearest one in the conversation."""
+    The detector's values are renormalised over ``want.among``: every language but the close relatives
+    of an expected one that nobody in the conversation speaks. That keeps relatives apart (a Spanish
+    sentence the detector half takes for Portuguese is Spanish for a brand that does not speak
+    Portuguese); the price is that a Portuguese reply to a Spanish speaker is judged as Spanish."""
     values = {code: value for code, value in confidences(text).items() if code in want.among}
     total = sum(values.values())
     if total <= 0.0:
