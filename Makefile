@@ -7,18 +7,38 @@ PORT   ?= 8000
 
 .PHONY: run run-cluster bench test lint typecheck format install install-dev clean
 
-$(VENV)/.runtime: pyproject.toml
+# Installs come from the lock files (pinned, with hashes; `make lock` writes them), then the project itself
+# with --no-deps: pip resolves nothing, so every machine and the image get the same versions.
+$(VENV)/.runtime: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PY) -m pip install -q -e ".[dev]"
+$(VENV)/.dev: requirements-dev.lock pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
+
+## make lock: requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra, same pins) from
+## pyproject.toml with pip-tools, hashes included. Re-run after changing dependencies: pins still allowed are
+## kept. make lock LOCK_ARGS=--upgrade moves every pin to the newest allowed; LOCK_ARGS="-P name" just one.
+## Optional extras other than dev are not locked (they install on top: pip install -e ".[extra]").
+LOCK_VENV    ?= .venv-lock
+PIP_TOOLS    ?= pip-tools==7.6.2
+PIP_COMPILE  := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe \
+	--generate-hashes --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
+.PHONY: lock
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q "$(PIP_TOOLS)"
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 ## make run: the server on embedded defaults (memory buffer, offline provider, demo brand) + demo page
 run: $(VENV)/.runtime
