@@ -18,8 +18,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The dependencies first, pinned with hashes (requirements.lock, `make lock`): the layer is reused
 # until the lock changes. Then the app itself, without resolving anything again.
+# A build behind a TLS-intercepting proxy passes its CA bundle as the optional secret `pip_cert`
+# (deploy/image/build.sh does); it is mounted for these two steps only, never stored in a layer.
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes -r requirements.lock
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-cache-dir --disable-pip-version-check --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY streaming ./streaming
@@ -27,7 +31,9 @@ COPY reply ./reply
 COPY llm ./llm
 COPY persona ./persona
 COPY deploy ./deploy
-RUN pip install --no-cache-dir --disable-pip-version-check --no-deps .
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-cache-dir --disable-pip-version-check --no-deps .
 
 FROM ${BASE_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

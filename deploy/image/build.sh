@@ -76,6 +76,12 @@ fi
 step "podman build $IMAGE from $BASE_IMAGE"
 # --format docker: podman keeps HEALTHCHECK only in Docker-format images (OCI has no such field).
 # --network host: pip in the build reaches the package index directly (no registry proxy needed).
-podman build --runtime "$RUNTIME" --format docker --network host \
+# pip in the build trusts the CA bundle pip trusts here (a TLS-intercepting proxy's CA is in it on
+# these machines): passed as a build secret, mounted only while pip runs, never in a layer.
+pip_cert=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
+[[ -s "$pip_cert" ]] || pip_cert=/etc/ssl/certs/ca-certificates.crt
+secret=()
+[[ -s "$pip_cert" ]] && secret=(--secret "id=pip_cert,src=$pip_cert")
+podman build --runtime "$RUNTIME" --format docker --network host "${secret[@]}" \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" .
 step "built $IMAGE"
