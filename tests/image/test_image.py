@@ -27,11 +27,12 @@ from testkit.processes import RedisProcess, free_port
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
 SECRET = secrets.token_urlsafe(48)
 
-pytestmark = [
-    pytest.mark.image,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not image_exists(), reason=f"no image {IMAGE}: `make image-test` builds it"),
-]
+pytestmark = [pytest.mark.image, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_image() -> None:
+    assert image_exists(), f"no image {IMAGE} in podman's storage: `make image-test` builds it first"
 
 
 def expected_answer() -> str:
