@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import Iterator
 
@@ -17,11 +18,12 @@ import pytest
 import websockets
 
 from api.settings import PROJECT_ROOT
+from deploy.cluster import DeployNginx
 from persona.demo import compose_answer
 from persona.loader import load_brand
 from testkit import T
 from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, post_message, read_sse, ws_turn
-from testkit.containers import IMAGE, AppContainer, DeployNginx, image_exists, podman
+from testkit.containers import IMAGE, AppContainer, image_exists, podman
 from testkit.processes import RedisProcess, free_port
 
 QUESTION = "How do I brew a pour-over, and how long does shipping take?"
@@ -85,6 +87,20 @@ def test_the_app_runs_as_a_non_root_user(app: AppContainer) -> None:
     assert app.exec("id", "-un").stdout.strip() == "app"
     # It cannot write where the code lives; the brand files are its own.
     assert app.exec("touch", "/opt/venv/bin/x").returncode != 0
+
+
+def _pins(text: str) -> set[str]:
+    """``name==version`` lines, names normalised (PEP 503), without the installer's own packages."""
+    pins = {re.sub(r"[-_.]+", "-", name.lower()) + "==" + version for name, version in PIN.findall(text)}
+    return {pin for pin in pins if pin.split("==")[0] not in ("pip", "setuptools", "wheel")}
+
+
+PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", re.MULTILINE)
+
+
+def test_the_image_holds_exactly_the_locked_dependencies(app: AppContainer) -> None:
+    frozen = app.exec("pip", "freeze", "--exclude-editable", "--exclude", "brandchat").stdout
+    assert _pins(frozen) == _pins((PROJECT_ROOT / "requirements.lock").read_text())
 
 
 def test_the_image_healthcheck_passes_while_the_app_serves(app: AppContainer) -> None:
