@@ -43,7 +43,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     LOG_FORMAT=json
-# The venv's python links to the base's own python3, present in this stage as in the build stage.
+# The venv's python links to the base's own python3: a base without one gets Debian's here too.
+RUN if ! command -v python3 >/dev/null; then \
+        apt-get update && apt-get install -y --no-install-recommends python3 \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /opt/venv /opt/venv
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
