@@ -33,7 +33,8 @@ COPY persona ./persona
 COPY deploy ./deploy
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    pip install --no-cache-dir --disable-pip-version-check --no-deps .
+    pip install --no-cache-dir --disable-pip-version-check --no-deps . \
+    && pip check
 
 FROM ${BASE_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -8,17 +8,20 @@ PORT   ?= 8000
 .PHONY: run run-cluster bench test lint typecheck format install install-dev clean
 
 # Installs come from the lock files (pinned, with hashes; `make lock` writes them), then the project itself
-# with --no-deps: pip resolves nothing, so every machine and the image get the same versions.
+# with --no-deps: pip resolves nothing, so every machine and the image get the same versions. `pip check`
+# then catches a lock that is older than a dependency added to pyproject.toml.
 $(VENV)/.runtime: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check || { echo "requirements.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $@
 
 $(VENV)/.dev: requirements-dev.lock pyproject.toml $(VENV)/.runtime
 	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check || { echo "requirements-dev.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $@
 
 install: $(VENV)/.runtime
