@@ -18,6 +18,10 @@ from persona.facts import MAX_REGION, FactScanner, extract, grounding, unsupport
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import load_brands
 from reply.ending import fallback_text
+from testkit import T
+from testkit.clients import assert_well_formed, joined_text, negotiate, ws_turn
+from testkit.fake_openai import FakeOpenAI, Reply
+from testkit.server import ServerFactory
 
 SHIPPED = load_brands(Path(__file__).resolve().parent.parent / "brands")
 
@@ -403,3 +407,26 @@ def test_the_scanner_keeps_only_the_open_fact_however_long_the_reply() -> None:
             at += len(piece)
             assert len(scanner._tail) <= MAX_REGION + 8  # the per-token cost stays flat
     assert scanner.finish(at) is None
+
+
+# --- end to end: a real server, the real openai SDK, a fake model that invents a price ---------------------
+
+
+@pytest.mark.timeout(30)
+async def test_an_invented_price_never_reaches_the_client_and_the_reply_becomes_the_unsure_fallback(
+    fake: FakeOpenAI, servers_on_fake: ServerFactory
+) -> None:
+    server = await servers_on_fake()
+    grounded = "Orders over $35 ship free in the US. "
+    fake.enqueue(Reply(text=grounded + "A bag of Hearth is $18, " + "and so good " * 40, delay_s=0.01 * T))
+    n = await negotiate(server.base_url)
+    events = await ws_turn(server.ws_url, n, "How much is a bag?")
+    assert_well_formed(events)
+    streamed = "".join(e["text"] for e in events if e["type"] == "delta")
+    assert streamed.startswith(grounded), "the grounded figure went out at once"
+    assert "$18" not in streamed and not streamed.endswith("$"), "nothing of the invented one did"
+    unsure = server.runtime.brands["demo"].fallbacks.unsure
+    assert [e["type"] for e in events[-2:]] == ["retract", "done"]
+    assert events[-2]["reason"] == "unsupported_fact" and events[-2]["text"] == unsure
+    assert events[-1]["finish_reason"] == "fallback" and joined_text(events) == unsure
+    await fake.wait_for_open_connections(0, timeout=2 * T)  # the upstream call was stopped
