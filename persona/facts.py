@@ -429,6 +429,9 @@ def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(
 # --- streaming --------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\S+|\s+")
+_DIGIT_OR_AT = re.compile(r"[\d@]")
+_SIMPLE = re.compile(r"(\s*)[a-z]+")
+_WEB = re.compile(r"https?:|www\.", re.IGNORECASE)
 _LEAD = "(\"'\u201c\u2018[*_"
 _TRAIL = ".,;:!?)\"'\u201d\u2019]*_"
 _CLAUSE_END = frozenset(".,;:!?)")
@@ -462,43 +465,59 @@ class FactScanner:
         self._tail_at = 0
         self._region_at: int | None = None
         self._word_at: int | None = None  # the unfinished last word (no whitespace after it yet)
+        self._word_holds = False  # it could still become a word that opens a region
 
     def feed(self, text: str, at: int) -> Finding | None:
+        simple = _SIMPLE.fullmatch(text) if self._region_at is None else None
+        if simple is not None:  # the common token, " word": no fact under way, nothing to scan
+            lead = simple.end(1)
+            if lead and self._word_at is not None:
+                found = self._end_word(at)
+                if found is not None:
+                    return found
+            if self._region_at is None and (lead or self._word_at is None):
+                self._tail, self._tail_at = text[lead:], at + lead
+                self._word_at = at + lead
+                self._word_holds = self._could_start(self._tail)
+                return None
         if self._region_at is None and self._word_at is None:
-            self._tail, self._tail_at = "", at
-        self._tail += text
+            self._tail, self._tail_at = text, at
+        else:
+            self._tail += text
         for m in _TOKEN.finditer(text):
+            token = m.group()
             start = at + m.start()
-            if not m.group(0).isspace():
-                if self._word_at is None:
-                    self._word_at = start
-                if start + len(m.group(0)) - self._word_at <= MAX_REGION:
-                    continue
-            found = self._end_word(start if m.group(0).isspace() else start + len(m.group(0)))
+            if token[0].isspace():
+                found = self._end_word(start) if self._word_at is not None else None
+            elif self._word_at is None:
+                self._word_at = start
+                continue
+            elif start + len(token) - self._word_at > MAX_REGION:
+                found = self._end_word(start + len(token))
+            else:
+                continue
             if found is not None:
                 return found
-        if self._word_at is not None and text[-1] in _CLAUSE_END:
-            # "Mondays." or "Saver," is complete already; "9." or "£35," may go on ("9.5", "£35,000").
+        end = at + len(text)
+        self._word_holds = False
+        if self._word_at is not None:
             word = self._tail[self._word_at - self._tail_at :]
-            if not any(c.isdigit() or c == "@" for c in word) and not word.lower().lstrip(_LEAD).startswith(
-                ("http", "www")
-            ):
-                found = self._end_word(at + len(text))
-                if found is not None:
-                    return found
-        if self._region_at is not None and self._word_at is not None:
-            # "four minutes w" may go on ("weeks"); "four minutes wi" may not: check it now.
-            word = self._tail[self._word_at - self._tail_at :]
-            low = word.lower()
-            if low not in _CONTINUE_PREFIXES and not self._could_start(word):
+            found = None
+            if text[-1] in _CLAUSE_END and not _DIGIT_OR_AT.search(word) and not _WEB.match(word):
+                # "Mondays." or "Saver," is complete already; "9." or "£35," may go on ("9.5", "£35,000").
+                found = self._end_word(end)
+            elif self._region_at is not None and word.lower() not in _CONTINUE_PREFIXES and not self._could_start(word):
+                # "four minutes w" may go on ("weeks"); "four minutes wi" may not: check it now.
                 found = self._close(self._word_at)
-                if found is not None:
-                    return found
-        if self._region_at is not None and at + len(text) - self._region_at > MAX_REGION:
-            return self._close(at + len(text))
-        if self._region_at is None:  # keep only the unfinished word
-            keep = self._word_at if self._word_at is not None else at + len(text)
-            self._tail, self._tail_at = self._tail[keep - self._tail_at :], keep
+            else:
+                self._word_holds = self._could_start(word)
+            if found is not None:
+                return found
+        if self._region_at is not None:
+            if end - self._region_at > MAX_REGION:
+                return self._close(end)
+        elif self._word_at is None:
+            self._tail, self._tail_at = "", end
         return None
 
     def held_from(self) -> int | None:
@@ -506,9 +525,7 @@ class FactScanner:
             return None
         if self._region_at is not None:
             return self._region_at
-        if self._word_at is not None and self._could_start(self._tail[self._word_at - self._tail_at :]):
-            return self._word_at
-        return None
+        return self._word_at if self._word_holds else None
 
     def finish(self, end: int) -> Finding | None:
         """The text ended at raw offset ``end`` (the guard may have cut what came after it)."""
@@ -517,6 +534,7 @@ class FactScanner:
         if found is None and self._region_at is not None:
             found = self._close(end)
         self._region_at = self._word_at = None
+        self._word_holds = False
         return found
 
     def _end_word(self, end: int) -> Finding | None:
@@ -524,43 +542,39 @@ class FactScanner:
         start, self._word_at = self._word_at, None
         if start is None:
             return None
-        raw = self._tail[start - self._tail_at : end - self._tail_at]
-        core = raw.lstrip(_LEAD)
+        core = self._tail[start - self._tail_at : end - self._tail_at].lstrip(_LEAD)
+        if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _NUMBER_WORDS:
+            return None  # the common case: an ordinary lower-case word, no fact under way
         stripped = core.rstrip(_TRAIL)
         low = stripped.lower().replace("\u2019", "'")
         if low in ("a.m", "p.m"):
             stripped, low = stripped + ".", low + "."
-        clause_end = any(c in _CLAUSE_END for c in core[len(stripped) :])
         trigger = self._is_trigger(stripped, low)
         found = None
         if self._region_at is not None and not trigger and low not in _CONTINUE:
             found = self._close(start)
         if found is None and self._region_at is None and trigger:
             self._region_at = start
-        if found is None and self._region_at is not None and clause_end:
+        if found is None and self._region_at is not None and not _CLAUSE_END.isdisjoint(core[len(stripped) :]):
             found = self._close(end)
         return found
 
     def _is_trigger(self, word: str, low: str) -> bool:
         if not word:
             return False
-        if word[0] in _TRIGGER_CHARS or any(c.isdigit() for c in word) or "@" in word:
-            return True
-        if low.startswith(("http", "www.")) or low in _NUMBER_WORDS:
-            return True
-        head = low.split("-", 1)[0]
-        if head in _NUMBER_WORDS and head != low:  # "three-minute", "twenty-four"
+        if word[0] in _TRIGGER_CHARS or _DIGIT_OR_AT.search(word):
             return True
         if word[0].isupper():
             return (self.names and low not in STOP_CAPS) or (self.calendar and low in _CALENDAR)
-        return False
+        # "three", "three-minute", "twenty-four", "https://…", "www.…"
+        return low in _NUMBER_WORDS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
 
     def _could_start(self, partial: str) -> bool:
         """Could this unfinished word still become a word that opens a region?"""
         word = partial.lstrip(_LEAD)
         if not word:
             return bool(partial)  # "(" or a quote: wait for the next character
-        if word[0] in _TRIGGER_CHARS or "@" in word or any(c.isdigit() for c in word):
+        if word[0] in _TRIGGER_CHARS or _DIGIT_OR_AT.search(word):
             return True
         low = word.lower()
         if word[0].isupper():

@@ -13,12 +13,16 @@ held back when an attempt fails is simply dropped (the client never saw it).
                   these characters any more)    model": released the moment the next characters
                                                 rule it out, or the reply is replaced)
 
-Three streaming checks say what is held (:mod:`persona.checks`): phrases (banned, filler,
+Four streaming checks say what is held (:mod:`persona.checks`, :mod:`persona.facts`): phrases (banned, filler,
 competitors, the canary) walk two tries one normalised character at a time
 (:class:`~persona.checks.PhraseScanner`) and hold from the earliest phrase under way; the
 don't-patterns, refusals and emoji policy are one ``regex`` pattern whose *partial* match holds
 from where a match could still start; recited instructions hold the last words while they are the
-beginning of an ``LEAK_N``-word run of the rules. Each keeps a bounded state, so the cost per token
+beginning of an ``LEAK_N``-word run of the rules; grounded facts (``guard.facts``) hold a possible
+fact — a figure, a number word, a capitalised name, a phone, email or URL — from its first character
+until the words after it rule out its going on, then release it if the reply's grounding (the brand's
+knowledge, examples and canned replies, the question, retrieved snippets, recent turns) has it, or
+report ``unsupported_fact`` (the ``unsure`` fallback). Each keeps a bounded state, so the cost per token
 is flat however long the reply. No prefix of a violation ever reaches a client, live or resumed
 (``tests/test_guard.py`` checks that over random rule sets, texts and chunkings, and that nothing is
 held that no rule could still match). A brand may hold more (``guard.hold``): whole sentences
