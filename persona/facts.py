@@ -89,6 +89,13 @@ _UNITS: dict[str, tuple[str, ...]] = {
     "mile": ("miles", "mile"),
     "kilometre": ("kilometres", "kilometers", "km"),
 }
+# Units that convert exactly are compared in one base unit (durations in minutes, months and years
+# in months, weights in grams, volumes in millilitres); working days, ounces, cups … stay as they are.
+_BASE_UNIT: dict[str, tuple[str, float]] = {
+    "second": ("minute", 1 / 60), "minute": ("minute", 1.0), "hour": ("minute", 60.0), "day": ("minute", 1440.0),
+    "week": ("minute", 10080.0), "month": ("month", 1.0), "year": ("month", 12.0), "gram": ("gram", 1.0),
+    "kilogram": ("gram", 1000.0), "millilitre": ("millilitre", 1.0), "litre": ("millilitre", 1000.0),
+}  # fmt: skip
 _UNIT_OF = {form: unit for unit, forms in _UNITS.items() for form in forms}
 _CURRENCY = {
     "$": "USD", "£": "GBP", "€": "EUR", "usd": "USD", "gbp": "GBP", "eur": "EUR", "dollar": "USD",
@@ -121,7 +128,7 @@ _END = r"(?![\w'\u2019])"
 # One pattern, alternatives in priority order: at each position the first that matches wins, and
 # what it consumes no later alternative sees ("£25,000" is money, not a bare number and a phone).
 _FACT = re.compile(
-    rf"""(?<![\w'\u2019@/.])(?:
+    rf"""(?<![\w'\u2019@/.,])(?:
       (?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)
     | (?P<url>(?:https?://|www\.)[^\s<>()"']+)
     | (?P<iso>\d{{4}})-(?P<isom>\d{{2}})-(?P<isod>\d{{2}})(?!\d)
@@ -130,9 +137,9 @@ _FACT = re.compile(
     | (?P<sd>\d{{1,2}})/(?P<sm>\d{{1,2}})/(?P<sy>\d{{2,4}})(?!\d)
     | (?=(?:[\s.()+-]*\d){{7}})
       (?P<phone>(?:\+\d{{1,3}}[\s.-]?)?(?:\(\d{{2,5}}\)[\s.-]?)?\d{{2,5}}(?:[\s.-]\d{{2,5}}){{1,4}})(?!\d|[.,]\d)
-    | (?P<ra>\d+(?:\.\d+)?)\s?:\s?(?P<rb>\d+(?:\.\d+)?)(?=\s+ratio)
+    | (?P<ratio>\d+(?:\.\d+)?\s?:\s?\d+\.\d+|\d+\s?:\s?\d+(?=\s+ratio))
     | (?P<th>\d{{1,2}})(?:[:.](?P<tm>\d{{2}}))?\s?(?P<tap>[ap])\.?\s?m\.?(?!\w)
-    | (?P<t2h>\d{{1,2}}):(?P<t2m>\d{{2}})(?!\d)
+    | (?P<t2h>\d{{1,2}}):(?P<t2m>\d{{2}})(?!\d|\.\d)
     | (?P<tn>noon|midday|midnight){_END}
     | (?P<cur>[$£€])\s?(?P<ma>{_DIGITS})(?:\s?(?P<mm>k|m|bn|thousand|million|billion){_END})?
     | (?P<mc>USD|GBP|EUR)\s?(?P<md>{_DIGITS})
@@ -144,6 +151,7 @@ _FACT = re.compile(
       (?:\s*-\s*|\s*)(?P<qu>{_alternation(_UNIT_OF)}){_END}
     | (?P<an>\d{{1,5}})\s+
       (?P<ast>(?-i:(?:[A-Z][a-z]+\s+){{0,3}}(?:Lane|Street|St|Road|Rd|Avenue|Ave|Way|Square|Place|Drive|Court|Boulevard)))(?!\w)
+    | (?P<week>weekdays?|weekends?){_END}
     | (?P<wd>(?-i:{"|".join(_WEEKDAYS)}))s?
       (?:\s*(?:-|\u2013|to|through|until)\s*(?P<wd2>(?-i:{"|".join(_WEEKDAYS)}))s?)?{_END}
     | (?P<bare>{_DIGITS})
@@ -177,12 +185,14 @@ def _money(kind_text: str, currency: str, amount: float) -> Fact:
 
 
 def _quantity(text: str, unit: str, lo: float, hi: float) -> Fact:
-    keys: list[tuple[object, ...]] = [("quantity", unit, lo, hi)]
+    base, factor = _BASE_UNIT.get(unit, (unit, 1.0))  # "two weeks" is "14 days", "one year" "12 months"
+    nlo, nhi = round(lo * factor, 4), round(hi * factor, 4)
+    keys: list[tuple[object, ...]] = [("quantity", base, nlo, nhi)]
     if lo == hi:  # a single value: also an end of a range ("up to four working days")
-        keys.append(("quantity_end", unit, lo))
+        keys.append(("quantity_end", base, nlo))
         if unit == "day":  # "3 days" restates "three working days"
             keys += [("quantity", "working_day", lo, hi), ("quantity_end", "working_day", lo)]
-    return Fact("quantity", text, tuple(keys), ("quantity", unit))
+    return Fact("quantity", text, tuple(keys), ("quantity", base))
 
 
 def _time(text: str, minutes: int, ambiguous: bool = False) -> Fact:
@@ -224,9 +234,8 @@ def extract(text: str) -> Iterator[Fact]:
         elif g["phone"]:
             digits = re.sub(r"\D", "", written)
             yield Fact("phone", written, (("phone", digits[-9:]),), ("phone",))
-        elif g["ra"]:
-            ratio = round(float(g["rb"]) / (float(g["ra"]) or 1.0), 2)
-            yield Fact("quantity", written, (("ratio", ratio),), ("ratio",))
+        elif g["ratio"]:
+            continue  # a ratio is derived ("1:16.7" from 15 g to 250 g): consumed, not judged
         elif g["th"]:
             hour = int(g["th"]) % 12 + (12 if g["tap"].lower() == "p" else 0)
             yield _time(written, hour * 60 + int(g["tm"] or 0))
@@ -264,6 +273,13 @@ def extract(text: str) -> Iterator[Fact]:
         elif g["an"]:
             street = " ".join(g["ast"].lower().split())
             yield Fact("name", written, (("address", int(g["an"]), street),), ("address",))
+        elif g["week"]:
+            span = (
+                ("weekday_range", "monday", "friday")
+                if g["week"][4] in "dD"
+                else ("weekday_range", "saturday", "sunday")
+            )
+            yield Fact("date", written, (span,), ("weekday",))
         elif g["wd2"]:
             span = ("weekday_range", g["wd"].lower(), g["wd2"].lower())
             yield Fact("date", written, (span,), ("weekday",))
@@ -282,6 +298,8 @@ _STOP_CAPS = """
     good great oh ok okay sorry let i'm i'll i'd i've we're we'll we've you're you'll you've it's that's
     there's here's what's do does did can could would should will unfortunately however once while since
     because until after before most many more dear welcome happy glad certainly of course note
+    le la les un une des du de notre nos votre vos el los las nuestro nuestra nuestros su sus tu il lo gli
+    una der die das ein eine einen unser unsere unseren ihr ihre o os as um uma nosso nossa
 """
 STOP_CAPS = frozenset(_STOP_CAPS.split())
 _NAME_RUN = re.compile(r"(?<![\w'\u2019])(?-i:[A-Z][\w'\u2019]*(?:(?:\s+&)?[ \t]+[A-Z][\w'\u2019]*)*)")
@@ -376,7 +394,9 @@ def _keys(facts: Iterable[Fact]) -> frozenset[tuple[object, ...]]:
         key = fact.keys[0]
         if key[0] == "quantity" and key[2] != key[3]:  # a range grounds its ends as single values
             keys.update({("quantity_end", key[1], key[2]), ("quantity_end", key[1], key[3])})
-        if key[0] == "weekday_range":  # "Monday to Friday" grounds each day in it
+        if key[0] == "weekday_range" and not fact.text.lower().startswith("weekday"):
+            # "Monday to Friday" and "weekends" ground each day in them; "weekdays" (the cafe's hours)
+            # grounds "Monday to Friday" but not a single day: "we roast on Tuesdays" needs its own fact.
             days = [d.lower() for d in _WEEKDAYS]
             a, b = days.index(str(key[1])), days.index(str(key[2]))
             keys.update(("weekday", days[i % 7]) for i in range(a, a + (b - a) % 7 + 1))

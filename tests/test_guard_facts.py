@@ -92,6 +92,11 @@ SAME = [
     ("Hello@Ember.example", "hello@ember.example"),
     ("https://www.ember.example/help/", "ember.example/help (www.ember.example/help)"),
     ("Mondays", "Monday"),
+    ("two weeks", "14 days"),
+    ("24 hours", "one day"),
+    ("one year", "12 months"),
+    ("1.5 kg", "1,500 grams"),
+    ("Monday to Friday", "weekdays"),
 ]
 
 
@@ -104,14 +109,15 @@ TABLE = [
     ("Orders over $35 ship free", [("money", "USD", 35.0)]),
     ("a £1,000 minimum deposit", [("money", "GBP", 1000.0)]),
     ("3.10% AER", [("percent", 3.1)]),
-    ("every two or four weeks", [("quantity", "week", 2.0, 2.0), ("quantity", "week", 4.0, 4.0)]),
+    ("every two or four weeks", [("quantity", "minute", 20160.0, 20160.0), ("quantity", "minute", 40320.0, 40320.0)]),
     ("one to four working days", [("quantity", "working_day", 1.0, 4.0)]),
     ("open 7am to 4pm", [("time", 420), ("time", 960)]),
     ("9:00 to 17:00 Monday to Friday", [("time", 540), ("time", 1020), ("weekday_range", "monday", "friday")]),
     ("at 12 Foundry Lane", [("address", 12, "foundry lane")]),
-    ("a 1:16 ratio", [("ratio", 16.0)]),
+    ("open on weekends", [("weekday_range", "saturday", "sunday")]),
     ("call 0800 123 4567, any hour", [("phone", "001234567")]),
-    # Not facts: numbers without a unit, model names, list markers, ordinary words.
+    # Not facts: numbers without a unit, model names, list markers, ordinary words, a derived ratio.
+    ("roughly 1:16.7, a 1:15 ratio", []),
     ("Step 2: use a V60 from 2024.", []),
     ("One of our favourites, for sure.", []),
     ("1. Grind the beans. 2. Pour.", []),
@@ -145,6 +151,20 @@ def test_a_product_name_that_only_looks_like_the_brands_is_unsupported() -> None
         assert [f.text for f in unsupported(f"The {invented} pays monthly.", ground)] == [invented]
     # Capitalised words that use no word of the brand's names are not judged (too many false alarms).
     assert unsupported("Premium Gold Account holders, Good day.", ground) == []
+
+
+def test_weekends_and_named_ranges_ground_each_day_but_weekdays_only_the_range() -> None:
+    demo, bank = grounding(DEMO), grounding(BANK)  # the cafe: weekdays and weekends; branches: Monday to Friday
+    assert unsupported("Open on Saturdays and Sundays, 8am to 2pm.", demo) == []
+    assert unsupported("Open Monday to Friday.", demo) == []
+    assert [f.text for f in unsupported("We roast every Tuesday.", demo)] == ["Tuesday"]
+    assert unsupported("Branches are open on Wednesday.", bank) == []
+    assert [f.text for f in unsupported("Branches are open on Sunday.", bank)] == ["Sunday"]
+
+
+def test_a_translated_reply_keeps_the_names_after_its_own_articles() -> None:
+    ground = grounding(BANK)
+    assert unsupported("El Easy Saver paga un 3,10 % TAE. Il Fixed Saver offre il 4,05% AER.", ground) == []
 
 
 def test_the_conversation_grounds_what_the_user_said() -> None:
