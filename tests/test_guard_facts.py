@@ -450,3 +450,26 @@ async def test_an_invented_price_never_reaches_the_client_and_the_reply_becomes_
     assert events[-2]["reason"] == "unsupported_fact" and events[-2]["text"] == unsure
     assert events[-1]["finish_reason"] == "fallback" and joined_text(events) == unsure
     await fake.wait_for_open_connections(0, timeout=2 * T)  # the upstream call was stopped
+
+
+FUZZ_WORDS = ["am", "pm", "Saver", "Easy", "Fixed", "one", "four", "to", "or", "and", "weeks", "days", "hours"]
+FUZZ_WORDS += ["per cent", "www.", "http://", "Monday", "March", "12th", "the", "We", "I", "Lane", "g", "kg", "k"]
+FUZZ_WORDS += ["p", "£25,000", "0800 123 4567", "a.m.", "\u2013", "\u2019"]
+FUZZ_ALPHABET = st.sampled_from([*"0123456789$£€%+-:.,;@/ ()'\"\n", *FUZZ_WORDS])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    brand_id=st.sampled_from(["demo", "meridian"]),
+    parts=st.lists(FUZZ_ALPHABET, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=20),
+)
+def test_any_text_in_any_chunking_is_either_released_whole_or_replaced(
+    brand_id: str, parts: list[str], cuts: list[int]
+) -> None:
+    text = " ".join(parts)
+    released, steps = stream(BRANDS[brand_id], chunks(text, cuts))
+    if violation(steps) is None:
+        assert released == text
+    else:
+        assert text.startswith(released)
