@@ -15,11 +15,15 @@ What is a fact, and how it is normalised so a restatement still matches::
     money     $18 · 18 dollars · £25,000 · £25k · 50p   (money, USD, 18.0) …
     percent   4.1% · 4.1 per cent · four percent        (percent, 4.1)
     quantity  3-5 business days · three to five working  (quantity, working_day, 3.0, 5.0)
-              days · 24 hours · 15 g · a three-minute    (a single value is also supported by a
-              brew · two or four weeks (two values)       range that has it as an end: "up to 4")
+              days · 24 hours · one day · 15 g · a        (quantity, minute, 1440.0, 1440.0): durations
+              three-minute brew · two or four weeks       in minutes, months and years in months, kg in
+              (two values) · 1.5 kg                       grams; a single value is also grounded by a
+                                                          range that ends on it ("up to 4 working days")
     time      9am · 09:00 · 9 a.m. · 5pm · 17:00 · noon  (time, 540); "5:00" is 5:00 or 17:00
-    date      Monday(s) · 12 March · March 12, 2026 ·     (weekday, monday) · (date, 3, 12, 2026)
-              2026-03-12                                  (a date without a year matches any year)
+    date      Monday(s) · Monday to Friday · weekends ·   (weekday, monday) · (weekday_range, …): a
+              12 March · March 12, 2026 · 2026-03-12      named range or "weekends" grounds each day
+                                                          in it · (date, 3, 12, 2026), a date without
+                                                          a year matches any year
     phone     0800 123 4567 · +44 800 123 4567            (phone, its last 9 digits)
     email     Hello@Ember.example                         (email, hello@ember.example)
     url       https://www.ember.example/help/             (url, ember.example/help)
@@ -35,8 +39,9 @@ made of names the grounding has ("Easy Saver", "Meridian" + "Easy Saver"), else 
 Account") is not judged: too many ordinary capitalised words would be false alarms.
 
 Not facts: a number with no unit ("step 2", "in 2024"), ordinal words, a duration written as "a
-day". A fact the user stated is grounded (the reply may repeat the customer's order number); that
-also means a reply may repeat a wrong figure the user asserted.
+day", a derived ratio ("1:16.7", "a 1:15 ratio"). A fact the user stated is grounded (the reply may
+repeat the customer's order number); that also means a reply may repeat a wrong figure the user
+asserted.
 
 Streaming (:class:`FactScanner`): text is read word by word. Ordinary words go straight out; a word
 that could start a fact — a digit, a currency sign, a number word, a capitalised word that is not a
