@@ -429,9 +429,12 @@ def brand_texts(brand: Brand) -> tuple[str, ...]:
 def _brand_grounding(texts: tuple[str, ...], proper: tuple[str, ...]) -> Grounding:
     facts = [f for t in texts for f in extract(t)]
     runs = [words for t in texts for _, words, initial in name_runs(t) if len(words) > 1 or not initial]
-    runs += [words for t in proper for _, words, _ in name_runs(t)]
-    lower = _lowercase_words(texts)
+    brand_runs = [words for t in proper for _, words, _ in name_runs(t)]
+    # The brand's and persona's own names are known names but not name words: "Meridian Online
+    # Banking" is the bank's wording, not an invented product; "Meridian Easy Saver Plus" still is.
+    lower = _lowercase_words(texts) | {w for run in brand_runs for w in run}
     name_words = frozenset(w for run in runs for w in run if w not in lower and not w.isdigit())
+    runs += brand_runs
     return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words)
 
 

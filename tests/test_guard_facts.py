@@ -149,8 +149,11 @@ def test_a_product_name_that_only_looks_like_the_brands_is_unsupported() -> None
     assert unsupported("Open a Meridian Easy Saver in the Meridian app.", ground) == []
     for invented in ("Fixed Saver Plus", "Everyday Saver", "Easy Access Saver"):
         assert [f.text for f in unsupported(f"The {invented} pays monthly.", ground)] == [invented]
-    # Capitalised words that use no word of the brand's names are not judged (too many false alarms).
+    # Capitalised words that use no word of the brand's names are not judged (too many false alarms),
+    # and neither is the brand's own name before them.
     assert unsupported("Premium Gold Account holders, Good day.", ground) == []
+    assert unsupported("Log in to Meridian Online Banking.", ground) == []
+    assert [f.text for f in unsupported("The Meridian Easy Saver Plus is new.", ground)] == ["Meridian Easy Saver Plus"]
 
 
 def test_weekends_and_named_ranges_ground_each_day_but_weekdays_only_the_range() -> None:
