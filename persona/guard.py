@@ -82,7 +82,8 @@ class GuardStep:
 @dataclass(frozen=True)
 class GuardContext:
     """What a guard may know about the request: the question and the text it was given
-    (retrieved facts, recent turns), for the end-of-reply relevance check."""
+    (retrieved facts, recent turns), for the end-of-reply relevance check and as grounding for the
+    facts a reply may state (with the brand's whole knowledge: :mod:`persona.facts`)."""
 
     question: str = ""
     context: tuple[str, ...] = field(default_factory=tuple)
