@@ -459,6 +459,7 @@ def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(
 _TOKEN = re.compile(r"\S+|\s+")
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 _SIMPLE = re.compile(r"(\s*)[a-z]+")
+_SPACE = re.compile(r"\s")
 _WEB = re.compile(r"https?:|www\.", re.IGNORECASE)
 _LEAD = "(\"'\u201c\u2018[*_"
 _TRAIL = ".,;:!?)\"'\u201d\u2019]*_"
@@ -512,7 +513,11 @@ class FactScanner:
             self._tail, self._tail_at = text, at
         else:
             self._tail += text
-        for m in _TOKEN.finditer(text):
+        if self._word_at is not None and _SPACE.search(text) is None:
+            tokens: Iterable[re.Match[str]] = ()  # the unfinished word goes on: nothing ends here
+        else:
+            tokens = _TOKEN.finditer(text)
+        for m in tokens:
             token = m.group()
             start = at + m.start()
             if token[0].isspace():
@@ -528,6 +533,10 @@ class FactScanner:
                 return found
         end = at + len(text)
         self._word_holds = False
+        if self._word_at is not None and end - self._word_at > MAX_REGION:  # a "word" with no end: judge it
+            found = self._end_word(end)
+            if found is not None:
+                return found
         if self._word_at is not None:
             word = self._tail[self._word_at - self._tail_at :]
             found = None
