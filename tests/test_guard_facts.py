@@ -476,3 +476,12 @@ def test_any_text_in_any_chunking_is_either_released_whole_or_replaced(
         assert released == text
     else:
         assert text.startswith(released)
+
+
+def test_a_reply_with_no_spaces_at_all_keeps_the_scanner_bounded() -> None:
+    scanner = FactScanner(grounding(DEMO), ["money", "quantity", "name", "url"])
+    at = 0
+    for piece in ["https://ember.example/", *["abcd/1234" for _ in range(500)]]:
+        scanner.feed(piece, at)
+        at += len(piece)
+        assert len(scanner._tail) <= 2 * MAX_REGION
