@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -144,6 +144,11 @@ class Fallbacks(_Strict):
     truncated: str | None = Field(
         default=None, description="When a reply cut by the length limit has no whole sentence."
     )
+    unsure: str | None = Field(
+        default=None,
+        description="When the guard withholds a fact the reply was not given (guard.facts): say plainly that "
+        "you do not have that figure to hand and where to find it. Unset means off_brand.",
+    )
 
 
 class ApiAccess(_Strict):
@@ -211,6 +216,32 @@ class HoldPolicy(_Strict):
     )
 
 
+FactKind = Literal["money", "percent", "quantity", "time", "date", "phone", "email", "url", "name"]
+
+
+class FactCheck(_Strict):
+    """Grounded facts (persona/facts.py): figures, names and contact details in a reply must be in what
+    the reply was given (the brand's knowledge, examples and canned replies, the question, the recent
+    turns)."""
+
+    check: bool = Field(
+        default=False,
+        description="Check the reply's facts against its grounding. Off unless the brand turns it on: a "
+        "brand with no knowledge would have every figure withheld.",
+    )
+    kinds: list[FactKind] = Field(
+        default_factory=lambda: list(get_args(FactKind)),
+        description="Which facts are checked: money, percent, quantity (durations, counts with units), time "
+        "(clock times), date (dates, weekdays), phone, email, url, name (product and plan names, street "
+        "addresses).",
+    )
+    action: Literal["fallback", "log"] = Field(
+        default="fallback",
+        description="fallback: hold a possible fact until it is complete and checked, and replace a reply "
+        "with an ungrounded one by the unsure fallback; log: hold nothing, report an unsupported_fact note.",
+    )
+
+
 class GuardSettings(_Strict):
     holdback_chars: int = Field(
         default=64,
@@ -223,6 +254,7 @@ class GuardSettings(_Strict):
     competitors: list[str] = Field(default_factory=list, description="Names the bot never mentions.")
     builtin_filler: bool = Field(default=True, description="Also block the built-in generic filler phrases.")
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
+    facts: FactCheck = Field(default_factory=FactCheck)
 
 
 class OfflinePhrasing(_Strict):
