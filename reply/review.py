@@ -66,6 +66,7 @@ class SentenceReviewer(Protocol):
 
     name: str  # in logs and metrics: "model", "semantic"
     timeout_s: float  # the deadline of each call
+    judges_reply: bool  # has an end-of-reply check (:meth:`end` is called only then)
 
     async def sentences(self, text: str) -> Finding | None:
         """Review ``text``: the reply's next whole sentences, in order. ``None``: fine. Raising
@@ -156,6 +157,8 @@ class ReplyReview:
     # --- the lanes --------------------------------------------------------------------------------------
     async def _drive(self, lane: _Lane) -> None:
         try:
+            if not lane.reviewer.judges_reply:
+                lane.ended = True
             while lane.backlog or (self._settling and not lane.ended):
                 if lane.backlog:
                     text = "".join(lane.backlog)

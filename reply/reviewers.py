@@ -52,6 +52,7 @@ class ModelReview:
 
 class ModelReviewer:
     name = "model"
+    judges_reply = False
 
     def __init__(self, config: ModelReview, brand: Brand, system_prompt: str) -> None:
         self.timeout_s = config.timeout_s
@@ -115,6 +116,7 @@ def _score(brand: Brand, sentences: list[str]) -> list[semantic.SentenceScore]:
 
 class SemanticReviewer:
     name = "semantic"
+    judges_reply = True
 
     def __init__(self, brand: Brand, timeout_s: float) -> None:
         self.timeout_s = timeout_s
