@@ -219,7 +219,7 @@ class SemanticCheck(_Strict):
 
     enabled: bool = Field(default=False, description="Needs `pip install 'brandchat[semantic]'`.")
     leak_threshold: float = Field(
-        default=0.7,
+        default=0.65,
         ge=0,
         le=1,
         description="A sentence this close (cosine) to one of the brand's instruction sentences is a "
