@@ -8,8 +8,8 @@ guard violation::
 
     upstream ─▶ guard ─▶ sink ─┬─▶ batcher ─▶ log ─▶ clients          (never waits for a review)
                                └─▶ ReplyReview.feed ─▶ whole sentences
-                                      └─ one lane per reviewer: one call in flight, sentences that
-                                         arrive meanwhile are batched into its next call
+                                      └─ one lane per reviewer: up to 4 calls in flight; sentences
+                                         that end while all are busy go together in the next call
                                              finding ─▶ on_violation ─▶ the job cancels generation
                                                         ─▶ retract(rule, fallback), done(fallback)
     upstream finished ─▶ settle(): the last sentence, each reviewer's end-of-reply check, and a wait
@@ -22,8 +22,8 @@ second opinion that is down must not take the chat down with it (nor turn every 
 fallback). Every call has its reviewer's deadline; :meth:`ReplyReview.settle` waits at most the
 longest of them before ``done``.
 
-Bounds: one call in flight per reviewer per reply; the backlog is text of this reply, which the
-stream's size cap bounds. Nothing is allocated per token: :meth:`ReplyReview.feed` appends the
+Bounds: at most ``MAX_CALLS_IN_FLIGHT`` calls per reviewer per reply; the backlog is text of this
+reply, which the stream's size cap bounds. Nothing is allocated per token: :meth:`ReplyReview.feed` appends the
 piece and looks for a sentence end only when the piece has whitespace after a ``.!?…``.
 """
 
@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +42,8 @@ from loguru import logger
 from persona.brand import Brand
 from persona.text import sentence_ends
 
+# Calls of one reviewer for one reply at once; sentences that end meanwhile wait and go together.
+MAX_CALLS_IN_FLIGHT = 4
 # After a violation or a cancel, how long the reviews' own cleanup may take.
 CANCEL_WAIT_S = 1.0
 _ENDS = frozenset(".!?…")
@@ -89,9 +91,9 @@ class ReviewHook(Protocol):
 @dataclass
 class _Lane:
     reviewer: SentenceReviewer
-    backlog: list[str] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    ended: bool = False
+    backlog: list[str] = field(default_factory=list)  # sentences waiting for a free call
+    calls: set[asyncio.Task[None]] = field(default_factory=set)
+    ended: bool = False  # the end-of-reply check was started (or the reviewer has none)
 
 
 class ReplyReview:
@@ -144,34 +146,43 @@ class ReplyReview:
             self._tail = [tail]
 
     def _dispatch(self, text: str) -> None:
-        if not text.strip():
-            return
+        if text.strip():
+            for lane in self._lanes:
+                lane.backlog.append(text)
         for lane in self._lanes:
-            lane.backlog.append(text)
-            if lane.task is None:
-                self._start(lane)
-
-    def _start(self, lane: _Lane) -> None:
-        lane.task = asyncio.create_task(self._drive(lane), name=f"review-{lane.reviewer.name}-{self._stream_id}")
+            self._pump(lane)
 
     # --- the lanes --------------------------------------------------------------------------------------
-    async def _drive(self, lane: _Lane) -> None:
-        try:
-            if not lane.reviewer.judges_reply:
-                lane.ended = True
-            while lane.backlog or (self._settling and not lane.ended):
-                if lane.backlog:
-                    text = "".join(lane.backlog)
-                    lane.backlog.clear()
-                    finding = await self._call(lane, "sentences", lane.reviewer.sentences(text), text)
-                else:
-                    lane.ended = True
-                    finding = await self._call(lane, "end", lane.reviewer.end(), "")
-                if finding is not None:
-                    self._violate(lane, finding)
-                    return
-        finally:
-            lane.task = None
+    def _pump(self, lane: _Lane) -> None:
+        """Start calls for the lane's backlog (at most ``MAX_CALLS_IN_FLIGHT``: sentences that end while
+        they are busy go together in the next call); once settling and idle, its end-of-reply check."""
+        if self._closed or self.violation is not None:
+            return
+        if lane.backlog and len(lane.calls) < MAX_CALLS_IN_FLIGHT:
+            text = "".join(lane.backlog)
+            lane.backlog.clear()
+            self._spawn(lane, self._review(lane, "sentences", text))
+        elif self._settling and not lane.backlog and not lane.calls and not lane.ended:
+            lane.ended = True
+            if lane.reviewer.judges_reply:
+                self._spawn(lane, self._review(lane, "end", ""))
+
+    def _spawn(self, lane: _Lane, call: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(call, name=f"review-{lane.reviewer.name}-{self._stream_id}")
+        lane.calls.add(task)
+        task.add_done_callback(lane.calls.discard)
+
+    async def _review(self, lane: _Lane, what: str, text: str) -> None:
+        reviewer = lane.reviewer
+        call = reviewer.sentences(text) if what == "sentences" else reviewer.end()
+        finding = await self._call(lane, what, call, text)
+        current = asyncio.current_task()
+        if current is not None:
+            lane.calls.discard(current)
+        if finding is not None:
+            self._violate(lane, finding)
+        else:
+            self._pump(lane)
 
     async def _call(self, lane: _Lane, what: str, call: Any, text: str) -> Finding | None:
         reviewer = lane.reviewer
@@ -212,9 +223,11 @@ class ReplyReview:
         if self.violation is not None or self._closed:
             return
         self.violation = finding
+        current = asyncio.current_task()
         for other in self._lanes:
-            if other is not lane and other.task is not None:
-                other.task.cancel()
+            for task in other.calls:
+                if task is not current:
+                    task.cancel()
         if not self._settling:
             self._on_violation(finding)  # settle() returns it instead
 
@@ -229,14 +242,17 @@ class ReplyReview:
         self._settling = True
         self._dispatch("".join(self._tail))
         self._tail = []
-        for lane in self._lanes:
-            if lane.task is None and not lane.ended:
-                self._start(lane)
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.deadline_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        while self.violation is None:
+            calls = [task for lane in self._lanes for task in lane.calls]
+            remaining = deadline - loop.time()
+            if not calls or remaining <= 0:
+                break
+            await asyncio.wait(calls, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        if self.violation is None:
             for lane in self._lanes:
-                if lane.task in pending:
+                if lane.calls or lane.backlog or not lane.ended:
                     logger.bind(stream_id=self._stream_id, brand=self._brand_id).warning(
                         "review {} still pending at the reply's end; the reply stands (fail open)", lane.reviewer.name
                     )
@@ -255,7 +271,7 @@ class ReplyReview:
     async def aclose(self) -> None:
         """Cancel what is still running (the reply ended some other way) and wait, briefly, for it."""
         self._closed = True
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
+        tasks = [task for lane in self._lanes for task in lane.calls]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -96,8 +96,8 @@ class ModelReviewer:
 
 
 # The embedding model: one worker thread for the process (one inference at a time; two threads on
-# a busy CPU measured slower per sentence). Its queue holds at most one call per reply being
-# reviewed, as each reply's lane has one call in flight.
+# a busy CPU measured slower per sentence). Its queue holds at most MAX_CALLS_IN_FLIGHT calls per
+# reply being reviewed (reply/review.py).
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
