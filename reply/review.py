@@ -144,6 +144,9 @@ class ReplyReview:
             self._dispatch(tail[:cut])
         else:
             self._tail = [tail]
+            # Whitespace came after the .!?… and made no sentence end ("3.10 "): look again only once
+            # the tail ends on one (skipping closing quotes and brackets).
+            self._may_end = tail.rstrip().rstrip("\"')]")[-1:] in _ENDS
 
     def _dispatch(self, text: str) -> None:
         if text.strip():

@@ -19,9 +19,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from persona.loader import load_brands
 from persona.review_prompt import Verdict, parse_verdict, review_system_prompt
+from persona.text import sentence_ends
 from reply.review import Finding, ReplyReview
 from reply.reviewers import ModelReview, Reviewers
 from testkit import T
@@ -273,6 +276,36 @@ async def test_reviews_get_whole_sentences_only_and_the_rest_at_the_end() -> Non
     assert recorder.batches == ["The rate is 3.10% AER. "], "'3.' was not taken for a sentence end"
     assert await review.settle() is None
     assert "".join(recorder.batches) == "The rate is 3.10% AER. Interest is paid monthly."
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["The", " rate", " is", " 3.", "10%", ".", " ", "\n", '"', "Yes", "!", "…", "ok"]), max_size=40
+    ),
+    st.data(),
+)
+def test_every_chunking_reviews_the_whole_text_once_in_order_cut_only_at_sentence_ends(
+    parts: list[str], data: st.DataObject
+) -> None:
+    text = "".join(parts)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(text)))))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if b > a]
+
+    async def run() -> list[str]:
+        recorder = _Recorder()
+        review = ReplyReview(
+            [recorder], stream_id="s", brand_id="b", on_violation=lambda f: None, hook=lambda e, **f: None
+        )
+        for piece in pieces:
+            review.feed(piece)
+        await review.settle()
+        return recorder.batches
+
+    batches = asyncio.run(run())
+    assert "".join(batches).strip() == text.strip()
+    for batch in batches[:-1]:
+        assert sentence_ends(batch) and sentence_ends(batch)[-1] == len(batch), batch
 
 
 def test_a_brand_with_semantic_checks_stops_start_up_when_the_extra_is_missing(tmp_path: Any) -> None:
