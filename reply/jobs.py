@@ -388,7 +388,10 @@ class GenerationManager:
         )
 
     def _retract(self, job: _Job, finding: Finding) -> None:
-        """A reviewer found a violation while the reply streams: stop generating; ``_run`` retracts."""
+        """A reviewer found a violation while the reply streams: stop generating; ``_run`` retracts.
+
+        Only called before ``settle()`` (which collects findings itself), and nothing between the end of
+        ``Upstream.generate`` and ``settle()`` awaits, so the cancel always lands inside ``generate``."""
         if job.cancel_reason is None and job.task is not None and not job.task.done():
             job.cancel_reason = "review"
             job.task.cancel()
