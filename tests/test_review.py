@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.metrics import full_name
 from persona.loader import load_brands
 from persona.review_prompt import Verdict, parse_verdict, review_system_prompt
 from persona.text import sentence_ends
@@ -31,6 +32,7 @@ from testkit import T
 from testkit.clients import WsClient, assert_well_formed, joined_text, negotiate, ws_turn
 from testkit.fake_openai import ByContent, FakeOpenAI, Reply, StallBeforeHeaders, Status
 from testkit.server import PROJECT_ROOT, RunningServer, ServerFactory
+from tests.test_observability import StatsdListener, metric_settings
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -186,6 +188,31 @@ async def test_a_reviewer_that_stalls_fails_or_answers_garbage_leaves_the_reply_
     assert took < timeout_s + 3 * T, "done waited at most about one review deadline"
     assert reviews() and {r["outcome"] for r in reviews()} == {outcome}
     await reviewer.wait_for_open_connections(0, timeout=2 * T)  # a stalled review's request was closed
+
+
+@pytest.fixture
+async def statsd() -> AsyncIterator[StatsdListener]:
+    listener = StatsdListener()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: listener, local_addr=("127.0.0.1", 0)
+    )
+    listener.port = transport.get_extra_info("sockname")[1]
+    yield listener
+    transport.close()
+
+
+async def test_reviews_are_counted_by_reviewer_and_outcome_and_a_retraction_as_a_fallback(
+    fake: FakeOpenAI, reviewer: FakeOpenAI, servers_on_fake: ServerFactory, statsd: StatsdListener
+) -> None:
+    server = await start(servers_on_fake, reviewer, **metric_settings(statsd))
+    reviewer.default = ByContent((("bitcoin", NOT_OK), ("roast date", Status(500))), otherwise=OK)
+    fake.enqueue(Reply(text=CLEAN + "Every bag is stamped with its roast date."), Reply(text=CLEAN + BAD.strip()))
+    n = await negotiate(server.base_url)
+    assert (await ws_turn(server.ws_url, n, "Fresh?"))[-1]["finish_reason"] == "stop"
+    assert (await ws_turn(server.ws_url, n, "Coffee?", cmid="m2"))[-1]["finish_reason"] == "fallback"
+    for outcome in ("ok", "error", "violation"):
+        await statsd.wait_for(full_name("guard.review"), brand="demo", reviewer="model", outcome=outcome)
+    await statsd.wait_for(full_name("guard.fallback"), brand="demo", rule="review")
 
 
 async def test_the_review_requests_carry_the_sentences_the_brands_rules_and_the_review_model(
