@@ -34,7 +34,9 @@ run-cluster: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m bench.stream_bench $(BENCH_ARGS)
 
-## make eval: scenario checks per brand against the configured provider (offline demo by default)
+## make eval: scenario checks per brand against the configured provider (offline demo by default), then the
+## labelled replies (eval/labelled/) through the streaming guard: precision, recall, false-positive rate per brand
+## and kind, next to the guard's µs per token. EVAL_ARGS="--only labelled --json eval.json", "--brand meridian", "--misses"
 .PHONY: eval bench-guard
 eval: $(VENV)/.runtime
 	$(PY) -m eval $(EVAL_ARGS)
