@@ -242,6 +242,50 @@ class FactCheck(_Strict):
     )
 
 
+class SemanticCheck(_Strict):
+    """Sentence embeddings (the optional ``semantic`` extra, ``persona/semantic.py``): each whole
+    sentence of the reply is compared, off the token path, with the brand's domain and with its
+    instructions. Off by default; a brand that turns it on needs the extra installed, or the server
+    does not start."""
+
+    enabled: bool = Field(default=False, description="Needs `pip install 'brandchat[semantic]'`.")
+    leak_threshold: float = Field(
+        default=0.65,
+        ge=0,
+        le=1,
+        description="A sentence this close (cosine) to one of the brand's instruction sentences is a "
+        "paraphrased leak (with leak_margin).",
+    )
+    leak_margin: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="…and at least this much closer to the instruction than to anything public (knowledge, "
+        "examples, canned replies), so a fact the rules repeat may still be said.",
+    )
+    topic_threshold: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="A reply whose sentences are, on average (by words), less similar than this to the "
+        "brand's domain is off-topic.",
+    )
+    min_words: int = Field(default=4, ge=1, description="Sentences with fewer words are not judged for topic.")
+    off_topic_action: Literal["log", "fallback"] = Field(
+        default="fallback", description="log: count and log an off-topic reply; fallback: also replace it."
+    )
+
+
+class ReviewCheck(_Strict):
+    """The second opinion of a model (``GUARD_REVIEW_*`` settings, ``reply/reviewers.py``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Send this brand's reply sentences to the review model when GUARD_REVIEW_API_KEY is set; "
+        "false: never.",
+    )
+
+
 class GuardSettings(_Strict):
     holdback_chars: int = Field(
         default=64,
@@ -255,6 +299,8 @@ class GuardSettings(_Strict):
     builtin_filler: bool = Field(default=True, description="Also block the built-in generic filler phrases.")
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
     facts: FactCheck = Field(default_factory=FactCheck)
+    semantic: SemanticCheck = Field(default_factory=SemanticCheck)
+    review: ReviewCheck = Field(default_factory=ReviewCheck)
 
 
 class OfflinePhrasing(_Strict):

@@ -42,6 +42,12 @@ FALLBACK_KIND: Final[dict[str, str]] = {
     "prompt_leak": "off_topic",
     "off_topic": "off_topic",
     "unsupported_fact": "unsure",
+    # Sentence reviews beside the stream (reply/reviewers.py): the model's second opinion names a
+    # rule of any kind, so it gets the voice fallback; a paraphrased leak or a reply off the
+    # brand's domain gets the topic one, as their streaming counterparts do.
+    "review": "off_brand",
+    "semantic_leak": "off_topic",
+    "semantic_off_topic": "off_topic",
 }
 
 #: What an end user reads when the upstream failed: a plain sentence per code. The upstream's own
