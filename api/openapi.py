@@ -46,7 +46,15 @@ _SSE_EVENTS = {
 
 ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("post", "/v1/negotiate"): RouteDoc(
-        ("validation", _ORIGIN, "not_found", "payload_too_large", "rate_limited", "buffer_unavailable")
+        (
+            "validation",
+            "identity_invalid",
+            _ORIGIN,
+            "not_found",
+            "payload_too_large",
+            "rate_limited",
+            "buffer_unavailable",
+        )
     ),
     ("post", "/v1/conversations/{conversation_id}/messages"): RouteDoc(
         (

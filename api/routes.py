@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import Grant, issue_token, require_conversation
 from api.exceptions import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from api.frames import MAX_ID_CHARS, MAX_TOKEN_CHARS
+from api.identity import LOCALE, MAX_LOCALE_CHARS, UserClaim, VerifiedUser, bind_conversation, verify_user
 from api.openai_compat import OpenAIError, brands_for_key
 from api.runtime import Runtime
 from api.sse import EventStreamResponse
@@ -61,6 +62,10 @@ class NegotiateRequest(BaseModel):
     conversation_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     token: str | None = Field(default=None, max_length=MAX_TOKEN_CHARS)
     failed: list[str] = Field(default_factory=list, max_length=8)
+    # Additive (docs/protocol.md §2): a signed-in user proven by the brand backend's HMAC, and the
+    # page's locale. A client that sends neither is a 1.0 client and gets what it always got.
+    user: UserClaim | None = None
+    locale: str | None = Field(default=None, max_length=MAX_LOCALE_CHARS, pattern=LOCALE)
 
 
 @router.post("/v1/negotiate")
@@ -72,6 +77,12 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     settings = runtime.settings
     max_age_s = settings.max_conversation_age_s
     now = int(time.time())
+    # An identity is verified before anything else, and refused (401 identity_invalid) when it is
+    # unsigned or wrongly signed: never trusted, never silently dropped (api/identity.py).
+    user = None
+    if body.user is not None:
+        user = verify_user(settings.identity_keys.get(brand.id, ()), brand.id, body.user)
+    locale = body.locale
     if body.conversation_id is not None:
         if not body.token:
             raise Forbidden("continuing a conversation needs its token")
@@ -88,9 +99,23 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
         started = grant.started_at if grant.started_at is not None else grant.expires_at - settings.token_ttl_s
         if now >= started + max_age_s:
             raise Forbidden("cannot continue this conversation: it is too old to continue; start a new one")
+        if grant.user_id is not None:
+            if user is None:
+                # The token's holder refreshes without identifying again: the binding stays.
+                user = VerifiedUser(grant.user_id, grant.user_name)
+            elif user.id != grant.user_id:
+                raise Forbidden("cannot continue this conversation: it belongs to another user; start a new one")
+        locale = locale or grant.locale
     else:
         conversation_id = new_id("c")
         started = now
+    if user is not None:
+        # Also refuses a token of before the binding (no `u` claim) used to take the conversation
+        # over as someone else.
+        await bind_conversation(runtime.limits.store, brand.id, conversation_id, user.id, max_age_s)
+        logger.bind(conversation_id=conversation_id, brand=brand.id, user_id=user.id).info(
+            "identified user {}", user.id
+        )
     token = issue_token(
         settings.secret_bytes,
         conversation_id,
@@ -99,6 +124,9 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
         now=now,
         started_at=started,
         max_age_s=max_age_s,
+        user_id=user.id if user else None,
+        user_name=user.name if user else None,
+        locale=locale,
     )
     failed = {f for f in body.failed if f in TRANSPORTS}
     order = [t for t in TRANSPORTS if t not in failed] + [t for t in TRANSPORTS if t in failed]
@@ -106,7 +134,7 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
     for transport in sorted(failed):
         logger.bind(conversation_id=conversation_id, transport=transport).info("downgrade report: {} failed", transport)
         runtime.hooks.emit("downgrade", transport=transport, reason="client_reported", brand=brand.id)
-    return {
+    answer: dict[str, Any] = {
         "conversation_id": conversation_id,
         "token": token,
         "expires_in_s": min(settings.token_ttl_s, started + max_age_s - now),
@@ -121,6 +149,11 @@ async def negotiate(request: Request, body: NegotiateRequest) -> dict[str, Any]:
             "provider": runtime.provider.name,
         },
     }
+    if user is not None:
+        answer["user"] = user.as_dict()  # the verified user, as the server will use it
+    if locale:
+        answer["locale"] = locale
+    return answer
 
 
 # --- SSE: send, follow, cancel ---------------------------------------------------------------------
@@ -154,9 +187,10 @@ async def post_message(
         client_message_id=body.client_message_id,
         text=body.text,
     )
-    logger.bind(conversation_id=conversation_id, stream_id=submission.stream_id, transport="sse").info(
-        "send accepted (new={})", submission.created
-    )
+    log = logger.bind(conversation_id=conversation_id, stream_id=submission.stream_id, transport="sse")
+    if grant.user_id is not None:
+        log = log.bind(user_id=grant.user_id)
+    log.info("send accepted (new={})", submission.created)
     return {"stream_id": submission.stream_id, "events_url": f"/v1/streams/{submission.stream_id}/events"}
 
 
@@ -258,7 +292,12 @@ async def conversation_history(
         if isinstance(turn, AssistantTurn) and turn.status is None:
             turn = await _reply_so_far(runtime, turn)
         turns.append(turn_to_dict(turn))
-    return {"conversation_id": conversation_id, "turns": turns}
+    answer: dict[str, Any] = {"conversation_id": conversation_id, "turns": turns}
+    if grant.user_id is not None:  # additive: whose conversation this is (a verified user)
+        answer["user"] = VerifiedUser(grant.user_id, grant.user_name).as_dict()
+    if grant.locale:
+        answer["locale"] = grant.locale
+    return answer
 
 
 async def _reply_so_far(runtime: Runtime, turn: AssistantTurn) -> AssistantTurn:

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.identity import parse_identity_secrets
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # SESSION_SECRET: at least this many bytes outside APP_ENV=dev (HMAC-SHA256 wants a 256-bit key).
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     resume_window_s: int = 600
     conversation_ttl_s: int = 86_400
     session_secret: SecretStr = SecretStr("")
+    # Per-brand keys of identify's user_hash (api/identity.py): "demo=<secret>,meridian=<secret>" or
+    # JSON; a brand named twice has two keys while it rotates. Unset: no brand verifies users.
+    identity_secrets: SecretStr = SecretStr("")
     token_ttl_s: int = 3600
     # No token is issued or accepted for a conversation first negotiated this long ago (refreshing
     # cannot extend it); unset: CONVERSATION_TTL_S.
@@ -121,6 +126,14 @@ class Settings(BaseSettings):
 
     # --- brands --------------------------------------------------------------------------
     guard_enabled: bool = True  # false only to measure the guard's cost (make bench); never in production
+    # Sentence reviews beside the stream (reply/review.py): a model's second opinion when a key is
+    # set (a brand opts out with guard.review.enabled: false), sentence embeddings for brands with
+    # guard.semantic.enabled (the `semantic` extra). Both fail open on timeout or error.
+    guard_review_api_key: SecretStr | None = None
+    guard_review_base_url: str | None = None  # unset: OPENAI_BASE_URL
+    guard_review_model: str = "gpt-4o-mini"
+    guard_review_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    guard_semantic_timeout_s: float = Field(default=2.0, gt=0, le=60)
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
@@ -132,6 +145,11 @@ class Settings(BaseSettings):
                 return json.loads(value)  # a JSON list works too
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _identity_secrets_parse(self) -> Settings:
+        parse_identity_secrets(self.identity_secrets.get_secret_value())  # malformed: refuse to start, any mode
+        return self
 
     @model_validator(mode="after")
     def _workers_need_a_shared_buffer(self) -> Settings:
@@ -166,9 +184,15 @@ class Settings(BaseSettings):
         per-process key: fine for one instance, wrong for several, hence the start-up warning."""
         return (self.session_secret.get_secret_value() or _PROCESS_SECRET).encode()
 
+    @cached_property
+    def identity_keys(self) -> dict[str, tuple[bytes, ...]]:
+        """Brand id → the keys its users' ``user_hash`` may be signed with (``IDENTITY_SECRETS``)."""
+        return parse_identity_secrets(self.identity_secrets.get_secret_value())
+
     def check_secrets(self) -> None:
         """Fail closed: outside ``APP_ENV=dev`` a missing, short or published ``SESSION_SECRET``
-        stops start-up (anyone who knows the key can forge a token for any conversation)."""
+        stops start-up (anyone who knows the key can forge a token for any conversation), and so does
+        a short or published identity secret (anyone who knows it can sign in as any user)."""
         if self.dev_mode:
             return
         secret = self.session_secret.get_secret_value()
@@ -179,10 +203,24 @@ class Settings(BaseSettings):
             raise InsecureSettings(f"SESSION_SECRET is a published placeholder: {hint}")
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise InsecureSettings(f"SESSION_SECRET is shorter than {MIN_SECRET_BYTES} bytes: {hint}")
+        for brand, keys in self.identity_keys.items():
+            for key in keys:
+                if key.decode().strip().lower() in PUBLISHED_SECRETS:
+                    raise InsecureSettings(f"IDENTITY_SECRETS: brand {brand!r} has a published placeholder secret")
+                if len(key) < MIN_SECRET_BYTES:
+                    raise InsecureSettings(
+                        f"IDENTITY_SECRETS: the secret of brand {brand!r} is shorter than {MIN_SECRET_BYTES} bytes"
+                    )
 
     @property
     def metrics_on(self) -> bool:
         return self.metrics_enabled if self.metrics_enabled is not None else bool(self.dd_agent_host)
+
+    @property
+    def review_key(self) -> str | None:
+        """The second opinion's key: set means sentence reviews by ``GUARD_REVIEW_MODEL`` are on."""
+        key = self.guard_review_api_key.get_secret_value() if self.guard_review_api_key else ""
+        return key or None
 
     @property
     def provider_name(self) -> str:

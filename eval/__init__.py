@@ -9,4 +9,8 @@ replies against the brand's voice traits (needs ``OPENAI_API_KEY``).
 
 With the offline provider (and the fake OpenAI server in the tests) this checks that the **rules**
 hold — persona, memory, guard, fallbacks — not the quality of a real model's writing.
+
+Then it measures the streaming guard itself on a labelled set of replies (``eval/labelled/``,
+:mod:`eval.labelled`): precision, recall and false-positive rate per brand and per kind of good or
+off-brand reply, next to the guard's cost per token (:mod:`eval.measure`).
 """

@@ -1,9 +1,14 @@
-"""``python -m eval [--brand ID ...] [--judge] [--repeats N]``; exit status 1 when a check fails."""
+"""``python -m eval [--brand ID ...] [--only scenarios|labelled] [--json FILE] [--judge]``.
+
+Two sections: the multi-turn scenarios (exit status 1 when a check fails) and the labelled replies
+through the streaming guard (precision, recall and false-positive rate per brand and per kind, and
+the guard's cost per token; measurements, they never fail the run)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -12,8 +17,11 @@ from loguru import logger
 from pydantic import SecretStr
 
 from api.settings import Settings
+from eval.labelled import load_labelled
+from eval.measure import measure, render_measures, to_json
 from eval.runner import render, run_eval
 from eval.scenarios import load_scenarios
+from persona.loader import load_brands
 
 
 async def main(argv: list[str]) -> int:
@@ -21,6 +29,13 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--brand", action="append", help="only this brand (repeatable)")
     parser.add_argument("--judge", action="store_true", help="also score the voice with a real model (OPENAI_API_KEY)")
     parser.add_argument("--repeats", type=int, default=3, help="judge repeats per reply (default 3)")
+    parser.add_argument("--only", choices=("scenarios", "labelled"), help="one section (default: both)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the labelled figures as JSON ('-': only the JSON, on stdout)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds timing the guard's cost (0: skip; default 5)")
+    parser.add_argument("--limit", type=int, help="labelled: at most N replies of each kind (a quick slice)")
+    parser.add_argument("--misses", action="store_true", help="labelled: list every missed or wrongly flagged reply")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level=os.environ.get("EVAL_LOG_LEVEL", "WARNING"))
@@ -30,6 +45,31 @@ async def main(argv: list[str]) -> int:
         settings = settings.model_copy(update={"session_secret": SecretStr(secrets.token_urlsafe(48))})
     if settings.provider_name == "offline":
         settings = settings.model_copy(update={"offline_token_delay_ms": 0})  # pace is not under test
+    failed = False
+    if args.only != "labelled":
+        failed = await scenarios(settings, args)
+    if args.only != "scenarios":
+        if args.only is None:
+            print()
+        labelled(settings, args)
+    return 1 if failed else 0
+
+
+def labelled(settings: Settings, args: argparse.Namespace) -> None:
+    """The labelled section: every labelled reply through the guard (CPU only, no I/O but the files)."""
+    brands = load_brands(settings.brands_dir)
+    results = measure(brands, load_labelled(), args.brand, rounds=args.rounds, limit=args.limit)
+    if args.json == "-":  # machine-readable only
+        print(json.dumps(to_json(results), indent=2))
+        return
+    print(render_measures(results, misses=args.misses))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(to_json(results), out, indent=2)
+
+
+async def scenarios(settings: Settings, args: argparse.Namespace) -> bool:
+    """The scenario section (and the judge); True when a check failed."""
     reports = await run_eval(settings, load_scenarios(), args.brand)
     print(render(reports, settings.provider_name))
     if args.judge:
@@ -49,7 +89,7 @@ async def main(argv: list[str]) -> int:
                 print()
                 print(render_scores(report.brand, scores))
             await client.close()
-    return 1 if any(r.failures for r in reports) else 0
+    return any(r.failures for r in reports)
 
 
 if __name__ == "__main__":

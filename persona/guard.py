@@ -13,12 +13,16 @@ held back when an attempt fails is simply dropped (the client never saw it).
                   these characters any more)    model": released the moment the next characters
                                                 rule it out, or the reply is replaced)
 
-Three streaming checks say what is held (:mod:`persona.checks`): phrases (banned, filler,
+Four streaming checks say what is held (:mod:`persona.checks`, :mod:`persona.facts`): phrases (banned, filler,
 competitors, the canary) walk two tries one normalised character at a time
 (:class:`~persona.checks.PhraseScanner`) and hold from the earliest phrase under way; the
 don't-patterns, refusals and emoji policy are one ``regex`` pattern whose *partial* match holds
 from where a match could still start; recited instructions hold the last words while they are the
-beginning of an ``LEAK_N``-word run of the rules. Each keeps a bounded state, so the cost per token
+beginning of an ``LEAK_N``-word run of the rules; grounded facts (``guard.facts``) hold a possible
+fact — a figure, a number word, a capitalised name, a phone, email or URL — from its first character
+until the words after it rule out its going on, then release it if the reply's grounding (the brand's
+knowledge, examples and canned replies, the question, retrieved snippets, recent turns) has it, or
+report ``unsupported_fact`` (the ``unsure`` fallback). Each keeps a bounded state, so the cost per token
 is flat however long the reply. No prefix of a violation ever reaches a client, live or resumed
 (``tests/test_guard.py`` checks that over random rule sets, texts and chunkings, and that nothing is
 held that no rule could still match). A brand may hold more (``guard.hold``): whole sentences
@@ -48,6 +52,7 @@ from typing import Any, Protocol
 
 from persona.brand import Brand
 from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
+from persona.facts import FactScanner, grounding
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -77,7 +82,8 @@ class GuardStep:
 @dataclass(frozen=True)
 class GuardContext:
     """What a guard may know about the request: the question and the text it was given
-    (retrieved facts, recent turns), for the end-of-reply relevance check."""
+    (retrieved facts, recent turns), for the end-of-reply relevance check and as grounding for the
+    facts a reply may state (with the brand's whole knowledge: :mod:`persona.facts`)."""
 
     question: str = ""
     context: tuple[str, ...] = field(default_factory=tuple)
@@ -147,6 +153,13 @@ class BrandGuard:
         self._run_at = 0
         self._length = LengthScanner(brand.length)
         self._stopped = False
+        # Grounded facts: the grounding is built once per reply (the brand's part once per brand).
+        facts = brand.guard.facts
+        self._facts: FactScanner | None = None
+        self._fact_notes: list[GuardNote] = []  # action: log — reported with the next step
+        if facts.check:
+            ground = grounding(brand, (self.context.question, *self.context.context))
+            self._facts = FactScanner(ground, facts.kinds, hold=facts.action == "fallback")
 
     # --- streaming ----------------------------------------------------------------------------------
     def feed(self, text: str) -> GuardStep:
@@ -158,9 +171,11 @@ class BrandGuard:
             return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
-        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text)
+        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text) or self._fact(text, at)
         if finding is not None:
             return self._violate(finding)
+        if self._fact_notes:
+            return GuardStep(release=self._release(self._cut()), notes=self._take_notes())
         return GuardStep(release=self._release(self._cut()))
 
     def _over_length(self, text: str, at: int, over: int) -> GuardStep:
@@ -177,7 +192,9 @@ class BrandGuard:
             self._fed += len(kept)
             if kept:
                 self._held.append(kept)
-                finding = self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept)
+                finding = (
+                    self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept) or self._fact(kept, at)
+                )
                 if finding is not None:
                     return self._violate(finding)
         finding = self._end_findings()
@@ -211,7 +228,7 @@ class BrandGuard:
             if self._end_findings() is not None:
                 self._stopped = True
                 return GuardStep()
-            return GuardStep(release=self._release(self._fed))
+            return GuardStep(release=self._release(self._fed), notes=self._take_notes())
         finding = self._end_findings()
         if finding is not None:
             return self._violate(finding)
@@ -229,16 +246,17 @@ class BrandGuard:
     def _judge(self, full: str) -> tuple[tuple[GuardNote, ...], bool]:
         """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
         check = self.brand.guard.off_topic
+        facts = self._take_notes()  # guard.facts.action: log — a fact the end completed
         scored = coverage(self.brand, full, (self.context.question, *self.context.context))
         if scored is None or not off_topic(self.brand, scored):
-            return (), False
+            return facts, False
         fields = {
             "score": round(scored[0], 3),
             "threshold": check.threshold,
             "terms": scored[1],
             "action": check.action,
         }
-        return (GuardNote("off_topic", fields),), check.action == "fallback"
+        return (*facts, GuardNote("off_topic", fields)), check.action == "fallback"
 
     # --- the three streaming checks -------------------------------------------------------------------
     def _phrases(self, text: str, at: int) -> Finding | None:
@@ -345,7 +363,27 @@ class BrandGuard:
             match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
+        if found is None and self._facts is not None:
+            found = self._judged_fact(self._facts.finish(self._fed))
         return found
+
+    def _fact(self, text: str, at: int) -> Finding | None:
+        """Grounded facts (:mod:`persona.facts`): a possible fact is held from its first character
+        until it is complete, then released, or reported when the reply was not given it."""
+        if self._facts is None:
+            return None
+        return self._judged_fact(self._facts.feed(text, at))
+
+    def _judged_fact(self, finding: Finding | None) -> Finding | None:
+        """An ungrounded fact: a violation, or with ``guard.facts.action: log`` a note only."""
+        if finding is None:
+            return None
+        self._fact_notes.append(GuardNote("unsupported_fact", {"fact": finding.detail}))
+        return finding if self.brand.guard.facts.action == "fallback" else None
+
+    def _take_notes(self) -> tuple[GuardNote, ...]:
+        notes, self._fact_notes = tuple(self._fact_notes), []
+        return notes
 
     # --- release ------------------------------------------------------------------------------------
     def _cut(self) -> int:
@@ -359,6 +397,7 @@ class BrandGuard:
             self._rx_held,
             self._leak_held_from(),
             self._length.held_from(),
+            self._facts.held_from() if self._facts is not None else None,
         ):
             if start is not None and start < cut:
                 cut = start
@@ -392,7 +431,7 @@ class BrandGuard:
     def _violate(self, finding: Finding) -> GuardStep:
         self._stopped = True
         self._held = []
-        return GuardStep(violation=finding.rule)
+        return GuardStep(violation=finding.rule, notes=self._take_notes())
 
     def _trim(self, full: str) -> GuardStep:
         """``finish_reason: length``: end on the last whole sentence."""

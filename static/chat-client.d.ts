@@ -30,6 +30,23 @@ export interface ChatClientDefaults {
   maxReplies: number;
   transports: TransportName[];
   storagePrefix: string;
+  /** A BCP 47 tag ("es", "pt-BR") negotiate carries as a hint; null: none. */
+  locale: string | null;
+}
+
+/** Who is signed in, as the page passes it to {@link ChatClient.identify} (docs/client.md, "Signed-in users"). */
+export interface Identity {
+  user_id: string;
+  /** hex HMAC-SHA256 of `user_id` under the brand's identity secret, computed by the brand's backend. */
+  user_hash: string;
+  name?: string;
+  email?: string;
+}
+
+/** The user the server verified (negotiate's and the history's `user`). */
+export interface VerifiedUser {
+  id: string;
+  name: string | null;
 }
 
 /** A Storage-like object (`sessionStorage`, `localStorage`, or your own). */
@@ -85,6 +102,8 @@ export interface ChatClientOptions extends Partial<ChatClientDefaults> {
   storage?: StorageLike | { session?: StorageLike; local?: StorageLike };
   env?: ClientEnv;
   transportFactories?: Record<string, TransportFactory>;
+  /** A signed-in user from the start (the same as calling `identify` before `connect`). */
+  identity?: Identity;
 }
 
 /** negotiate's `brand`. */
@@ -135,7 +154,10 @@ export interface ChatClientEvents {
   };
   history: { conversation_id: string; turns: HistoryTurn[] };
   withdrawn: { client_message_id: string; text: string };
+  /** `reset`, `expired`, `identity` (another user identified), `logout`. */
   reset: { reason: string };
+  /** negotiate verified a (new) signed-in user. */
+  identified: { id: string; name: string | null; conversation_id: string };
 }
 
 export type ChatClientEventName = keyof ChatClientEvents;
@@ -150,6 +172,10 @@ export declare class ChatClient {
   readonly conversationId: string | null;
   readonly transportName: TransportName | null;
   readonly hasConversation: boolean;
+  /** The user the server verified for this conversation, or null (anonymous). */
+  readonly user: VerifiedUser | null;
+  /** The locale hint negotiate carries, or null. */
+  readonly locale: string | null;
   /** Negotiate, load the history if this tab had a conversation, open the best transport. */
   connect(): Promise<void>;
   /** Negotiate only: the brand (the launcher's colours). */
@@ -160,6 +186,12 @@ export declare class ChatClient {
   cancel(streamId?: string): boolean;
   /** Forget this tab's conversation and start a new one. */
   reset(): void;
+  /** Say who is signed in; resolves to the verified user, rejects (code `identity_invalid`) when the hash is refused. */
+  identify(identity: Identity): Promise<VerifiedUser | null>;
+  /** Signed out: forget the identity and this tab's conversation. */
+  logout(): void;
+  /** Set the locale hint (an invalid tag is ignored); returns the one in use. */
+  setLocale(locale: string): string | null;
   /** Stop for good: no reconnects. */
   close(): void;
   /** Listen to an event; returns the function that unsubscribes. */

@@ -73,6 +73,7 @@ const DEFAULTS = Object.freeze({
   maxReplies: 200, // finished replies kept for dedupe
   transports: ["websocket", "sse"], // the transports this client may use; the server's order wins
   storagePrefix: "brandchat:v1",
+  locale: null, // a BCP 47 tag ("es", "pt-BR") sent to negotiate as a hint; null: none
 });
 
 const STATES = Object.freeze(["idle", "connecting", "connected", "reconnecting", "offline", "closed"]);
@@ -244,6 +245,28 @@ function transportError(reason, extra) {
   err.immediate = reason === "unauthorized";
   Object.assign(err, extra || {});
   return err;
+}
+
+/** A BCP 47 tag the server accepts ("en", "pt-BR"; as api/identity.py's LOCALE), or null. */
+function cleanLocale(tag) {
+  const text = String(tag == null ? "" : tag).trim().replace(/_/g, "-");
+  return /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$/.test(text) && text.length <= 35 ? text : null;
+}
+
+/**
+ * negotiate's `user` from what the page passes to `identify`: `{user_id, user_hash, name?, email?}`
+ * (the brand's backend computed `user_hash`). Throws TypeError without a user_id.
+ */
+function identityOf(identity) {
+  const src = identity || {};
+  const id = src.user_id != null ? src.user_id : src.id;
+  if (id == null || String(id) === "") throw new TypeError("identify needs {user_id, user_hash}");
+  const user = { id: String(id) };
+  const hash = src.user_hash != null ? src.user_hash : src.hash;
+  if (hash != null) user.hash = String(hash);
+  if (src.name != null && String(src.name).trim()) user.name = String(src.name).trim().slice(0, 100);
+  if (src.email != null && String(src.email).trim()) user.email = String(src.email).trim();
+  return user;
 }
 
 function attemptError(message, props) {
@@ -634,6 +657,9 @@ class ClientSession {
       this.session = { conversation_id: saved.conversation_id, token: saved.token, started: !!saved.started };
       this._started = !!saved.started;
       this._restored = true;
+      // Whose conversation this is (the server's word at the last negotiate): an identify as
+      // someone else after a reload starts a new one before anything is sent.
+      if (saved.user && saved.user.id != null) this.user = { id: String(saved.user.id), name: saved.user.name || null };
     }
     if (saved && Array.isArray(saved.outbox)) {
       this.outbox = saved.outbox
@@ -651,6 +677,7 @@ class ClientSession {
       token: this.session ? this.session.token : null,
       started: !!this._started,
       outbox,
+      user: this.user ? { id: this.user.id } : null,
     });
   }
 
@@ -720,6 +747,9 @@ class ClientSession {
       body.token = this.session.token;
     }
     if (failed.length) body.failed = failed;
+    // Additive fields (docs/client.md, "Signed-in users"): only when the page set them.
+    if (this.identity) body.user = this.identity;
+    if (this.locale) body.locale = this.locale;
     let res;
     try {
       res = await this._http("POST", "/v1/negotiate", body, { timeoutMs: this.options.connectTimeoutMs });
@@ -734,7 +764,14 @@ class ClientSession {
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
       const err = await readError(res);
-      throw attemptError(err.message, { fatal: true, code: err.code, status: res.status });
+      const fatal = attemptError(err.message, { fatal: true, code: err.code, status: res.status });
+      if (err.code === "identity_invalid") {
+        // Never proceed anonymously behind the page's back: say so now, whichever caller asked
+        // (describe, connect, identify), once; the brand sees it in the console and the widget.
+        fatal.reported = true;
+        this._emit("error", { code: err.code, message: err.message, retryable: false, fatal: true });
+      }
+      throw fatal;
     }
     if (res.status === 429) {
       const err = await readError(res);
@@ -749,6 +786,12 @@ class ClientSession {
     const started = !!(this.session && this.session.started) || !!this._started;
     this.session = { conversation_id: n.conversation_id, token: n.token, started };
     this.negotiation = n;
+    const user = n.user && n.user.id != null ? { id: n.user.id, name: n.user.name || null } : null;
+    this.user = user;
+    if (user && user.id !== this._identifiedAs) {
+      this._identifiedAs = user.id;
+      this._emit("identified", { id: user.id, name: user.name, conversation_id: n.conversation_id });
+    }
     this.heartbeatMs = n.heartbeat_ms || this.options.heartbeatMs;
     this._persist();
     this._scheduleTokenRefresh(n.expires_in_s);
@@ -774,6 +817,62 @@ class ClientSession {
       if (this.state === "closed") return;
       this._negotiate().catch(() => this._scheduleTokenRefresh(60)); // offline: try again later
     }, delay);
+  }
+
+  // --- identity and locale (docs/client.md, "Signed-in users") ---------------------------------
+
+  /**
+   * Who is signed in on the page: `{user_id, user_hash, name?, email?}`, `user_hash` computed by the
+   * brand's backend (HMAC-SHA256 of user_id). Sent with every negotiate from now on; kept in memory
+   * only. Once negotiated, negotiates again at once, which binds this conversation to the user; a
+   * different user than the one the conversation is bound to gets a new conversation
+   * (`reset {reason: "identity"}`). Resolves to the verified user `{id, name}`; rejects (and emits
+   * `error` with code `identity_invalid`, fatal) when the server refuses the hash.
+   */
+  identify(identity) {
+    const user = identityOf(identity);
+    this.identity = user;
+    if (this.user && this.user.id !== user.id) this._replaceConversation("identity");
+    return this._renegotiate().then(() => this.user);
+  }
+
+  /** Signed out: forget the identity and this tab's conversation (the next one is anonymous). */
+  logout() {
+    const hadUser = !!(this.identity || this.user);
+    this.identity = null;
+    if (hadUser) this._replaceConversation("logout");
+  }
+
+  /** The locale hint negotiate carries (a BCP 47 tag); an invalid tag is ignored. Returns it. */
+  setLocale(locale) {
+    const clean = cleanLocale(locale);
+    if (!clean || clean === this.locale) return this.locale;
+    this.locale = clean;
+    if (this.negotiation) this._renegotiate().catch(() => undefined);
+    return this.locale;
+  }
+
+  /** Negotiate again now (after one in flight, which carried the old fields) if we already have. */
+  _renegotiate() {
+    if (!this.negotiation && !this._negotiating && this.state === "idle") return Promise.resolve(null);
+    const inFlight = this._negotiating ? this._negotiating.catch(() => undefined) : Promise.resolve();
+    return inFlight.then(() => this._negotiate());
+  }
+
+  _replaceConversation(reason) {
+    this.session_store.remove(this.sessionKey);
+    this.session = null;
+    this.user = null;
+    this._identifiedAs = null;
+    this._started = false;
+    this._historyLoaded = true;
+    this.replies.clear();
+    this.outbox = [];
+    const active = this.state !== "idle" && this.state !== "closed";
+    if (this.transport) this._dropTransport(true);
+    if (this.state === "connected") this._fire("lost");
+    this._emit("reset", { reason });
+    if (active) this._runLoop(0); // negotiates a new conversation
   }
 
   _dropSession() {
@@ -1053,6 +1152,10 @@ class ChatClient {
     this.transport = null;
     this.session = null; // {conversation_id, token, started}
     this.brand = null; // negotiate's `brand`
+    this.identity = opts.identity ? identityOf(opts.identity) : null; // negotiate's `user` (with the hash)
+    this.user = null; // the verified user negotiate answered: {id, name}
+    this._identifiedAs = null; // the user id of the last `identified` event
+    this.locale = cleanLocale(this.options.locale);
     this.heartbeatMs = this.options.heartbeatMs;
     this.outbox = []; // [{client_message_id, text, sentOn}] until the server accepts each
     this.replies = new Map(); // stream_id → ReplyState, in arrival order
@@ -1197,16 +1300,7 @@ class ChatClient {
 
   /** Forget this tab's conversation (a "new chat" button). */
   reset() {
-    this.session_store.remove(this.sessionKey);
-    this.session = null;
-    this._started = false;
-    this.replies.clear();
-    this.outbox = [];
-    const active = this.state !== "idle" && this.state !== "closed";
-    if (this.transport) this._dropTransport(true);
-    if (this.state === "connected") this._fire("lost");
-    this._emit("reset", { reason: "reset" });
-    if (active) this._runLoop(0); // negotiates a new conversation
+    this._replaceConversation("reset");
   }
 
   // --- events and state ------------------------------------------------------------------------
@@ -1266,7 +1360,9 @@ class ChatClient {
         } catch (err) {
           if (this.state === "closed") return;
           if (err.fatal) {
-            this._emit("error", { code: err.code || "fatal", message: err.message, retryable: false, fatal: true });
+            if (!err.reported) {
+              this._emit("error", { code: err.code || "fatal", message: err.message, retryable: false, fatal: true });
+            }
             this.close();
             return;
           }

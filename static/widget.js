@@ -6,11 +6,14 @@
  * Attributes: data-brand (brand id), data-server (chat server; default: where this file came
  * from), data-open="true" (start open), data-suggestions="Question one|Question two",
  * data-options='{"connectTimeoutMs": 4000}' (any ChatClient DEFAULTS key), data-position="left"
- * (default right), data-launcher-text="Chat with us" (a labelled launcher instead of the round one).
+ * (default right), data-launcher-text="Chat with us" (a labelled launcher instead of the round one),
+ * data-locale="es" (the widget's own words: en, es, fr, de; default: the browser's language).
  *
  * JS API: `brandchat(command, ...args)`, with a queue that works before this file loads (paste the
  * one-line stub of docs/client.md above the tag): open, close, toggle, showLauncher, hideLauncher,
- * on(event, fn) / off(event, fn) for the events open, close, message and state.
+ * identify({user_id, user_hash, name?, email?}) (a signed-in user; user_hash from the brand's
+ * backend), logout, update({locale}), on(event, fn) / off(event, fn) for the events open, close,
+ * message, state, identified and error.
  *
  * It loads chat-client.js from the same place, draws a launcher and a chat panel inside a Shadow
  * DOM (the host page's CSS cannot reach in, ours cannot leak out) and exposes the running widget
@@ -22,7 +25,7 @@
 
   // The hash of chat-client.js, stamped by static/build.py (`make client`): the client's URL changes
   // with its content, so the server lets browsers keep it for a year.
-  const CLIENT_VERSION = "224c56824ae071f7";
+  const CLIENT_VERSION = "60651cd73ff1cd8f";
   const script =
     document.currentScript || document.querySelector("script[data-brand][src*='widget.js'], script[src*='widget.js']");
   const scriptUrl = new URL((script && script.src) || "/static/widget.js", location.href);
@@ -38,6 +41,7 @@
     options: parseJson(data.options) || {},
     position: data.position === "left" ? "left" : "right",
     launcherText: (data.launcherText || "").trim().slice(0, 40),
+    locale: data.locale || (navigator.languages && navigator.languages[0]) || navigator.language || "en",
   };
 
   function parseJson(text) {
@@ -86,14 +90,118 @@
     return luminance(rgb) > 0.4 ? "#1b1b1b" : "#ffffff";
   }
 
-  const STATUS_TEXT = {
-    idle: "",
-    connecting: "Connecting…",
-    connected: "Online",
-    reconnecting: "Reconnecting…",
-    offline: "You're offline — messages will be sent when you're back",
-    closed: "Disconnected",
+  // --- the widget's own words, per locale (data-locale, brandchat("update", {locale})) -------------
+  // {persona}, {brand}, {s}, {why} are filled in; a missing key falls back to English.
+
+  const STRINGS = {
+    en: {
+      chat: "Chat", openChat: "Open chat", openChatWith: "Open chat with {persona}", closeChat: "Close chat",
+      chatWith: "Chat with {persona}", chatWithOf: "Chat with {persona} of {brand}", conversation: "Conversation",
+      demoNote: "Offline demo — answers come from the brand's FAQ, not an AI model",
+      yourMessage: "Your message", messageTo: "Message {persona}", placeholder: "Type your question…",
+      placeholderTo: "Message {persona}…", send: "Send message", stop: "Stop the reply", typing: "typing", you: "You",
+      intro: "Hi! How can I help?", introAs: "Hi, I'm {persona}. How can I help?",
+      introAsFrom: "Hi, I'm {persona} from {brand}. How can I help?", assistant: "our assistant",
+      idle: "", connecting: "Connecting…", connected: "Online", reconnecting: "Reconnecting…",
+      offline: "You're offline — messages will be sent when you're back", closed: "Disconnected",
+      queuedOffline: "Queued — will send when you're back online", sending: "Sending…",
+      waitingBusy: "Waiting for the current reply to finish…",
+      retryTrouble: "The chat is having trouble — sending again in {s} s",
+      retryLimited: "Too many messages right now — sending again in {s} s",
+      queueFull: "A few messages are still waiting to be sent — please wait a moment.",
+      notSendable: "That message could not be sent.", stopped: "Stopped", cutShort: "Reply cut short",
+      replyGone: "This reply is no longer available.", replyFailed: "Sorry — I couldn't finish this reply. Please ask again.",
+      replyFailedShort: "Sorry — I couldn't finish this reply.", interrupted: "Reply interrupted",
+      notSent: "Not sent", notSentWhy: "Not sent: {why}", unavailable: "The chat is unavailable right now ({why}).",
+      identityFailed: "The chat could not confirm who you are, so it is off for now. Please reload the page.",
+      expired: "Your earlier conversation has expired — this is a new one.",
+      loadFailed: "The chat could not load. Please try again later.",
+    },
+    es: {
+      chat: "Chat", openChat: "Abrir el chat", openChatWith: "Abrir el chat con {persona}", closeChat: "Cerrar el chat",
+      chatWith: "Chat con {persona}", chatWithOf: "Chat con {persona} de {brand}", conversation: "Conversación",
+      demoNote: "Demo sin conexión: las respuestas salen de las preguntas frecuentes de la marca, no de una IA",
+      yourMessage: "Tu mensaje", messageTo: "Mensaje para {persona}", placeholder: "Escribe tu pregunta…",
+      placeholderTo: "Escribe a {persona}…", send: "Enviar mensaje", stop: "Detener la respuesta", typing: "escribiendo",
+      you: "Tú", intro: "¡Hola! ¿En qué puedo ayudarte?", introAs: "Hola, soy {persona}. ¿En qué puedo ayudarte?",
+      introAsFrom: "Hola, soy {persona} de {brand}. ¿En qué puedo ayudarte?", assistant: "nuestro asistente",
+      idle: "", connecting: "Conectando…", connected: "En línea", reconnecting: "Reconectando…",
+      offline: "Sin conexión: los mensajes se enviarán cuando vuelvas", closed: "Desconectado",
+      queuedOffline: "En cola: se enviará cuando vuelvas a estar en línea", sending: "Enviando…",
+      waitingBusy: "Esperando a que termine la respuesta actual…",
+      retryTrouble: "El chat tiene problemas: se enviará de nuevo en {s} s",
+      retryLimited: "Demasiados mensajes ahora mismo: se enviará de nuevo en {s} s",
+      queueFull: "Aún hay mensajes pendientes de envío; espera un momento.",
+      notSendable: "No se pudo enviar ese mensaje.", stopped: "Detenida", cutShort: "Respuesta incompleta",
+      replyGone: "Esta respuesta ya no está disponible.",
+      replyFailed: "Lo siento, no pude terminar esta respuesta. Vuelve a preguntar.",
+      replyFailedShort: "Lo siento, no pude terminar esta respuesta.", interrupted: "Respuesta interrumpida",
+      notSent: "No enviado", notSentWhy: "No enviado: {why}", unavailable: "El chat no está disponible ahora ({why}).",
+      identityFailed: "El chat no pudo confirmar quién eres, así que está desactivado. Recarga la página.",
+      expired: "Tu conversación anterior ha caducado; esta es una nueva.",
+      loadFailed: "No se pudo cargar el chat. Inténtalo más tarde.",
+    },
+    fr: {
+      chat: "Chat", openChat: "Ouvrir le chat", openChatWith: "Ouvrir le chat avec {persona}", closeChat: "Fermer le chat",
+      chatWith: "Chat avec {persona}", chatWithOf: "Chat avec {persona} de {brand}", conversation: "Conversation",
+      demoNote: "Démo hors ligne : les réponses viennent de la FAQ de la marque, pas d'une IA",
+      yourMessage: "Votre message", messageTo: "Message à {persona}", placeholder: "Posez votre question…",
+      placeholderTo: "Écrire à {persona}…", send: "Envoyer le message", stop: "Arrêter la réponse", typing: "écrit",
+      you: "Vous", intro: "Bonjour ! Comment puis-je vous aider ?",
+      introAs: "Bonjour, je suis {persona}. Comment puis-je vous aider ?",
+      introAsFrom: "Bonjour, je suis {persona} de {brand}. Comment puis-je vous aider ?", assistant: "notre assistant",
+      idle: "", connecting: "Connexion…", connected: "En ligne", reconnecting: "Reconnexion…",
+      offline: "Vous êtes hors ligne — les messages partiront à votre retour", closed: "Déconnecté",
+      queuedOffline: "En attente — sera envoyé à votre retour en ligne", sending: "Envoi…",
+      waitingBusy: "En attente de la fin de la réponse en cours…",
+      retryTrouble: "Le chat rencontre un problème — nouvel envoi dans {s} s",
+      retryLimited: "Trop de messages pour le moment — nouvel envoi dans {s} s",
+      queueFull: "Quelques messages attendent encore d'être envoyés — patientez un instant.",
+      notSendable: "Ce message n'a pas pu être envoyé.", stopped: "Arrêtée", cutShort: "Réponse tronquée",
+      replyGone: "Cette réponse n'est plus disponible.",
+      replyFailed: "Désolé — je n'ai pas pu terminer cette réponse. Posez à nouveau la question.",
+      replyFailedShort: "Désolé — je n'ai pas pu terminer cette réponse.", interrupted: "Réponse interrompue",
+      notSent: "Non envoyé", notSentWhy: "Non envoyé : {why}", unavailable: "Le chat est indisponible pour le moment ({why}).",
+      identityFailed: "Le chat n'a pas pu confirmer votre identité ; il est désactivé. Rechargez la page.",
+      expired: "Votre conversation précédente a expiré — en voici une nouvelle.",
+      loadFailed: "Le chat n'a pas pu se charger. Réessayez plus tard.",
+    },
+    de: {
+      chat: "Chat", openChat: "Chat öffnen", openChatWith: "Chat mit {persona} öffnen", closeChat: "Chat schließen",
+      chatWith: "Chat mit {persona}", chatWithOf: "Chat mit {persona} von {brand}", conversation: "Unterhaltung",
+      demoNote: "Offline-Demo – die Antworten stammen aus den FAQ der Marke, nicht von einer KI",
+      yourMessage: "Ihre Nachricht", messageTo: "Nachricht an {persona}", placeholder: "Ihre Frage…",
+      placeholderTo: "Nachricht an {persona}…", send: "Nachricht senden", stop: "Antwort stoppen", typing: "schreibt",
+      you: "Sie", intro: "Hallo! Wie kann ich helfen?", introAs: "Hallo, ich bin {persona}. Wie kann ich helfen?",
+      introAsFrom: "Hallo, ich bin {persona} von {brand}. Wie kann ich helfen?", assistant: "unser Assistent",
+      idle: "", connecting: "Verbinde…", connected: "Online", reconnecting: "Verbinde erneut…",
+      offline: "Sie sind offline – Nachrichten werden gesendet, sobald Sie zurück sind", closed: "Getrennt",
+      queuedOffline: "Wartet – wird gesendet, sobald Sie wieder online sind", sending: "Wird gesendet…",
+      waitingBusy: "Wartet, bis die aktuelle Antwort fertig ist…",
+      retryTrouble: "Der Chat hat Probleme – neuer Versuch in {s} s",
+      retryLimited: "Gerade zu viele Nachrichten – neuer Versuch in {s} s",
+      queueFull: "Einige Nachrichten warten noch auf den Versand – bitte einen Moment Geduld.",
+      notSendable: "Diese Nachricht konnte nicht gesendet werden.", stopped: "Gestoppt", cutShort: "Antwort gekürzt",
+      replyGone: "Diese Antwort ist nicht mehr verfügbar.",
+      replyFailed: "Entschuldigung – ich konnte diese Antwort nicht beenden. Bitte fragen Sie noch einmal.",
+      replyFailedShort: "Entschuldigung – ich konnte diese Antwort nicht beenden.", interrupted: "Antwort unterbrochen",
+      notSent: "Nicht gesendet", notSentWhy: "Nicht gesendet: {why}",
+      unavailable: "Der Chat ist gerade nicht verfügbar ({why}).",
+      identityFailed: "Der Chat konnte nicht bestätigen, wer Sie sind, und ist deshalb aus. Bitte laden Sie die Seite neu.",
+      expired: "Ihre frühere Unterhaltung ist abgelaufen – dies ist eine neue.",
+      loadFailed: "Der Chat konnte nicht geladen werden. Bitte später erneut versuchen.",
+    },
   };
+
+  /** The table for a BCP 47 tag ("es-MX" → es); anything else is English. */
+  function stringsFor(locale) {
+    const primary = String(locale || "").trim().toLowerCase().split(/[-_]/)[0];
+    return Object.prototype.hasOwnProperty.call(STRINGS, primary) ? primary : "en";
+  }
+
+  function fill(text, vars) {
+    return String(text).replace(/\{(\w+)\}/g, (m, key) => (vars && vars[key] != null ? String(vars[key]) : m));
+  }
 
   const ICON_CHAT =
     '<svg viewBox="0 0 24 24" width="28" height="28" aria-hidden="true" focusable="false"><path fill="currentColor" d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.25a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5z"/></svg>';
@@ -271,8 +379,17 @@
       this.bots = new Map(); // stream_id → element
       this.streaming = new Set();
       this.openKey = "brandchat:v1:widget-open:" + cfg.brand;
-      this.persona = "our assistant";
-      this.listeners = { open: new Set(), close: new Set(), message: new Set(), state: new Set() };
+      this.brandInfo = null;
+      this.identity = null; // identify() before the client is loaded: handed over in attach()
+      this.setLocale(cfg.locale);
+      this.listeners = {
+        open: new Set(),
+        close: new Set(),
+        message: new Set(),
+        state: new Set(),
+        identified: new Set(),
+        error: new Set(),
+      };
       if (cfg.position === "left") this.host.setAttribute("data-position", "left");
       if (cfg.launcherText) {
         const label = this.shadow.querySelector(".launcher-text");
@@ -291,7 +408,7 @@
       this.el.panel.hidden = false;
       this.el.root.classList.add("open");
       this.el.launcher.setAttribute("aria-expanded", "true");
-      this.el.launcher.setAttribute("aria-label", "Close chat");
+      this.el.launcher.setAttribute("aria-label", this.t("closeChat"));
       this._remember(true);
       if (this.chat && (this.chat.state === "idle" || this.chat.state === "closed")) this.chat.connect().catch(() => undefined);
       this._scrollToEnd(true);
@@ -304,7 +421,7 @@
       this.el.panel.hidden = true;
       this.el.root.classList.remove("open");
       this.el.launcher.setAttribute("aria-expanded", "false");
-      this.el.launcher.setAttribute("aria-label", "Open chat with " + this.persona);
+      this.el.launcher.setAttribute("aria-label", this.t("openChatWith"));
       this._remember(false);
       if (!this.el.launcher.hidden) this.el.launcher.focus();
       this._emitApi("close", {});
@@ -337,9 +454,80 @@
       if (set) set.delete(fn);
     }
 
+    /**
+     * A signed-in user: `{user_id, user_hash, name?, email?}`, user_hash computed by the brand's
+     * backend (docs/client.md, "Signed-in users"). Before the client loads it waits; after, the
+     * conversation is bound to the user at once. A hash the server refuses is an `error` event
+     * (code identity_invalid) and a console error: the chat never goes on as someone unverified.
+     */
+    identify(identity) {
+      if (!identity || (identity.user_id == null && identity.id == null)) {
+        this._fail({ code: "identity_invalid", message: "identify needs {user_id, user_hash}" });
+        return undefined;
+      }
+      this.identity = identity;
+      if (!this.chat) return undefined;
+      const chat = this.chat;
+      chat
+        .identify(identity)
+        .then(() => {
+          // After an earlier refusal the client stopped: an open panel connects again.
+          if (this.isOpen && (chat.state === "closed" || chat.state === "idle")) chat.connect().catch(() => undefined);
+        })
+        .catch(() => undefined); // the client emitted the error (→ _onError → _fail)
+      return undefined;
+    }
+
+    /** The user signed out: forget them and this tab's conversation. */
+    logout() {
+      this.identity = null;
+      if (this.chat) this.chat.logout();
+    }
+
+    /** `update({locale})`: settings that may change while the page runs. */
+    update(settings) {
+      if (settings && settings.locale) this.setLocale(settings.locale);
+    }
+
+    /** The widget's words (en, es, fr, de; others fall back to English) and negotiate's locale hint. */
+    setLocale(locale) {
+      this.locale = String(locale || "en").trim();
+      this.strings = STRINGS[stringsFor(this.locale)];
+      this.el.root.lang = stringsFor(this.locale);
+      this._applyStrings();
+      if (this.chat) this.chat.setLocale(this.locale);
+    }
+
+    /** One of the widget's words in its locale, with {persona} and {brand} (and `vars`) filled in. */
+    t(key, vars) {
+      const text = this.strings[key] != null ? this.strings[key] : STRINGS.en[key];
+      const brand = this.brandInfo || {};
+      return fill(text, Object.assign({ persona: this.persona, brand: brand.name || "" }, vars));
+    }
+
+    get persona() {
+      const brand = this.brandInfo;
+      return (brand && (brand.persona_name || brand.name)) || this.t0("assistant");
+    }
+
+    t0(key) {
+      return this.strings[key] != null ? this.strings[key] : STRINGS.en[key];
+    }
+
     /** `brandchat(command, ...args)`: the page's way in, before and after this file loads. */
     command(name, ...args) {
-      const commands = ["open", "close", "toggle", "showLauncher", "hideLauncher", "on", "off"];
+      const commands = [
+        "open",
+        "close",
+        "toggle",
+        "showLauncher",
+        "hideLauncher",
+        "identify",
+        "logout",
+        "update",
+        "on",
+        "off",
+      ];
       if (commands.indexOf(name) < 0) {
         console.warn("brandchat: unknown command " + JSON.stringify(name) + " (known: " + commands.join(", ") + ")");
         return undefined;
@@ -363,6 +551,14 @@
 
     attach(chat) {
       this.chat = chat;
+      if (this.identity) {
+        try {
+          chat.identify(this.identity).catch(() => undefined); // sent with the first negotiate
+        } catch (err) {
+          this._fail({ code: "identity_invalid", message: err.message });
+        }
+      }
+      chat.on("identified", (user) => this._emitApi("identified", { id: user.id, name: user.name }));
       chat.on("brand", (brand) => this._applyBrand(brand));
       chat.on("state", ({ newState, oldState }) => {
         this._onState(newState);
@@ -428,8 +624,8 @@
       } catch (err) {
         this._showError(
           err && err.code === "queue_full"
-            ? "A few messages are still waiting to be sent — please wait a moment."
-            : (err && err.message) || "That message could not be sent."
+            ? this.t("queueFull")
+            : (err && err.message) || this.t("notSendable")
         );
         return;
       }
@@ -479,23 +675,49 @@
         style.setProperty("--bc-accent", theme.accent_color);
         style.setProperty("--bc-on-accent", readableOn(theme.accent_color));
       }
-      this.persona = brand.persona_name || brand.name || "our assistant";
-      this.el.title.textContent = brand.persona_name || brand.name || "Chat";
-      this.el.brandName.textContent = brand.persona_name ? brand.name : "";
+      this.brandInfo = brand;
       this.el.avatar.textContent = (this.persona || "?").trim().charAt(0).toUpperCase();
-      this.el.panel.setAttribute("aria-label", "Chat with " + this.persona + (brand.name ? " of " + brand.name : ""));
       this.el.panel.removeAttribute("aria-labelledby");
-      this.el.label.textContent = "Message " + this.persona;
-      this.el.input.placeholder = "Message " + this.persona + "…";
-      if (!this.isOpen) this.el.launcher.setAttribute("aria-label", "Open chat with " + this.persona);
       this.el.demo.hidden = brand.provider !== "offline";
+      this._applyStrings();
+    }
+
+    /** Every word the widget draws, in its locale (after a brand or a locale change). */
+    _applyStrings() {
+      const el = this.el;
+      const brand = this.brandInfo;
+      el.title.textContent = brand ? brand.persona_name || brand.name || this.t("chat") : this.t("chat");
+      el.brandName.textContent = brand && brand.persona_name ? brand.name : "";
+      el.close.setAttribute("aria-label", this.t("closeChat"));
+      el.demo.textContent = this.t("demoNote");
+      el.log.setAttribute("aria-label", this.t("conversation"));
+      el.send.setAttribute("aria-label", this.t("send"));
+      el.stop.setAttribute("aria-label", this.t("stop"));
+      el.label.textContent = brand ? this.t("messageTo") : this.t("yourMessage");
+      el.input.placeholder = brand ? this.t("placeholderTo") : this.t("placeholder");
+      if (brand) el.panel.setAttribute("aria-label", brand.name ? this.t("chatWithOf") : this.t("chatWith"));
+      el.launcher.setAttribute(
+        "aria-label",
+        this.isOpen ? this.t("closeChat") : brand ? this.t("openChatWith") : this.t("openChat")
+      );
       const intro = this.shadow.querySelector(".intro .text");
-      if (intro) intro.textContent = "Hi, I'm " + this.persona + (brand.name ? " from " + brand.name : "") + ". How can I help?";
+      if (intro) intro.textContent = !brand ? this.t("intro") : brand.name ? this.t("introAsFrom") : this.t("introAs");
+      for (const who of this.shadow.querySelectorAll(".msg .bubble > .sr-only")) {
+        who.textContent = (who.closest(".msg.user") ? this.t("you") : this.persona) + ": ";
+      }
+      if (this.chat) this._onState(this.chat.state);
+    }
+
+    /** A failure the page must see: the widget's `error` event and the console (identity_invalid…). */
+    _fail(e) {
+      console.error("brandchat: " + e.code + ": " + e.message);
+      this._emitApi("error", { code: e.code, message: e.message });
+      this._notice(e.code === "identity_invalid" ? this.t("identityFailed") : this.t("unavailable", { why: e.message || e.code }));
     }
 
     _onState(state) {
       this.el.root.dataset.state = state;
-      this.el.status.textContent = STATUS_TEXT[state] || "";
+      this.el.status.textContent = this.t0(state) || "";
       for (const el of this.users.values()) {
         if (el.classList.contains("queued")) this._setMeta(el, this._pendingText());
       }
@@ -503,13 +725,13 @@
 
     _pendingText() {
       const state = this.chat ? this.chat.state : "idle";
-      return state === "offline" ? "Queued — will send when you're back online" : "Sending…";
+      return state === "offline" ? this.t("queuedOffline") : this.t("sending");
     }
 
     // --- messages --------------------------------------------------------------------------------
 
     _intro() {
-      const el = this._message("bot", "Hi! How can I help?");
+      const el = this._message("bot", this.t("intro"));
       el.classList.add("intro");
       this.el.history.appendChild(el);
       if (this.cfg.suggestions.length) {
@@ -534,7 +756,7 @@
       bubble.className = "bubble";
       const who = document.createElement("span");
       who.className = "sr-only";
-      who.textContent = role === "user" ? "You: " : this.persona + ": ";
+      who.textContent = (role === "user" ? this.t("you") : this.persona) + ": ";
       const body = document.createElement("span");
       body.className = "text";
       body.textContent = text || "";
@@ -575,11 +797,11 @@
       el.classList.add("queued");
       const seconds = Math.max(1, Math.ceil((retry_in_ms || 0) / 1000));
       if (code === "conversation_busy") {
-        this._setMeta(el, "Waiting for the current reply to finish…");
+        this._setMeta(el, this.t("waitingBusy"));
       } else if (code === "buffer_unavailable") {
-        this._setMeta(el, "The chat is having trouble — sending again in " + seconds + " s");
+        this._setMeta(el, this.t("retryTrouble", { s: seconds }));
       } else {
-        this._setMeta(el, "Too many messages right now — sending again in " + seconds + " s");
+        this._setMeta(el, this.t("retryLimited", { s: seconds }));
       }
     }
 
@@ -599,7 +821,11 @@
       el.dataset.stream = streamId;
       const bubble = el.querySelector(".bubble");
       bubble.setAttribute("aria-busy", "true");
-      bubble.querySelector(".text").innerHTML = '<span class="typing" aria-label="typing"><i></i><i></i><i></i></span>';
+      const typing = document.createElement("span");
+      typing.className = "typing";
+      typing.setAttribute("aria-label", this.t("typing"));
+      typing.innerHTML = "<i></i><i></i><i></i>";
+      bubble.querySelector(".text").replaceChildren(typing);
       this.bots.set(streamId, el);
       this.streaming.add(streamId);
       this._updateStop();
@@ -634,8 +860,8 @@
       const el = this._finish(e.stream_id);
       if (!el) return;
       el.dataset.status = "done";
-      if (e.finish_reason === "cancelled") this._setMeta(el, "Stopped");
-      else if (e.finish_reason === "length") this._setMeta(el, "Reply cut short");
+      if (e.finish_reason === "cancelled") this._setMeta(el, this.t("stopped"));
+      else if (e.finish_reason === "length") this._setMeta(el, this.t("cutShort"));
       if (!e.text && e.finish_reason === "cancelled") el.querySelector(".text").textContent = "…";
     }
 
@@ -647,29 +873,26 @@
         el.dataset.status = "error";
         const body = el.querySelector(".text");
         if (!body.textContent || body.querySelector(".typing")) {
-          body.textContent =
-            e.code === "stream_expired"
-              ? "This reply is no longer available."
-              : "Sorry — I couldn't finish this reply. Please ask again.";
+          body.textContent = e.code === "stream_expired" ? this.t("replyGone") : this.t("replyFailed");
         } else {
-          this._setMeta(el, "Reply interrupted");
+          this._setMeta(el, this.t("interrupted"));
         }
         return;
       }
       if (e.client_message_id && this.users.has(e.client_message_id)) {
         const user = this.users.get(e.client_message_id);
         user.classList.remove("queued");
-        this._setMeta(user, "Not sent: " + (e.message || e.code));
+        this._setMeta(user, this.t("notSentWhy", { why: e.message || e.code }));
         return;
       }
-      if (e.fatal) this._notice("The chat is unavailable right now (" + (e.message || e.code) + ").");
+      if (e.fatal) this._fail(e);
     }
 
     _onWithdrawn({ client_message_id }) {
       const el = this.users.get(client_message_id);
       if (!el) return;
       el.classList.remove("queued");
-      this._setMeta(el, "Not sent");
+      this._setMeta(el, this.t("notSent"));
     }
 
     _onReset(e) {
@@ -679,7 +902,8 @@
       this.bots.clear();
       this.streaming.clear();
       this._updateStop();
-      if (e && e.reason === "expired") this._notice("Your earlier conversation has expired — this is a new one.");
+      if (e && (e.reason === "identity" || e.reason === "logout")) this._intro(); // another person: start afresh
+      if (e && e.reason === "expired") this._notice(this.t("expired"));
     }
 
     _notice(text) {
@@ -717,7 +941,7 @@
             el.querySelector(".text").classList.add("cursor");
           } else if (turn.status === "error") {
             el.classList.add("failed");
-            if (!turn.text) el.querySelector(".text").textContent = "Sorry — I couldn't finish this reply.";
+            if (!turn.text) el.querySelector(".text").textContent = this.t("replyFailedShort");
           }
           frag.appendChild(el);
         }
@@ -764,7 +988,9 @@
     }
     loadClient()
       .then((BrandChat) => {
-        const chat = new BrandChat.ChatClient(Object.assign({}, config.options, { server: config.server, brand: config.brand }));
+        const chat = new BrandChat.ChatClient(
+          Object.assign({}, config.options, { server: config.server, brand: config.brand, locale: widget.locale })
+        );
         widget.attach(chat);
         // Before anything happens, so a host page (or a test) can listen to every event.
         window.dispatchEvent(new CustomEvent("brandchat:ready", { detail: widget }));
@@ -776,7 +1002,7 @@
       })
       .catch((err) => {
         console.error("brandchat: the chat client could not start", err);
-        widget._notice("The chat could not load. Please try again later.");
+        widget._notice(widget.t("loadFailed"));
       });
   }
 

@@ -9,7 +9,7 @@ the codes; ``docs/protocol.md`` is the contract inside the repository.
 An error code is one of three kinds:
 
 * **request** — the request or frame is refused; the stream (if any) is untouched
-  (``bad_request``, ``unauthorized``, ``forbidden``, ``not_found``, ``payload_too_large``, …);
+  (``bad_request``, ``unauthorized``, ``identity_invalid``, ``forbidden``, ``not_found``, …);
 * **stream** — the code of a terminal ``error`` event (``upstream_timeout``, ``generation_lost``, …);
 * **connection** — why a connection is closed (``slow_consumer``, ``shutting_down``, …).
 
@@ -71,6 +71,7 @@ _TABLE: Final[tuple[ErrorCode, ...]] = (
     # request errors
     ErrorCode("bad_request", 400, "invalid_request_error", Close.BAD_FRAMES),
     ErrorCode("unauthorized", 401, "invalid_request_error", Close.UNAUTHORIZED),
+    ErrorCode("identity_invalid", 401, "invalid_request_error"),  # negotiate's `user` failed its HMAC
     ErrorCode("forbidden", 403, "permission_error", Close.FORBIDDEN),
     ErrorCode("not_found", 404, "invalid_request_error"),
     ErrorCode("method_not_allowed", 405, "invalid_request_error"),

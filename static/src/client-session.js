@@ -13,6 +13,9 @@ class ClientSession {
       this.session = { conversation_id: saved.conversation_id, token: saved.token, started: !!saved.started };
       this._started = !!saved.started;
       this._restored = true;
+      // Whose conversation this is (the server's word at the last negotiate): an identify as
+      // someone else after a reload starts a new one before anything is sent.
+      if (saved.user && saved.user.id != null) this.user = { id: String(saved.user.id), name: saved.user.name || null };
     }
     if (saved && Array.isArray(saved.outbox)) {
       this.outbox = saved.outbox
@@ -30,6 +33,7 @@ class ClientSession {
       token: this.session ? this.session.token : null,
       started: !!this._started,
       outbox,
+      user: this.user ? { id: this.user.id } : null,
     });
   }
 
@@ -99,6 +103,9 @@ class ClientSession {
       body.token = this.session.token;
     }
     if (failed.length) body.failed = failed;
+    // Additive fields (docs/client.md, "Signed-in users"): only when the page set them.
+    if (this.identity) body.user = this.identity;
+    if (this.locale) body.locale = this.locale;
     let res;
     try {
       res = await this._http("POST", "/v1/negotiate", body, { timeoutMs: this.options.connectTimeoutMs });
@@ -113,7 +120,14 @@ class ClientSession {
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
       const err = await readError(res);
-      throw attemptError(err.message, { fatal: true, code: err.code, status: res.status });
+      const fatal = attemptError(err.message, { fatal: true, code: err.code, status: res.status });
+      if (err.code === "identity_invalid") {
+        // Never proceed anonymously behind the page's back: say so now, whichever caller asked
+        // (describe, connect, identify), once; the brand sees it in the console and the widget.
+        fatal.reported = true;
+        this._emit("error", { code: err.code, message: err.message, retryable: false, fatal: true });
+      }
+      throw fatal;
     }
     if (res.status === 429) {
       const err = await readError(res);
@@ -128,6 +142,12 @@ class ClientSession {
     const started = !!(this.session && this.session.started) || !!this._started;
     this.session = { conversation_id: n.conversation_id, token: n.token, started };
     this.negotiation = n;
+    const user = n.user && n.user.id != null ? { id: n.user.id, name: n.user.name || null } : null;
+    this.user = user;
+    if (user && user.id !== this._identifiedAs) {
+      this._identifiedAs = user.id;
+      this._emit("identified", { id: user.id, name: user.name, conversation_id: n.conversation_id });
+    }
     this.heartbeatMs = n.heartbeat_ms || this.options.heartbeatMs;
     this._persist();
     this._scheduleTokenRefresh(n.expires_in_s);
@@ -153,6 +173,62 @@ class ClientSession {
       if (this.state === "closed") return;
       this._negotiate().catch(() => this._scheduleTokenRefresh(60)); // offline: try again later
     }, delay);
+  }
+
+  // --- identity and locale (docs/client.md, "Signed-in users") ---------------------------------
+
+  /**
+   * Who is signed in on the page: `{user_id, user_hash, name?, email?}`, `user_hash` computed by the
+   * brand's backend (HMAC-SHA256 of user_id). Sent with every negotiate from now on; kept in memory
+   * only. Once negotiated, negotiates again at once, which binds this conversation to the user; a
+   * different user than the one the conversation is bound to gets a new conversation
+   * (`reset {reason: "identity"}`). Resolves to the verified user `{id, name}`; rejects (and emits
+   * `error` with code `identity_invalid`, fatal) when the server refuses the hash.
+   */
+  identify(identity) {
+    const user = identityOf(identity);
+    this.identity = user;
+    if (this.user && this.user.id !== user.id) this._replaceConversation("identity");
+    return this._renegotiate().then(() => this.user);
+  }
+
+  /** Signed out: forget the identity and this tab's conversation (the next one is anonymous). */
+  logout() {
+    const hadUser = !!(this.identity || this.user);
+    this.identity = null;
+    if (hadUser) this._replaceConversation("logout");
+  }
+
+  /** The locale hint negotiate carries (a BCP 47 tag); an invalid tag is ignored. Returns it. */
+  setLocale(locale) {
+    const clean = cleanLocale(locale);
+    if (!clean || clean === this.locale) return this.locale;
+    this.locale = clean;
+    if (this.negotiation) this._renegotiate().catch(() => undefined);
+    return this.locale;
+  }
+
+  /** Negotiate again now (after one in flight, which carried the old fields) if we already have. */
+  _renegotiate() {
+    if (!this.negotiation && !this._negotiating && this.state === "idle") return Promise.resolve(null);
+    const inFlight = this._negotiating ? this._negotiating.catch(() => undefined) : Promise.resolve();
+    return inFlight.then(() => this._negotiate());
+  }
+
+  _replaceConversation(reason) {
+    this.session_store.remove(this.sessionKey);
+    this.session = null;
+    this.user = null;
+    this._identifiedAs = null;
+    this._started = false;
+    this._historyLoaded = true;
+    this.replies.clear();
+    this.outbox = [];
+    const active = this.state !== "idle" && this.state !== "closed";
+    if (this.transport) this._dropTransport(true);
+    if (this.state === "connected") this._fire("lost");
+    this._emit("reset", { reason });
+    if (active) this._runLoop(0); // negotiates a new conversation
   }
 
   _dropSession() {

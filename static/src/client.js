@@ -31,6 +31,10 @@ class ChatClient {
     this.transport = null;
     this.session = null; // {conversation_id, token, started}
     this.brand = null; // negotiate's `brand`
+    this.identity = opts.identity ? identityOf(opts.identity) : null; // negotiate's `user` (with the hash)
+    this.user = null; // the verified user negotiate answered: {id, name}
+    this._identifiedAs = null; // the user id of the last `identified` event
+    this.locale = cleanLocale(this.options.locale);
     this.heartbeatMs = this.options.heartbeatMs;
     this.outbox = []; // [{client_message_id, text, sentOn}] until the server accepts each
     this.replies = new Map(); // stream_id → ReplyState, in arrival order
@@ -175,16 +179,7 @@ class ChatClient {
 
   /** Forget this tab's conversation (a "new chat" button). */
   reset() {
-    this.session_store.remove(this.sessionKey);
-    this.session = null;
-    this._started = false;
-    this.replies.clear();
-    this.outbox = [];
-    const active = this.state !== "idle" && this.state !== "closed";
-    if (this.transport) this._dropTransport(true);
-    if (this.state === "connected") this._fire("lost");
-    this._emit("reset", { reason: "reset" });
-    if (active) this._runLoop(0); // negotiates a new conversation
+    this._replaceConversation("reset");
   }
 
   // --- events and state ------------------------------------------------------------------------
@@ -244,7 +239,9 @@ class ChatClient {
         } catch (err) {
           if (this.state === "closed") return;
           if (err.fatal) {
-            this._emit("error", { code: err.code || "fatal", message: err.message, retryable: false, fatal: true });
+            if (!err.reported) {
+              this._emit("error", { code: err.code || "fatal", message: err.message, retryable: false, fatal: true });
+            }
             this.close();
             return;
           }

@@ -23,6 +23,7 @@ const DEFAULTS = Object.freeze({
   maxReplies: 200, // finished replies kept for dedupe
   transports: ["websocket", "sse"], // the transports this client may use; the server's order wins
   storagePrefix: "brandchat:v1",
+  locale: null, // a BCP 47 tag ("es", "pt-BR") sent to negotiate as a hint; null: none
 });
 
 const STATES = Object.freeze(["idle", "connecting", "connected", "reconnecting", "offline", "closed"]);
@@ -194,6 +195,28 @@ function transportError(reason, extra) {
   err.immediate = reason === "unauthorized";
   Object.assign(err, extra || {});
   return err;
+}
+
+/** A BCP 47 tag the server accepts ("en", "pt-BR"; as api/identity.py's LOCALE), or null. */
+function cleanLocale(tag) {
+  const text = String(tag == null ? "" : tag).trim().replace(/_/g, "-");
+  return /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$/.test(text) && text.length <= 35 ? text : null;
+}
+
+/**
+ * negotiate's `user` from what the page passes to `identify`: `{user_id, user_hash, name?, email?}`
+ * (the brand's backend computed `user_hash`). Throws TypeError without a user_id.
+ */
+function identityOf(identity) {
+  const src = identity || {};
+  const id = src.user_id != null ? src.user_id : src.id;
+  if (id == null || String(id) === "") throw new TypeError("identify needs {user_id, user_hash}");
+  const user = { id: String(id) };
+  const hash = src.user_hash != null ? src.user_hash : src.hash;
+  if (hash != null) user.hash = String(hash);
+  if (src.name != null && String(src.name).trim()) user.name = String(src.name).trim().slice(0, 100);
+  if (src.email != null && String(src.email).trim()) user.email = String(src.email).trim();
+  return user;
 }
 
 function attemptError(message, props) {

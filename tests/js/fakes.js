@@ -59,6 +59,8 @@ class FakeServer {
     this.online = true;
     this.n = 0;
     this.expiresInS = 3600;
+    this.validHashes = new Set(); // user hashes this fake "verifies"; any other is identity_invalid
+    this.boundTo = new Map(); // conversation_id → user id
   }
   fetch = async (url, init) => {
     if (!this.online) throw new TypeError("Failed to fetch");
@@ -70,8 +72,19 @@ class FakeServer {
       const failed = body.failed || [];
       const names = ["websocket", "sse"];
       const order = names.filter((t) => !failed.includes(t)).concat(names.filter((t) => failed.includes(t)));
-      const cid = body.conversation_id || "c_test";
+      const cid = body.conversation_id || "c_test" + (this.n > 1 && !body.conversation_id ? this.n : "");
+      if (body.user && !this.validHashes.has(body.user.hash)) {
+        return json(401, { error: { code: "identity_invalid", message: "user.hash does not match user.id for this brand" } });
+      }
+      const owner = this.boundTo.get(cid);
+      if (body.conversation_id && owner && body.user && owner !== body.user.id) {
+        return json(403, { error: { code: "forbidden", message: "it belongs to another user" } });
+      }
+      if (body.user) this.boundTo.set(cid, body.user.id);
+      const user = body.user || (owner ? { id: owner } : null);
       return json(200, {
+        ...(user ? { user: { id: user.id, ...(user.name ? { name: user.name } : {}) } } : {}),
+        ...(body.locale ? { locale: body.locale } : {}),
         conversation_id: cid,
         token: "tok" + this.n,
         expires_in_s: this.expiresInS,

@@ -43,6 +43,16 @@ const next: ConnectionState = nextState("idle", "connect");
 const action = closeAction(1012);
 console.log(delay, outcome, next, action.reconnect, CLOSE_CODES[4401], DEFAULTS.maxMessageChars, BrandChat.version);
 
+// Signed-in users and the locale hint (docs/client.md, "Signed-in users").
+const signedIn = new ChatClient({ brand: "demo", locale: "es", identity: { user_id: "u_42", user_hash: "ab12" } });
+signedIn.on("identified", (u) => console.log(u.id, u.name ?? "anonymous", u.conversation_id));
+void signedIn.identify({ user_id: "u_42", user_hash: "ab12", name: "Ann" }).then((u) => console.log(u?.id));
+const locale: string | null = signedIn.setLocale("fr");
+console.log(locale, signedIn.user?.name, signedIn.locale);
+signedIn.logout();
+// @ts-expect-error: an identity without the backend's hash is not one
+void signedIn.identify({ user_id: "u_42" });
+
 // @ts-expect-error: not an event the client emits
 chat.on("nonsense", () => undefined);
 // @ts-expect-error: send takes the text, not an object
