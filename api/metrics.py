@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "transport.downgrade": ("count", ("transport", "reason", "brand")),
     "guard.fallback": ("count", ("brand", "rule")),
     "guard.off_topic": ("count", ("brand", "action")),
+    "guard.review": ("count", ("brand", "reviewer", "outcome")),
     "connection.slow_consumer": ("count", ("transport",)),
     "buffer.latency_ms": ("histogram", ("op", "backend")),
 }
@@ -159,6 +160,9 @@ class DatadogMetrics:
 
     def _on_off_topic(self, f: dict[str, Any]) -> None:
         self._count("guard.off_topic", brand=f["brand"], action=f.get("action") or "log")
+
+    def _on_guard_review(self, f: dict[str, Any]) -> None:
+        self._count("guard.review", brand=f["brand"], reviewer=f["reviewer"], outcome=f["outcome"])
 
     def _on_stream_ended(self, f: dict[str, Any]) -> None:
         brand, outcome = f["brand"], f["outcome"]

@@ -24,7 +24,7 @@ from api.revocations import Revocations
 from api.settings import Settings
 from api.ws_state import WsOptions
 from llm.base import ChatProvider
-from persona import language
+from persona import language, semantic
 from persona.brand import Brand
 from persona.demo import compose_reply
 from persona.guard import brand_guard, pass_through
@@ -32,6 +32,7 @@ from persona.loader import load_brands
 from persona.tokens import count_tokens
 from reply.jobs import GenerationManager, Submission
 from reply.options import Deadlines, ReplyOptions
+from reply.reviewers import ModelReview, Reviewers, warm_semantic
 from streaming.buffer import StreamBuffer, make_buffer
 from streaming.contract import BufferOptions, Turn, turn_record
 from streaming.events import StoredEvent
@@ -80,6 +81,30 @@ def make_provider(settings: Settings, brands: dict[str, Brand]) -> ChatProvider:
     raise ValueError(f"LLM_PROVIDER {settings.provider_name!r} is not one of auto, openai, offline")
 
 
+def make_reviewers(settings: Settings, brands: dict[str, Brand]) -> Reviewers | None:
+    """The sentence reviewers (reply/review.py), or None when no brand gets any. A brand that turned
+    ``guard.semantic`` on without the extra installed stops start-up here (fail closed)."""
+    semantic.require(brands.values())
+    model: ModelReview | None = None
+    key = settings.review_key
+    if key is not None:
+        from llm.openai_provider import OpenAIProvider
+
+        provider = OpenAIProvider(
+            api_key=key,
+            base_url=settings.guard_review_base_url or settings.openai_base_url,
+            model=settings.guard_review_model,
+            connect_timeout_s=min(settings.upstream_connect_timeout_s, settings.guard_review_timeout_s),
+            read_timeout_s=settings.guard_review_timeout_s + PROVIDER_READ_TIMEOUT_MARGIN_S,
+            stream_parser="lean",
+        )
+        model = ModelReview(provider, settings.guard_review_model, settings.guard_review_timeout_s)
+    reviewers = Reviewers(model=model, semantic_timeout_s=settings.guard_semantic_timeout_s)
+    if not any(reviewers.enabled_for(b) for b in brands.values()):
+        return None
+    return reviewers
+
+
 @dataclass(eq=False)
 class Runtime:
     settings: Settings
@@ -93,6 +118,7 @@ class Runtime:
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     hooks: HookRegistry = field(default_factory=HookRegistry)
     metrics: DatadogMetrics | None = None
+    reviewers: Reviewers | None = None
     connections: int = 0
     _ready_cache: tuple[float, str | None] = (0.0, None)
 
@@ -144,6 +170,7 @@ class Runtime:
         )
         hooks.add(limits.on_hook)  # a stream that ended gives back its places
         provider = make_provider(settings, brands)
+        reviewers = make_reviewers(settings, brands)
         manager = GenerationManager(
             # The compatible endpoint's conversations keep no turns (api/ephemeral.py).
             buffer=EphemeralConversations(buffer),
@@ -166,6 +193,7 @@ class Runtime:
             ),
             hooks=hooks.emit,
             guard_factory=brand_guard if settings.guard_enabled else pass_through,
+            reviewers=reviewers if settings.guard_enabled else None,
         )
         ws_options = WsOptions(
             max_message_chars=settings.max_message_chars,
@@ -177,7 +205,17 @@ class Runtime:
         # Revocations live in the limits' store (Redis across instances, else in process).
         revocations = Revocations(limits.store, settings.token_ttl_s)
         return cls(
-            settings, brands, buffer, provider, manager, ws_options, limits, revocations, hooks=hooks, metrics=metrics
+            settings,
+            brands,
+            buffer,
+            provider,
+            manager,
+            ws_options,
+            limits,
+            revocations,
+            hooks=hooks,
+            metrics=metrics,
+            reviewers=reviewers,
         )
 
     @property
@@ -278,6 +316,9 @@ class Runtime:
         self.manager.start()
         # Load the tokenizer's tables now, not inside the first request (it blocks for ~0.5 s).
         await asyncio.to_thread(count_tokens, "warm up")
+        # Load the sentence-embedding model and the brands' embeddings now (seconds), not in a reply.
+        if semantic.semantic_brands(self.brands.values()):
+            await asyncio.to_thread(warm_semantic, list(self.brands.values()))
         logger.info(
             "ready: instance={} buffer={} provider={} brands={}",
             self.settings.instance_id,
@@ -302,6 +343,9 @@ class Runtime:
         # 3. Release the provider and the buffer.
         with contextlib.suppress(Exception):
             await self.provider.close()
+        if self.reviewers is not None:
+            with contextlib.suppress(Exception):
+                await self.reviewers.close()
         await self.buffer.close()
         await self.limits.close()
         if self.metrics is not None:

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
 
     # --- brands --------------------------------------------------------------------------
     guard_enabled: bool = True  # false only to measure the guard's cost (make bench); never in production
+    # Sentence reviews beside the stream (reply/review.py): a model's second opinion when a key is
+    # set (a brand opts out with guard.review.enabled: false), sentence embeddings for brands with
+    # guard.semantic.enabled (the `semantic` extra). Both fail open on timeout or error.
+    guard_review_api_key: SecretStr | None = None
+    guard_review_base_url: str | None = None  # unset: OPENAI_BASE_URL
+    guard_review_model: str = "gpt-4o-mini"
+    guard_review_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    guard_semantic_timeout_s: float = Field(default=2.0, gt=0, le=60)
     brands_dir: Path = PROJECT_ROOT / "brands"
     static_dir: Path = PROJECT_ROOT / "static"
 
@@ -207,6 +215,12 @@ class Settings(BaseSettings):
     @property
     def metrics_on(self) -> bool:
         return self.metrics_enabled if self.metrics_enabled is not None else bool(self.dd_agent_host)
+
+    @property
+    def review_key(self) -> str | None:
+        """The second opinion's key: set means sentence reviews by ``GUARD_REVIEW_MODEL`` are on."""
+        key = self.guard_review_api_key.get_secret_value() if self.guard_review_api_key else ""
+        return key or None
 
     @property
     def provider_name(self) -> str:

@@ -13,6 +13,7 @@ tests use (:func:`render_nginx_conf`), and mirrors ``deploy/nginx.conf`` used by
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -145,6 +146,46 @@ class NginxProcess:
                 self.proc.stderr.close()
             self.proc = None
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+DEPLOY_NGINX_CONF = Path(__file__).resolve().parent / "nginx.conf"  # the file compose mounts
+
+
+def nginx_conf_from_deploy(listen_port: int, upstream_ports: list[int], tmp: Path) -> str:
+    """``deploy/nginx.conf`` (what docker-compose runs) pointed at containers on this host.
+
+    Only addresses and paths change: the upstream servers (``app1:8000``, ``app2:8000`` → 127.0.0.1 and
+    the containers' ports, with the same parameters), the listen address, and the pid, log and
+    temporary paths an nginx run by the tests keeps in ``tmp``. Every other setting is the file's own.
+    """
+    text = DEPLOY_NGINX_CONF.read_text()
+    server = re.compile(r"^(\s*)server \S+:8000( [^;]*)?;\n", re.MULTILINE)
+    found = server.findall(text)
+    if not found:
+        raise ValueError("deploy/nginx.conf has no `server app1:8000 ...;` lines in its upstream block")
+    indent, params = found[0]
+    servers = "".join(f"{indent}server 127.0.0.1:{port}{params};\n" for port in upstream_ports)
+    text = server.sub("", text, count=len(found) - 1)
+    text = server.sub(servers.replace("\\", "\\\\"), text, count=1)
+    text, listens = re.subn(r"\blisten 80;", f"listen 127.0.0.1:{listen_port};", text)
+    if listens != 1:
+        raise ValueError("deploy/nginx.conf should have one `listen 80;`")
+    paths = "".join(
+        f"    {kind}_temp_path {tmp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    text, https = re.subn(r"^http \{\n", "http {\n" + paths, text, flags=re.MULTILINE)
+    if https != 1:
+        raise ValueError("deploy/nginx.conf should have one `http {` block")
+    return f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n{text}"
+
+
+class DeployNginx(NginxProcess):
+    """nginx in the foreground with :func:`nginx_conf_from_deploy`: the file that ships, where the tests'
+    cluster and ``make run-cluster`` use :data:`NGINX_TEMPLATE` (``make image-test`` runs this one)."""
+
+    def __init__(self, listen_port: int, upstream_ports: list[int]) -> None:
+        super().__init__(listen_port, upstream_ports)
+        self.conf.write_text(nginx_conf_from_deploy(listen_port, upstream_ports, self.tmp))
 
 
 REDIS_CONF = Path(__file__).resolve().parent / "redis.conf"  # the same file compose mounts

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -159,6 +159,11 @@ class Fallbacks(_Strict):
         default_factory=dict,
         description="When the reply was in another language than the user's: the fallback in the language "
         "the reply should have been in (by code); a language without one gets off_brand.",
+    )
+    unsure: str | None = Field(
+        default=None,
+        description="When the guard withholds a fact the reply was not given (guard.facts): say plainly that "
+        "you do not have that figure to hand and where to find it. Unset means off_brand.",
     )
 
 
@@ -315,6 +320,76 @@ class FillerSettings(_Strict):
         return value
 
 
+FactKind = Literal["money", "percent", "quantity", "time", "date", "phone", "email", "url", "name"]
+
+
+class FactCheck(_Strict):
+    """Grounded facts (persona/facts.py): figures, names and contact details in a reply must be in what
+    the reply was given (the brand's knowledge, examples and canned replies, the question, the recent
+    turns)."""
+
+    check: bool = Field(
+        default=False,
+        description="Check the reply's facts against its grounding. Off unless the brand turns it on: a "
+        "brand with no knowledge would have every figure withheld.",
+    )
+    kinds: list[FactKind] = Field(
+        default_factory=lambda: list(get_args(FactKind)),
+        description="Which facts are checked: money, percent, quantity (durations, counts with units), time "
+        "(clock times), date (dates, weekdays), phone, email, url, name (product and plan names, street "
+        "addresses).",
+    )
+    action: Literal["fallback", "log"] = Field(
+        default="fallback",
+        description="fallback: hold a possible fact until it is complete and checked, and replace a reply "
+        "with an ungrounded one by the unsure fallback; log: hold nothing, report an unsupported_fact note.",
+    )
+
+
+class SemanticCheck(_Strict):
+    """Sentence embeddings (the optional ``semantic`` extra, ``persona/semantic.py``): each whole
+    sentence of the reply is compared, off the token path, with the brand's domain and with its
+    instructions. Off by default; a brand that turns it on needs the extra installed, or the server
+    does not start."""
+
+    enabled: bool = Field(default=False, description="Needs `pip install 'brandchat[semantic]'`.")
+    leak_threshold: float = Field(
+        default=0.65,
+        ge=0,
+        le=1,
+        description="A sentence this close (cosine) to one of the brand's instruction sentences is a "
+        "paraphrased leak (with leak_margin).",
+    )
+    leak_margin: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="…and at least this much closer to the instruction than to anything public (knowledge, "
+        "examples, canned replies), so a fact the rules repeat may still be said.",
+    )
+    topic_threshold: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="A reply whose sentences are, on average (by words), less similar than this to the "
+        "brand's domain is off-topic.",
+    )
+    min_words: int = Field(default=4, ge=1, description="Sentences with fewer words are not judged for topic.")
+    off_topic_action: Literal["log", "fallback"] = Field(
+        default="fallback", description="log: count and log an off-topic reply; fallback: also replace it."
+    )
+
+
+class ReviewCheck(_Strict):
+    """The second opinion of a model (``GUARD_REVIEW_*`` settings, ``reply/reviewers.py``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Send this brand's reply sentences to the review model when GUARD_REVIEW_API_KEY is set; "
+        "false: never.",
+    )
+
+
 class GuardSettings(_Strict):
     holdback_chars: int = Field(
         default=64,
@@ -332,6 +407,9 @@ class GuardSettings(_Strict):
     filler: FillerSettings = Field(default_factory=FillerSettings)
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
     language: LanguageCheck = Field(default_factory=LanguageCheck)
+    facts: FactCheck = Field(default_factory=FactCheck)
+    semantic: SemanticCheck = Field(default_factory=SemanticCheck)
+    review: ReviewCheck = Field(default_factory=ReviewCheck)
 
 
 class OfflinePhrasing(_Strict):

@@ -517,7 +517,7 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
         (["offline", "recall_name"], brand.offline.recall_name),
         (["offline", "recall_unknown"], brand.offline.recall_unknown),
     ]
-    for key in ("error", "truncated"):
+    for key in ("error", "truncated", "unsure"):
         value = getattr(brand.fallbacks, key)
         if value:
             canned.append((["fallbacks", key], value))

@@ -13,12 +13,16 @@ held back when an attempt fails is simply dropped (the client never saw it).
                   these characters any more)    model": released the moment the next characters
                                                 rule it out, or the reply is replaced)
 
-Three streaming checks say what is held (:mod:`persona.checks`): phrases (banned, filler,
+Four streaming checks say what is held (:mod:`persona.checks`, :mod:`persona.facts`): phrases (banned, filler,
 competitors, the canary) walk two tries one normalised character at a time
 (:class:`~persona.checks.PhraseScanner`) and hold from the earliest phrase under way; the
 don't-patterns, refusals and emoji policy are one ``regex`` pattern whose *partial* match holds
 from where a match could still start; recited instructions hold the last words while they are the
-beginning of an ``LEAK_N``-word run of the rules. Each keeps a bounded state, so the cost per token
+beginning of an ``LEAK_N``-word run of the rules; grounded facts (``guard.facts``) hold a possible
+fact — a figure, a number word, a capitalised name, a phone, email or URL — from its first character
+until the words after it rule out its going on, then release it if the reply's grounding (the brand's
+knowledge, examples and canned replies, the question, retrieved snippets, recent turns) has it, or
+report ``unsupported_fact`` (the ``unsure`` fallback). Each keeps a bounded state, so the cost per token
 is flat however long the reply. No prefix of a violation ever reaches a client, live or resumed
 (``tests/test_guard.py`` checks that over random rule sets, texts and chunkings, and that nothing is
 held that no rule could still match). A brand may hold more (``guard.hold``): whole sentences
@@ -55,6 +59,7 @@ from typing import Any, Protocol
 
 from persona.brand import Brand
 from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
+from persona.facts import FactScanner, grounding
 from persona.language import LanguageGate, Verdict
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
@@ -85,9 +90,10 @@ class GuardStep:
 @dataclass(frozen=True)
 class GuardContext:
     """What a guard may know about the request: the question and the text it was given
-    (retrieved facts, recent turns), for the end-of-reply relevance check; the earlier user turns
-    (oldest first) and the client's locale hint (``es-MX``), for the language check when the
-    question is too short to tell."""
+    (retrieved facts, recent turns), for the end-of-reply relevance check and as grounding for the
+    facts a reply may state (with the brand's whole knowledge: :mod:`persona.facts`); the earlier
+    user turns (oldest first) and the client's locale hint (``es-MX``), for the language check when
+    the question is too short to tell."""
 
     question: str = ""
     context: tuple[str, ...] = field(default_factory=tuple)
@@ -159,6 +165,13 @@ class BrandGuard:
         self._run_at = 0
         self._length = LengthScanner(brand.length)
         self._stopped = False
+        # Grounded facts: the grounding is built once per reply (the brand's part once per brand).
+        facts = brand.guard.facts
+        self._facts: FactScanner | None = None
+        self._fact_notes: list[GuardNote] = []  # action: log — reported with the next step
+        if facts.check:
+            ground = grounding(brand, (self.context.question, *self.context.context))
+            self._facts = FactScanner(ground, facts.kinds, hold=facts.action == "fallback")
         # The reply's language, judged after its first sentence or so (persona.language).
         check = brand.guard.language
         self._language = (
@@ -178,18 +191,19 @@ class BrandGuard:
             return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
-        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text)
+        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text) or self._fact(text, at)
         if finding is not None:
             return self._violate(finding)
-        notes: tuple[GuardNote, ...] = ()
         if self._language is not None and self._language.pending:
             verdict = self._language.step(text, self._text)
             if verdict is not None:
                 wrong = self._wrong_language(verdict)
                 if wrong.violation is not None:
                     return wrong
-                notes = wrong.notes
-        return GuardStep(release=self._release(self._cut()), notes=notes)
+                self._fact_notes.extend(wrong.notes)  # action: log — reported with this step
+        if self._fact_notes:
+            return GuardStep(release=self._release(self._cut()), notes=self._take_notes())
+        return GuardStep(release=self._release(self._cut()))
 
     def _text(self) -> str:
         return "".join(self._released) + "".join(self._held)
@@ -205,7 +219,7 @@ class BrandGuard:
         self._held = []
         want = verdict.expected.primary or self.brand.languages[0]
         replacement = next((text for code, text in self.brand.fallbacks.language.items() if code == want), None)
-        return GuardStep(violation="language", replacement=replacement, notes=(note,))
+        return GuardStep(violation="language", replacement=replacement, notes=(*self._take_notes(), note))
 
     def _language_end(self, text: str) -> GuardStep | None:
         """The end-of-text language check: a step to return (a violation or a note), or None."""
@@ -228,7 +242,9 @@ class BrandGuard:
             self._fed += len(kept)
             if kept:
                 self._held.append(kept)
-                finding = self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept)
+                finding = (
+                    self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept) or self._fact(kept, at)
+                )
                 if finding is not None:
                     return self._violate(finding)
         finding = self._end_findings()
@@ -262,16 +278,16 @@ class BrandGuard:
         if self._stopped:
             return GuardStep()
         if finish_reason == ABORTED:
-            # Complete phrases waiting for their word boundary, and the last word, are checked first;
-            # held text is released only in the right language (a brand that holds for it).
+            # Complete phrases waiting for their word boundary, and the last word, are checked first.
             if self._end_findings() is not None:
                 self._stopped = True
                 return GuardStep()
+            # Held text is released only in the right language (a brand that holds for it).
             language = self._language_end(self._text()) if self._hold_language else None
             if language is not None and language.violation is not None:
                 self._stopped = True
                 return GuardStep(notes=language.notes)
-            return GuardStep(release=self._release(self._fed))
+            return GuardStep(release=self._release(self._fed), notes=self._take_notes())
         finding = self._end_findings()
         if finding is not None:
             return self._violate(finding)
@@ -294,16 +310,17 @@ class BrandGuard:
     def _judge(self, full: str) -> tuple[tuple[GuardNote, ...], bool]:
         """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
         check = self.brand.guard.off_topic
+        facts = self._take_notes()  # guard.facts.action: log — a fact the end completed
         scored = coverage(self.brand, full, (self.context.question, *self.context.context))
         if scored is None or not off_topic(self.brand, scored):
-            return (), False
+            return facts, False
         fields = {
             "score": round(scored[0], 3),
             "threshold": check.threshold,
             "terms": scored[1],
             "action": check.action,
         }
-        return (GuardNote("off_topic", fields),), check.action == "fallback"
+        return (*facts, GuardNote("off_topic", fields)), check.action == "fallback"
 
     # --- the three streaming checks -------------------------------------------------------------------
     def _phrases(self, text: str, at: int) -> Finding | None:
@@ -410,7 +427,27 @@ class BrandGuard:
             match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
+        if found is None and self._facts is not None:
+            found = self._judged_fact(self._facts.finish(self._fed))
         return found
+
+    def _fact(self, text: str, at: int) -> Finding | None:
+        """Grounded facts (:mod:`persona.facts`): a possible fact is held from its first character
+        until it is complete, then released, or reported when the reply was not given it."""
+        if self._facts is None:
+            return None
+        return self._judged_fact(self._facts.feed(text, at))
+
+    def _judged_fact(self, finding: Finding | None) -> Finding | None:
+        """An ungrounded fact: a violation, or with ``guard.facts.action: log`` a note only."""
+        if finding is None:
+            return None
+        self._fact_notes.append(GuardNote("unsupported_fact", {"fact": finding.detail}))
+        return finding if self.brand.guard.facts.action == "fallback" else None
+
+    def _take_notes(self) -> tuple[GuardNote, ...]:
+        notes, self._fact_notes = tuple(self._fact_notes), []
+        return notes
 
     # --- release ------------------------------------------------------------------------------------
     def _cut(self) -> int:
@@ -424,6 +461,7 @@ class BrandGuard:
             self._rx_held,
             self._leak_held_from(),
             self._length.held_from(),
+            self._facts.held_from() if self._facts is not None else None,
         ):
             if start is not None and start < cut:
                 cut = start
@@ -457,7 +495,7 @@ class BrandGuard:
     def _violate(self, finding: Finding) -> GuardStep:
         self._stopped = True
         self._held = []
-        return GuardStep(violation=finding.rule)
+        return GuardStep(violation=finding.rule, notes=self._take_notes())
 
     def _trim(self, full: str) -> GuardStep:
         """``finish_reason: length``: end on the last whole sentence."""

@@ -30,7 +30,8 @@ from streaming.events import FinishReason, StoredEvent
 from streaming.log import StreamWriter
 
 #: Which fallback a guard rule gets: replies that left the brand's topics get ``off_topic``;
-#: replies that broke a rule of voice get ``off_brand``. Unknown rules get ``off_brand``.
+#: replies that broke a rule of voice get ``off_brand``; a fact the reply was not given gets ``unsure``
+#: (``off_brand`` when the brand has none). Unknown rules get ``off_brand``.
 FALLBACK_KIND: Final[dict[str, str]] = {
     "banned_phrase": "off_brand",
     "filler": "off_brand",
@@ -40,6 +41,13 @@ FALLBACK_KIND: Final[dict[str, str]] = {
     "refusal": "off_topic",
     "prompt_leak": "off_topic",
     "off_topic": "off_topic",
+    "unsupported_fact": "unsure",
+    # Sentence reviews beside the stream (reply/reviewers.py): the model's second opinion names a
+    # rule of any kind, so it gets the voice fallback; a paraphrased leak or a reply off the
+    # brand's domain gets the topic one, as their streaming counterparts do.
+    "review": "off_brand",
+    "semantic_leak": "off_topic",
+    "semantic_off_topic": "off_topic",
 }
 
 #: What an end user reads when the upstream failed: a plain sentence per code. The upstream's own
@@ -58,6 +66,8 @@ def fallback_text(fallbacks: Fallbacks, rule: str) -> str:
         return fallbacks.error or fallbacks.off_topic
     if rule == "truncated":  # cut by the length limit with no whole sentence
         return fallbacks.truncated or fallbacks.off_brand
+    if rule == "unsupported_fact":  # a figure or name the reply was not given (guard.facts)
+        return fallbacks.unsure or fallbacks.off_brand
     if FALLBACK_KIND.get(rule, "off_brand") == "off_topic":
         return fallbacks.off_topic
     return fallbacks.off_brand

@@ -43,6 +43,7 @@ from reply.ending import Outcome, closing_events
 from reply.exceptions import GuardViolation, ShuttingDown, StreamFull
 from reply.failover import Continuation, Delta, Op
 from reply.options import JobHooks, ReplyOptions
+from reply.review import Finding, ReplyReview, ReviewerFactory
 from reply.upstream import ReplyContext, Upstream
 from streaming.buffer import StreamBuffer
 from streaming.contract import AssistantTurn, Orphan, ReplyStatus, StreamOrigin, Turn, UserTurn, turn_record
@@ -85,7 +86,8 @@ class _Job:
     total_s: float  # what is left of the total deadline when this job starts
     continuation: Continuation | None = None  # set when this job took the stream over
     task: asyncio.Task[None] | None = None
-    cancel_reason: str | None = None
+    cancel_reason: str | None = None  # cancelled, shutdown, fenced, or review (a reviewer's finding)
+    review: ReplyReview | None = None
 
     @property
     def stream_id(self) -> str:
@@ -108,8 +110,10 @@ class GenerationManager:
         options: ReplyOptions,
         hooks: JobHooks,
         guard_factory: GuardFactory,
+        reviewers: ReviewerFactory | None = None,
     ) -> None:
         self.buffer = buffer
+        self._reviewers = reviewers
         self.options = options
         self._brands = brands
         self._hooks = hooks
@@ -316,7 +320,8 @@ class GenerationManager:
     async def _run(self, job: _Job) -> None:
         log = logger.bind(stream_id=job.stream_id, conversation_id=job.conversation_id)
         batcher = DeltaBatcher(job.writer, lambda events: self.buffer.append(job.stream_id, events))
-        sink = _Sink(batcher, job.continuation)
+        job.review = self._review(job)
+        sink = _Sink(batcher, job.continuation, job.review)
         outcome: Outcome
         try:
             if job.cancel_reason == "cancelled":  # cancelled while no instance produced it
@@ -325,9 +330,13 @@ class GenerationManager:
                 async with asyncio.timeout(max(0.0, job.total_s)):
                     finish = await self._upstream.generate(job.reply, job.request, sink)
                     sink.finish()
-                    outcome = Outcome(finish=finish)
             except TimeoutError:
                 raise UpstreamTimeout("deadline", self.options.deadlines.total_s) from None
+            # Pending sentence reviews, deadlined by the reviewers (reply/review.py): fail open.
+            found = await job.review.settle() if job.review is not None else None
+            if found is not None:
+                raise GuardViolation(found.rule)
+            outcome = Outcome(finish=finish)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if job.cancel_reason is None or task is None:
@@ -335,10 +344,15 @@ class GenerationManager:
             if task.cancelling():
                 task.uncancel()
             if job.cancel_reason == "fenced":
+                await self._close_review(job)
                 await self._abandon(job, batcher, log)
                 return
-            outcome = Outcome(shutdown=True) if job.cancel_reason == "shutdown" else Outcome(finish="cancelled")
+            if job.cancel_reason == "review" and job.review is not None and job.review.violation is not None:
+                outcome = self._review_violation(job, job.review.violation, log)
+            else:
+                outcome = Outcome(shutdown=True) if job.cancel_reason == "shutdown" else Outcome(finish="cancelled")
         except LeaseLost:
+            await self._close_review(job)
             await self._abandon(job, batcher, log)
             return
         except BufferUnavailable:
@@ -364,7 +378,41 @@ class GenerationManager:
         except Exception as exc:
             outcome = Outcome(failure=UpstreamUnavailable(f"internal error: {type(exc).__name__}"))
             log.exception("generation failed")
+        await self._close_review(job)
         await self._finish(job, batcher, outcome, log)
+
+    # --- sentence reviews beside the stream (reply/review.py) ----------------------------------
+    def _review(self, job: _Job) -> ReplyReview | None:
+        if self._reviewers is None:
+            return None
+        reviewers = self._reviewers(job.brand, job.stream_id)
+        if not reviewers:
+            return None
+        return ReplyReview(
+            reviewers,
+            stream_id=job.stream_id,
+            brand_id=job.brand.id,
+            on_violation=lambda finding: self._retract(job, finding),
+            hook=self._hook,
+        )
+
+    def _retract(self, job: _Job, finding: Finding) -> None:
+        """A reviewer found a violation while the reply streams: stop generating; ``_run`` retracts.
+
+        Only called before ``settle()`` (which collects findings itself), and nothing between the end of
+        ``Upstream.generate`` and ``settle()`` awaits, so the cancel always lands inside ``generate``."""
+        if job.cancel_reason is None and job.task is not None and not job.task.done():
+            job.cancel_reason = "review"
+            job.task.cancel()
+
+    def _review_violation(self, job: _Job, finding: Finding, log: Any) -> Outcome:
+        log.info("review fallback: {} ({})", finding.rule, finding.detail)
+        self._hook("guard_fallback", stream_id=job.stream_id, brand=job.brand.id, rule=finding.rule)
+        return Outcome(violation=finding.rule)
+
+    async def _close_review(self, job: _Job) -> None:
+        if job.review is not None:
+            await job.review.aclose()
 
     async def _abandon(self, job: _Job, batcher: DeltaBatcher, log: Any) -> None:
         """Another instance took the stream over: write nothing more, forget the job."""
@@ -422,9 +470,10 @@ class _Sink:
     """Where the upstream's checked text goes: the batcher, through the failover splice when this
     job continues a stream another instance started."""
 
-    def __init__(self, batcher: DeltaBatcher, continuation: Continuation | None) -> None:
+    def __init__(self, batcher: DeltaBatcher, continuation: Continuation | None, review: ReplyReview | None) -> None:
         self._batcher = batcher
         self._continuation = continuation
+        self._review = review
 
     @property
     def text_so_far(self) -> int:
@@ -433,6 +482,8 @@ class _Sink:
     def push(self, text: str) -> None:
         if self._continuation is None:
             self._batcher.push(text)
+            if self._review is not None:
+                self._review.feed(text)
         else:
             self._apply(self._continuation.feed(text))
 
@@ -444,6 +495,8 @@ class _Sink:
         for op in ops:
             if isinstance(op, Delta):
                 self._batcher.push(op.text)
+                if self._review is not None:
+                    self._review.feed(op.text)
             else:
                 self._batcher.retract(op.reason, op.text)
 

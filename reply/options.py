@@ -36,7 +36,8 @@ class JobHooks(Protocol):
     (stream_id, brand, seconds), ``token_gap`` (brand, seconds), ``upstream_error`` (stream_id,
     brand, code, status, retryable), ``upstream_retry`` (stream_id, brand, code, wait_s),
     ``guard_fallback`` (stream_id, brand, rule), ``off_topic`` (stream_id, brand, score, threshold,
-    terms, action: the end-of-reply relevance check, see ``persona/checks.py``), ``stream_ended``
+    terms, action: the end-of-reply relevance check, see ``persona/checks.py``), ``guard_review``
+    (stream_id, brand, reviewer, call, outcome, seconds: a sentence review, ``reply/review.py``), ``stream_ended``
     (stream_id, brand, terminal, outcome, seconds)."""
 
     def __call__(self, event: str, **fields: Any) -> None: ...

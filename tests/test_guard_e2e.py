@@ -95,7 +95,7 @@ async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_b
     fake: FakeOpenAI, server: RunningServer
 ) -> None:
     lasagna = (
-        "Lasagna is layered with pasta sheets, ricotta, marinara and mozzarella. Bake it for forty minutes "
+        "Lasagna is layered with pasta sheets, ricotta, marinara and mozzarella. Bake it slowly "
         "until the cheese bubbles and browns."
     )
     fake.enqueue(Reply(text=lasagna), Reply(text=lasagna))
@@ -112,7 +112,7 @@ async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_b
 
 async def test_a_reply_cut_by_length_ends_on_its_last_whole_sentence(fake: FakeOpenAI, server: RunningServer) -> None:
     # The bank holds unfinished sentences (guard.hold.length: sentence): the cut one never went out.
-    fake.enqueue(Reply(text="We confirm payments within two hours. Orders over $35 ship", finish_reason="length"))
+    fake.enqueue(Reply(text="We confirm payments within two hours. Transfers over the limit", finish_reason="length"))
     events = await ws_turn(server.ws_url, await negotiate(server.base_url, "meridian"), "payments?")
     assert_well_formed(events)
     assert events[-1]["finish_reason"] == "length"

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from testkit.fake_openai.behaviours import (
     DEFAULT_TEXT,
+    ByContent,
     CloseWithoutDone,
     InStreamError,
     MalformedChunk,
@@ -57,6 +58,7 @@ from testkit.fake_openai.server import FAKE_MODEL, FakeOpenAI, RecordedRequest
 __all__ = [
     "DEFAULT_TEXT",
     "FAKE_MODEL",
+    "ByContent",
     "CloseWithoutDone",
     "FakeOpenAI",
     "InStreamError",

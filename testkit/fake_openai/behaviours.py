@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 DEFAULT_TEXT = "Hello from the fake model. It streams word by word."
 """The reply text used when a scenario is given no ``text``."""
@@ -140,6 +140,29 @@ class Status:
     status: int
     retry_after: float | None = None
     message: str = "The fake server answered with an error status."
+
+
+@dataclass(frozen=True)
+class ByContent:
+    """Pick the behaviour by what the request says: the first of ``cases`` whose text occurs in the
+    request's last message, else ``otherwise``. For requests that come in no fixed order (the
+    sentence reviews of a reply run in parallel with it), where a FIFO queue cannot say which is which::
+
+        ByContent((("bitcoin", Reply(text='{"ok": false, "rule": "advice"}')),), otherwise=Reply(text='{"ok": true}'))
+    """
+
+    cases: tuple[tuple[str, Scenario], ...]  # (text in the request, what to do)
+    otherwise: Scenario = Reply()
+
+    def pick(self, body: dict[str, Any] | None) -> Scenario:
+        messages = (body or {}).get("messages") or [{}]
+        last = messages[-1] if isinstance(messages, list) and messages else {}
+        content = last.get("content") if isinstance(last, dict) else None
+        said = content if isinstance(content, str) else ""
+        for needle, scenario in self.cases:
+            if needle in said:
+                return scenario
+        return self.otherwise
 
 
 Scenario: TypeAlias = (

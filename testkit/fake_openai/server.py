@@ -14,6 +14,7 @@ from typing import Any
 
 from testkit.fake_openai.behaviours import (
     DEFAULT_TEXT,
+    ByContent,
     CloseWithoutDone,
     InStreamError,
     MalformedChunk,
@@ -74,13 +75,13 @@ class FakeOpenAI:
     :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, default: Scenario | None = None) -> None:
-        self.default: Scenario = default if default is not None else Reply()
+    def __init__(self, default: Scenario | ByContent | None = None) -> None:
+        self.default: Scenario | ByContent = default if default is not None else Reply()
         self.requests: list[RecordedRequest] = []
         self.errors: list[BaseException] = []
         """Unexpected exceptions raised inside the server (bugs in the fake); should stay empty."""
         self.port: int = 0
-        self._queue: deque[Scenario] = deque()
+        self._queue: deque[Scenario | ByContent] = deque()
         self._server: asyncio.Server | None = None
         self._conns: set[Conn] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,7 +137,7 @@ class FakeOpenAI:
 
     # ---- test-facing helpers ---------------------------------------------------------------
 
-    def enqueue(self, *scenarios: Scenario) -> None:
+    def enqueue(self, *scenarios: Scenario | ByContent) -> None:
         """Queue scenarios; each chat-completions request takes the oldest one (FIFO)."""
         self._queue.extend(scenarios)
 
@@ -227,7 +228,8 @@ class FakeOpenAI:
                 self._record(record)
                 await self._send_json(conn, 405, error_body(f"Method {method} not allowed.", "invalid_request_error"))
                 return
-            scenario = self._queue.popleft() if self._queue else self.default
+            script = self._queue.popleft() if self._queue else self.default
+            scenario = script.pick(record.json) if isinstance(script, ByContent) else script
             record.scenario = scenario
             self._record(record)
             conn.watch()
