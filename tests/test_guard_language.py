@@ -146,10 +146,13 @@ def test_the_bank_speaks_english_only_so_a_spanish_question_gets_english_and_a_s
         "La cuenta Easy Saver paga actualmente un 3,10 % TAE variable en saldos de hasta 250.000 libras. "
         "Los intereses se calculan a diario y se pagan cada mes."
     )
-    released, steps, _ = run(BANK, spanish, GuardContext(question=question))
+    released, steps, _ = run(holding_language(BANK), spanish, GuardContext(question=question))
     found = violation(steps)
     assert found is not None and found.violation == "language"
     assert released == "", "hold.language: sentence: not one word of the wrong language reached a client"
+    # As shipped the bank holds whole sentences, and its first one is judged when it ends, before it goes out.
+    released, steps, _ = run(BANK, spanish, GuardContext(question=question))
+    assert violation(steps) is not None and released == ""
     assert found.replacement is None and fallback_text(BANK.fallbacks, "language") == BANK.fallbacks.off_brand
 
 
@@ -306,10 +309,10 @@ def test_a_cut_reply_in_the_wrong_language_is_replaced_not_trimmed() -> None:
 
 
 def test_an_aborted_attempt_releases_held_text_only_in_the_right_language() -> None:
-    guard = BrandGuard(BANK, GuardContext(question="Quiero saber el tipo de interés"))
+    guard = BrandGuard(holding_language(BANK), GuardContext(question="Quiero saber el tipo de interés"))
     assert guard.feed("La cuenta Easy Saver paga un tipo variable que se calcula cada día").release == ""
     assert guard.finish(ABORTED).release == ""
-    guard = BrandGuard(BANK, GuardContext(question="What does the Easy Saver pay?"))
+    guard = BrandGuard(holding_language(BANK), GuardContext(question="What does the Easy Saver pay?"))
     assert guard.feed("The Easy Saver pays a variable rate").release == ""
     assert guard.finish(ABORTED).release == "The Easy Saver pays a variable rate"
 
