@@ -19,7 +19,15 @@ from persona.loader import load_brands
 from reply.ending import fallback_text
 
 BRANDS = load_brands(Path(__file__).resolve().parent.parent / "brands")
-DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
+
+
+def without_facts(brand: Brand) -> Brand:
+    """Grounded facts off: these replies' figures and names are about their language, not their truth."""
+    facts = brand.guard.facts.model_copy(update={"check": False})
+    return brand.model_copy(update={"guard": brand.guard.model_copy(update={"facts": facts})})
+
+
+DEMO, BANK = without_facts(BRANDS["demo"]), without_facts(BRANDS["meridian"])
 
 # What a coffee roaster's bot says, in each language the detector knows: product names, figures and
 # English loan words ("pour-over", "Hearth blend") included, as real replies have them.
