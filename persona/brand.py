@@ -434,10 +434,10 @@ class Brand(_Strict):
     voice: Voice
     instructions: str = Field(default="", description="Anything else the model must know, in plain words.")
     languages: list[LanguageCode] = Field(
-        default_factory=lambda: list[LanguageCode](["en"]),
-        min_length=1,
+        default_factory=list,
         description="The languages the bot answers in, the default first: a reply must be in the user's "
-        "language when it is one of these, else in the first (guard.language).",
+        "language when it is one of these, else in the first (guard.language). Empty: in the user's language, "
+        "whichever it is.",
     )
     rules: Rules = Field(default_factory=Rules)
     banned_phrases: list[str] = Field(default_factory=list, description="Never said; the guard enforces them.")

@@ -217,7 +217,7 @@ class BrandGuard:
             return GuardStep(notes=(note,))
         self._stopped = True
         self._held = []
-        want = verdict.expected.primary or self.brand.languages[0]
+        want = verdict.expected.primary or next(iter(self.brand.languages), None)
         replacement = next((text for code, text in self.brand.fallbacks.language.items() if code == want), None)
         return GuardStep(violation="language", replacement=replacement, notes=(*self._take_notes(), note))
 

@@ -13,8 +13,8 @@ builds, so a thread would not keep the event loop free: the server calls :func:`
 **Expected language** (:func:`expected`): the user's message when it has ``user_min_words`` words and
 the detector is sure enough (``user_min_confidence``); else the earlier user turns together; else the
 client's locale hint (``GuardContext.locale``, e.g. ``es-MX``). When that language is one of the
-brand's ``languages`` the reply must be in it; another known language → the brand's first; nothing
-known ("ok", "hola") → any of the brand's languages.
+brand's ``languages`` (a brand that declares none speaks all) the reply must be in it; another known
+language → the brand's first; nothing known ("ok", "hola") → any of the brand's languages.
 
 **Judging a reply** (:class:`LanguageGate`): once the reply has ``min_words`` *language words*
 (:func:`language_words`: names and figures left out) and a sentence ended (or twice as many words),
@@ -148,10 +148,11 @@ def expected(brand: Brand, question: str, user_turns: Iterable[str] = (), locale
         user, source = detect(earlier, check.user_min_words, check.user_min_confidence), "turns"
     if user is None:
         user, source = locale_language(locale), "locale"
-    spoken = frozenset(brand.languages) | ({user} if user else set())
+    declared: frozenset[str] = frozenset(brand.languages) or frozenset(LANGUAGES)  # none: the user's, whichever
+    spoken = declared | ({user} if user else set())
     if user is None:
-        return Expected(frozenset(brand.languages), None, "none", _among(frozenset(brand.languages), spoken))
-    allowed = frozenset({user}) if user in brand.languages else frozenset({brand.languages[0]})
+        return Expected(declared, None, "none", _among(declared, spoken))
+    allowed = frozenset({user}) if user in declared else frozenset({brand.languages[0]})
     return Expected(allowed, user, source, _among(allowed, spoken))
 
 

@@ -237,6 +237,16 @@ def test_with_nothing_to_go_on_the_client_locale_decides() -> None:
     assert violation(steps) is None and released == REPLIES["fr"][0]
 
 
+def test_a_brand_that_declares_no_languages_answers_every_user_in_their_own() -> None:
+    anyone = DEMO.model_copy(update={"languages": []})
+    italian = GuardContext(question=QUESTIONS["it"])
+    released, steps, _ = run(anyone, REPLIES["it"][0], italian)
+    assert violation(steps) is None and released == REPLIES["it"][0]
+    found = violation(run(anyone, REPLIES["en"][0], italian)[1])
+    assert found is not None and found.violation == "language" and found.replacement is None  # off_brand
+    assert language.expected(anyone, "ok").allowed == frozenset(language.LANGUAGES)
+
+
 def test_with_nothing_known_any_of_the_brands_languages_passes() -> None:
     context = GuardContext(question="hola")
     assert language.expected(DEMO, "hola").allowed == frozenset(DEMO.languages)
