@@ -5,7 +5,8 @@ Layout (prefix ``bc:``)::
 
     bc:s:{stream_id}          Redis Stream; entry id "{seq}-0", fields t=type, d=json
     bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), o=producer, origin=JSON,
-                              cancel=1 when cancelled, end=1 and last=seq once terminal
+                              n=the log's last seq, cancel=1 when cancelled, end=1 and last=seq
+                              once terminal
     bc:s:{stream_id}:l        the producer's lease: its owner id, with a TTL of LEASE_TTL_S
     bc:live                   sorted set: open streams by lease deadline (ms, Redis clock)
     bc:ch:{stream_id}         pub/sub channel: live events, "owner" then one "seq type json" line each
@@ -19,8 +20,8 @@ can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``.
 
 **Producers and leases.** Every append is one Lua script that checks the meta hash's producer
 (``o``) first: an instance that lost the stream to another (it was paused past its lease) has its
-writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). Appends and a timer renew
-the lease; when it expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the
+writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). The first append sets the
+lease and a timer renews it (not every append: that cost a SET and a ZADD per event); when it expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the
 stream — the script rewrites ``o`` — and continue it from the last durable seq.
 
 **Durability first, local first.** An append resolves once Redis has it; only then do followers on
@@ -65,7 +66,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from streaming.contract import (
     AssistantTurn,
@@ -187,16 +188,28 @@ _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[
 # terminal_expire_s ('' while open), live payload, stream_id, then seq/type/data triples.
 # Returns {status, last durable seq}: ok | fenced (another producer) | gone (Redis lost the stream)
 # | behind (Redis lost the log's tail: resend from last + 1).
-_APPEND = (
-    _NOW_MS
-    + """
-local o = redis.call('HGET', KEYS[2], 'o')
+#
+# The last seq is kept in the meta hash (n), read with the producer in one HMGET and written in the
+# same script as the entries, so it always matches the log (an AOF or a replica replays scripts
+# whole); only a stream written before n existed, or whose log key is gone (evicted: then the
+# producer resends it from seq 1), is read with XREVRANGE. XADD with explicit
+# ids still refuses any id not above the log's last, whatever n says. The lease is set by the first
+# append (and by a takeover or a write-back); after that the renewal timer keeps it (every
+# LEASE_TTL_S / 3), not every append: the producer field o is what fences writes, the lease only
+# says when a sweeper may take the stream over.
+_APPEND = """
+local m = redis.call('HMGET', KEYS[2], 'o', 'n')
+local o = m[1]
 if not o then return {'gone', 0} end
 if o ~= ARGV[1] then return {'fenced', 0} end
-local last = 0
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+local last = tonumber(m[2])
+if not last or redis.call('EXISTS', KEYS[1]) == 0 then
+  last = 0
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+end
 if tonumber(ARGV[7]) > last + 1 then return {'behind', last} end
+local first = last == 0
 local wrote = 0
 for i = 7, #ARGV, 3 do
   local seq = tonumber(ARGV[i])
@@ -206,21 +219,24 @@ for i = 7, #ARGV, 3 do
     wrote = wrote + 1
   end
 end
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
+  redis.call('HSET', KEYS[2], 'n', last, 'end', '1', 'last', last)
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[4], ARGV[6])
-else
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[6])
+elseif wrote > 0 then
+  redis.call('HSET', KEYS[2], 'n', last)
+  if first then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+    redis.call('ZADD', KEYS[4], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[6])
+  end
 end
 if wrote > 0 then redis.call('PUBLISH', KEYS[5], ARGV[5]) end
 return {'ok', last}
 """
-)
 
 # Lease renewal between appends. KEYS: meta, lease, live. ARGV: owner, lease_ms, stream_id.
 _RENEW = (
@@ -278,6 +294,7 @@ for i = first, #ARGV, 3 do
   last = tonumber(ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], 'n', last)
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
   redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -304,7 +321,7 @@ local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
 local data = cjson.encode({type='error', stream_id=ARGV[1], seq=seq, code=ARGV[2], message=ARGV[3], retryable=true})
 redis.call('XADD', KEYS[1], seq .. '-0', 't', 'error', 'd', data)
-redis.call('HSET', KEYS[2], 'end', '1', 'last', seq)
+redis.call('HSET', KEYS[2], 'n', seq, 'end', '1', 'last', seq)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('DEL', KEYS[4])
@@ -354,7 +371,7 @@ class RedisBuffer:
         self._redis = aioredis.Redis(connection_pool=self._pool)
         # The reader blocks in get_message(timeout=READER_POLL_S): its socket timeout must be longer.
         self._pubsub = self._redis.pubsub()
-        self._append_script = self._redis.register_script(_APPEND)
+        self._append_script = self._redis.register_script(_APPEND)  # its sha; called in the writer's pipeline
         self._renew_script = self._redis.register_script(_RENEW)
         self._orphans_script = self._redis.register_script(_ORPHANS)
         self._take_over_script = self._redis.register_script(_TAKE_OVER)
@@ -519,21 +536,33 @@ class RedisBuffer:
                 terminal = (
                     str(produced.terminal_expire_s) if pending[-1].terminal and produced.terminal_expire_s else ""
                 )
-                await self._append_script(
-                    keys=[_skey(sid), _mkey(sid), _lkey(sid), LIVE_KEY, _channel(sid)],
-                    args=[
-                        self.owner,
-                        self._lease_ms,
-                        produced.ttl_s,
-                        terminal,
-                        _encode_live(self.owner, pending),
-                        sid,
-                        *_event_args(pending),
-                    ],
-                    client=pipe,
+                # EVALSHA itself, not the Script object: with one, redis-py sends SCRIPT EXISTS
+                # before every pipeline (a second round trip per write); NOSCRIPT is handled below.
+                pipe.evalsha(
+                    self._append_script.sha,
+                    5,
+                    _skey(sid),
+                    _mkey(sid),
+                    _lkey(sid),
+                    LIVE_KEY,
+                    _channel(sid),
+                    self.owner,
+                    self._lease_ms,
+                    produced.ttl_s,
+                    terminal,
+                    _encode_live(self.owner, pending),
+                    sid,
+                    *_event_args(pending),
                 )
             results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis restarted (or flushed its scripts): load the script and write everything again;
+            # appends that went through are skipped by seq.
+            await self._redis.script_load(_APPEND)
+            self._write_wake.set()
         for produced, pending, result in zip(appends, batches, results, strict=True):
+            if isinstance(result, NoScriptError):
+                continue
             if isinstance(result, (RedisError, OSError)):
                 raise result
             if isinstance(result, Exception):
