@@ -21,8 +21,9 @@ can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``.
 **Producers and leases.** Every append is one Lua script that checks the meta hash's producer
 (``o``) first: an instance that lost the stream to another (it was paused past its lease) has its
 writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). The first append sets the
-lease and a timer renews it (not every append: that cost a SET and a ZADD per event); when it expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the
-stream — the script rewrites ``o`` — and continue it from the last durable seq.
+lease and a timer renews it (not every append: that cost a SET and a ZADD per event); when it
+expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the stream — the script
+rewrites ``o`` — and continue it from the last durable seq.
 
 **Durability first, local first.** An append resolves once Redis has it; only then do followers on
 this instance get the events, straight from memory (the pub/sub echo of our own writes is
@@ -361,6 +362,7 @@ class RedisBuffer:
     def __init__(self, url: str, options: BufferOptions) -> None:
         self.url = url
         self.owner = f"p-{secrets.token_hex(6)}"  # this process as a producer (fencing token)
+        self._own_prefix = self.owner + "\n"  # how our own live messages begin (_encode_live)
         self._conversation_ttl_s = options.conversation_ttl_s
         self._resume_window_s = options.resume_window_s
         self._subscription_maxsize = options.subscription_maxsize
@@ -392,6 +394,7 @@ class RedisBuffer:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._redis.ping()
+        await self._redis.script_load(_APPEND)  # the writer calls it by sha (NOSCRIPT reloads it too)
         await self._pubsub.subscribe(CANCEL_CHANNEL)
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="redis-buffer-reader"),
@@ -873,14 +876,16 @@ class RedisBuffer:
                 self._handler_tasks.add(task)
                 task.add_done_callback(self._handler_tasks.discard)
             return
+        data = message["data"]
+        if data.startswith(self._own_prefix):
+            return  # our own appends reached local followers from memory already: not even decoded
         stream_id = channel[len(PREFIX) + 3 :]
         try:
-            owner, events = _decode_live(message["data"])
+            _, events = _decode_live(data)
         except ValueError:
             logger.error("malformed live message on {}", channel)
             return
-        if owner != self.owner:  # our own appends reached local followers from memory already
-            self._fanout.publish(stream_id, events)
+        self._fanout.publish(stream_id, events)
 
     # --- conversations ------------------------------------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
