@@ -245,7 +245,7 @@ async def test_appends_after_redis_forgot_its_scripts_are_written_once_each(redi
 
 async def test_a_log_without_its_last_seq_in_the_meta_hash_continues_after_its_last_entry(redis_url: str) -> None:
     """A stream written by an instance that did not keep the last seq in the meta hash (a rolling
-    deploy): the append reads the log's last entry instead."""
+    deploy): the append reads the log's last entry instead, also when the kept seq is behind it."""
     buf = make_buffer(redis_url, buffer_options())
     await buf.start()
     raw = aioredis.from_url(redis_url)
@@ -256,6 +256,9 @@ async def test_a_log_without_its_last_seq_in_the_meta_hash_continues_after_its_l
         await buf.append("s_1", [writer.delta("b")])
         assert await _logged_seqs(raw) == [1, 2, 3]
         assert await raw.hget("bc:s:s_1:m", "n") == b"3"
+        await raw.hset("bc:s:s_1:m", "n", "1")  # behind the log: another writer did not keep it
+        await buf.append("s_1", [writer.delta("c")])
+        assert await _logged_seqs(raw) == [1, 2, 3, 4]
     finally:
         await raw.aclose()
         await buf.close()
