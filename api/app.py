@@ -79,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(openai_router)
     app.include_router(responses_router)
-    app.add_api_websocket_route("/v1/ws", websocket_endpoint)
+    # A plain Starlette route: FastAPI's websocket route solves dependencies (this endpoint has
+    # none) and keeps two exit stacks per connection for it (docs/performance.md, "Idle memory").
+    app.router.add_websocket_route("/v1/ws", websocket_endpoint)
     if settings.static_dir.is_dir():
         app.mount("/static", static_app(settings.static_dir), name="static")  # gzip + Cache-Control
         index = settings.static_dir / "index.html"

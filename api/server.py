@@ -111,6 +111,10 @@ def build_server(app: FastAPI, settings: Settings, **config: Any) -> Server:
     """A server for ``app``; ``config`` are extra ``uvicorn.Config`` options (host, port, log_level…)."""
     options: dict[str, Any] = {
         "ws_max_size": settings.max_frame_bytes + WS_FRAME_SLACK_BYTES,
+        # permessage-deflate keeps a zlib compressor and decompressor per connection (about half of
+        # an idle WebSocket's memory) and compresses every frame; our frames are small JSON objects
+        # a few dozen bytes long, so it buys little (docs/performance.md, "Idle memory").
+        "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s) + UVICORN_SHUTDOWN_MARGIN_S,
         "lifespan": "on",
         # The client address is ours to find (api/limits.py, TRUSTED_PROXIES): uvicorn's own

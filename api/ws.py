@@ -2,20 +2,26 @@
 
 The protocol's rules (hello first, bad-frame budget, flood bucket, frame size, ownership) are in
 ``api/ws_state.py``, tested without sockets; this module only reads, writes and dispatches.
-One connection is one task group that races::
+One connection is one task group that races three tasks::
 
     ┌ receiver ──── client frames → WsProtocol → send / resume / cancel / ping (bad frames answered)
     ├ sender ────── outbox → socket; {"type":"ping"} after heartbeat_ms of silence; write deadline
-    ├ closer ────── waits for a reason to close (slow consumer, flood, too many bad frames)
-    ├ shutdown ──── the instance is going away → close 1012 (clients resume elsewhere)
-    ├ expiry ────── the token expires → an ``unauthorized`` error frame, close 4401 (the client
-    │               negotiates again and resumes)
-    └ revocation ── once per heartbeat: the conversation was revoked → ``unauthorized``, close 4401
+    └ watcher ───── waits for a reason to close: a close requested by the others (slow consumer,
+                    flood, too many bad frames), the instance going away (close 1012: clients resume
+                    elsewhere), the token expiring (an ``unauthorized`` error frame, close 4401: the
+                    client negotiates again and resumes), or, checked once per heartbeat, the
+                    conversation revoked (``unauthorized``, close 4401)
     + one forwarder task per stream the client follows: log → outbox
-    whichever of the six ends first cancels the rest, and the forwarders.
+    whichever of the three ends first cancels the rest, and the forwarders.
 
 The outbox is bounded (``OUTBOX_MAX_FRAMES``): when a forwarder cannot put an event in it, the
 client is not reading; it is closed with 1013 and resumes from its last ``seq``.
+
+An idle connection costs what it holds, so it holds little (docs/performance.md, "Idle memory"):
+one watcher for four reasons to close instead of a task each, an outbox whose queue exists only
+once a frame was queued, and no timer or task created per frame on the send path (the heartbeat
+wait and the write deadline are one re-armed timer each, the idle-timer trick of
+``streaming/fanout.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -51,13 +58,82 @@ from streaming.codes import Close, WireError, error_code
 from streaming.contract import StreamInfo
 from streaming.exceptions import StreamError
 from streaming.follow import AlreadyEnded
-from streaming.tasks import race
+from streaming.tasks import MovingDeadline, race
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
 
 # Longest close reason we copy from an error message (a close frame's reason is ≤ 123 bytes).
 CLOSE_REASON_CHARS = 120
+
+
+class Outbox:
+    """A connection's bounded queue of encoded frames, forwarders → sender (one consumer).
+
+    Overflow policy: :meth:`put_nowait` returns ``False`` when ``maxsize`` frames wait; the
+    connection is then closed as a slow consumer. Leaner than ``asyncio.Queue`` (three deques and an
+    event per queue, ~3 KB): the deque is created with the first frame, and :meth:`get` waits with
+    one future and one timer per outbox, armed lazily and pushed back when it fires early (as
+    :meth:`streaming.fanout.Subscription.get` does), so a busy connection creates no timer per frame."""
+
+    __slots__ = ("_deadline", "_frames", "_maxsize", "_timer", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._frames: deque[str] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames) if self._frames is not None else 0
+
+    def put_nowait(self, frame: str) -> bool:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        elif len(frames) >= self._maxsize:
+            return False
+        frames.append(frame)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    async def get(self, wait_s: float) -> str | None:
+        """The next frame, or ``None`` when none came for ``wait_s`` seconds. Cancelling is safe:
+        no frame is taken unless returned."""
+        if self._frames:
+            return self._frames.popleft()
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + wait_s
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_deadline)
+        waiter = self._waiter = loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        return self._frames.popleft() if self._frames else None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody is waiting: the next wait arms a new timer
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_result(None)
+        else:  # this wait began after the timer was armed: wait for its own deadline
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class WsConnection:
@@ -67,9 +143,11 @@ class WsConnection:
         self.address = address
         self.settings = runtime.settings
         self.protocol = WsProtocol(runtime.ws_options)
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=self.settings.outbox_max_frames)
+        self.outbox = Outbox(self.settings.outbox_max_frames)
         self.forwarders: dict[str, asyncio.Task[None]] = {}
         self.close_reason: asyncio.Future[CloseConnection] = asyncio.get_running_loop().create_future()
+        # The watcher's current wait, so that a close requested elsewhere ends it at once.
+        self._watch_deadline: asyncio.Timeout | None = None
         self.grant: Grant | None = None
         self.log = logger.bind(transport="websocket", instance=self.settings.instance_id)
 
@@ -94,9 +172,7 @@ class WsConnection:
             )
             welcome = Welcome(conversation_id=self.grant.conversation_id, heartbeat_ms=self.settings.heartbeat_ms)
             await self.ws.send_text(welcome.encode())
-            await race(
-                self._receiver(), self._sender(), self._closer(), self._shutdown(), self._expiry(), self._revocation()
-            )
+            await race(self._receiver(), self._sender(), self._watcher())
             if self.close_reason.done():
                 close = self.close_reason.result()
         except CloseConnection as exc:
@@ -104,6 +180,7 @@ class WsConnection:
         except WebSocketDisconnect:
             close = CloseConnection(Close.NORMAL, "client went away")
         finally:
+            self.outbox.close()
             for task in self.forwarders.values():
                 task.cancel()
             await asyncio.gather(*self.forwarders.values(), return_exceptions=True)
@@ -155,15 +232,16 @@ class WsConnection:
         return self.grant.conversation_id if self.grant else None
 
     def _enqueue(self, frame: str) -> None:
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
+        if not self.outbox.put_nowait(frame):
             self._request_close(CloseConnection(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq"))
-            raise CloseConnection(Close.SLOW_CONSUMER, "slow consumer") from None
+            raise CloseConnection(Close.SLOW_CONSUMER, "slow consumer")
 
     def _request_close(self, close: CloseConnection) -> None:
         if not self.close_reason.done():
             self.close_reason.set_result(close)
+            wait = self._watch_deadline
+            if wait is not None and not wait.expired():  # wake the watcher now: it ends the connection
+                wait.reschedule(asyncio.get_running_loop().time())
 
     async def _receiver(self) -> None:
         while True:
@@ -262,54 +340,67 @@ class WsConnection:
 
     async def _sender(self) -> None:
         heartbeat_s = self.rt.heartbeat_s
-        while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # races with the queue handing over an item, and this task would never end.
+        send_timeout_s = self.settings.send_timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            # One write deadline for the whole loop, moved before each write (a float store), not an
+            # asyncio.timeout per frame. While waiting for frames it stays beyond the wait plus the
+            # ping written after it, so it never fires then.
+            async with MovingDeadline() as deadline:
+                while True:
+                    deadline.move_to(loop.time() + heartbeat_s + send_timeout_s)
+                    frame = await self.outbox.get(heartbeat_s)
+                    deadline.move_to(loop.time() + send_timeout_s)
+                    try:
+                        await self.ws.send_text(PING if frame is None else frame)
+                    except (WebSocketDisconnect, RuntimeError, OSError):
+                        return
+        except TimeoutError:
+            self.log.warning("heartbeat/write timeout: the client stopped reading for {} s", send_timeout_s)
+            self._request_close(CloseConnection(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq"))
+
+    async def _watcher(self) -> None:
+        """Ends when the connection should close; the reason is in ``close_reason``.
+
+        One task for four reasons (a task each cost ~1.5 KB per idle connection): a close requested
+        by the receiver, the sender or a forwarder (:meth:`_request_close` wakes this wait), the
+        instance shutting down, the token expiring (a connection lives no longer than the token it
+        was opened with: the client negotiates again and resumes), and the conversation revoked,
+        looked up once per heartbeat per connection, never per event (api/revocations.py; the hello
+        was checked already)."""
+        assert self.grant is not None
+        loop = asyncio.get_running_loop()
+        expires_at = loop.time() + max(0.0, self.grant.expires_at - time.time())
+        next_check = loop.time() + self.rt.heartbeat_s
+        while not self.close_reason.done():
             try:
-                async with asyncio.timeout(heartbeat_s):
-                    frame = await self.outbox.get()
+                async with asyncio.timeout_at(min(expires_at, next_check)) as wait:
+                    self._watch_deadline = wait
+                    await self.rt.shutting_down.wait()
             except TimeoutError:
-                frame = PING
-            try:
-                async with asyncio.timeout(self.settings.send_timeout_s):
-                    await self.ws.send_text(frame)
-            except TimeoutError:
-                self.log.warning(
-                    "heartbeat/write timeout: the client stopped reading for {} s", self.settings.send_timeout_s
+                pass  # a deadline, or woken by _request_close
+            finally:
+                self._watch_deadline = None
+            if self.close_reason.done():
+                return
+            if self.rt.shutting_down.is_set():
+                self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server restarting: reconnect and resume"))
+                return
+            now = loop.time()
+            if now >= expires_at:
+                expired = RequestErrorFrame(code="unauthorized", message="the token has expired; negotiate again")
+                self._request_close(
+                    CloseConnection(Close.UNAUTHORIZED, "token expired: negotiate again", final_frame=expired.encode())
                 )
-                self._request_close(CloseConnection(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq"))
                 return
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                return
-
-    async def _closer(self) -> None:
-        # shield: cancelling this task must not cancel the future that records why we close.
-        await asyncio.shield(self.close_reason)
-
-    async def _shutdown(self) -> None:
-        await self.rt.shutting_down.wait()
-        self._request_close(CloseConnection(Close.SHUTTING_DOWN, "server restarting: reconnect and resume"))
-
-    async def _expiry(self) -> None:
-        # A connection lives no longer than the token it was opened with (it cannot be refreshed in
-        # place): the client negotiates again (with its old token) and resumes.
-        assert self.grant is not None
-        await asyncio.sleep(max(0.0, self.grant.expires_at - time.time()))
-        expired = RequestErrorFrame(code="unauthorized", message="the token has expired; negotiate again")
-        self._request_close(
-            CloseConnection(Close.UNAUTHORIZED, "token expired: negotiate again", final_frame=expired.encode())
-        )
-
-    async def _revocation(self) -> None:
-        # One lookup per heartbeat per connection, never per event (api/revocations.py).
-        assert self.grant is not None
-        # The hello was checked: look again after each heartbeat.
-        revoked_yet = False
-        while not revoked_yet:
-            await asyncio.sleep(self.rt.heartbeat_s)
-            revoked_yet = await self.rt.revocations.is_revoked(self.grant.brand, self.grant.conversation_id)
-        revoked = RequestErrorFrame(code="unauthorized", message=REVOKED_MESSAGE)
-        self._request_close(CloseConnection(Close.UNAUTHORIZED, "conversation revoked", final_frame=revoked.encode()))
+            if now >= next_check:
+                if await self.rt.revocations.is_revoked(self.grant.brand, self.grant.conversation_id):
+                    revoked = RequestErrorFrame(code="unauthorized", message=REVOKED_MESSAGE)
+                    self._request_close(
+                        CloseConnection(Close.UNAUTHORIZED, "conversation revoked", final_frame=revoked.encode())
+                    )
+                    return
+                next_check = loop.time() + self.rt.heartbeat_s
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 import openai
+import redis.asyncio as aioredis
 import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket
@@ -409,6 +410,29 @@ async def idle_sse(
 # --- the run ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Row:
+    name: str
+    result: Result
+    cpu_s: float  # the server's, plus redis-server's on Redis
+    redis_cpu_s: float | None = None  # redis-server's alone
+    redis_commands: dict[str, tuple[int, int]] | None = None  # command -> (calls, usec), INFO commandstats
+
+
+async def redis_stats(url: str, *, reset: bool = False) -> dict[str, tuple[int, int]]:
+    """redis-server's own count of calls and time per command (``INFO commandstats``): a figure the
+    load on the machine does not blur much. ``reset`` zeroes it first."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        if reset:
+            await client.config_resetstat()
+            return {}
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in info.items()}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
@@ -419,7 +443,7 @@ async def main(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit[1], limit[1]))
     server_cpus, load_cpus = cpu_split()
     os.sched_setaffinity(0, load_cpus)
-    rows: list[tuple[str, Result, float]] = []
+    rows: list[Row] = []
     idle: dict[str, float] = {}
     async with TimedFake() as fake:
         rid = iter(range(1, 10**9))
@@ -427,14 +451,17 @@ async def main(args: argparse.Namespace) -> None:
         def enqueue(n: int) -> None:
             fake.enqueue(*(Reply(text=reply_text(next(rid), args.words), delay_s=WORD_DELAY_S) for _ in range(n)))
 
-        async def measure(name: str, client: Client, port: int, pids: list[int]) -> None:
+        async def measure(name: str, client: Client, port: int, pids: list[int], redis_url: str | None = None) -> None:
             if args.only not in name:
                 return
             enqueue(args.clients * args.replies)
-            cpu0 = sum(cpu_seconds(p) for p in pids)
+            if redis_url is not None:
+                await redis_stats(redis_url, reset=True)
+            cpu0 = [cpu_seconds(p) for p in pids]
             result = await load(fake, client, port, args.clients, args.replies, args.words)
-            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-            rows.append((name, result, cpu))
+            cpus = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+            stats = await redis_stats(redis_url) if redis_url is not None else None
+            rows.append(Row(name, result, sum(cpus), cpus[1] if len(cpus) > 1 else None, stats))
             print(f"  {name}: {result.words} words, {result.failures} failures {result.errors[:2]}", flush=True)
 
         port = free_port()
@@ -482,9 +509,10 @@ async def main(args: argparse.Namespace) -> None:
                     }
                     server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
                     pids = [server.pid] + ([redis.proc.pid] if buffer == "redis" else [])
+                    stats_url = redis.url if buffer == "redis" else None
                     try:
-                        await measure(f"{buffer}, guard {guard}, WebSocket", server_ws, port, pids)
-                        await measure(f"{buffer}, guard {guard}, SSE", server_sse, port, pids)
+                        await measure(f"{buffer}, guard {guard}, WebSocket", server_ws, port, pids, stats_url)
+                        await measure(f"{buffer}, guard {guard}, SSE", server_sse, port, pids, stats_url)
                     finally:
                         stop(server)
         finally:
@@ -517,7 +545,7 @@ def machine() -> str:
 
 def report(
     args: argparse.Namespace,
-    rows: list[tuple[str, Result, float]],
+    rows: list[Row],
     idle: dict[str, float],
     server: set[int],
     load: set[int],
@@ -533,13 +561,34 @@ def report(
         "| system | words | failures | lateness p50 ms | lateness p99 ms | first word p50 ms | server CPU µs/word |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r, cpu in rows:
-        per_word = cpu / r.words * 1e6 if r.words else float("nan")
+    for row in rows:
+        r = row.result
+        per_word = row.cpu_s / r.words * 1e6 if r.words else float("nan")
         first = statistics.median(r.first) * 1000 if r.first else float("nan")
         lines.append(
-            f"| {name} | {r.words} | {r.failures} | {pct(r.lateness, 0.5):.1f} | {pct(r.lateness, 0.99):.1f} "
+            f"| {row.name} | {r.words} | {r.failures} | {pct(r.lateness, 0.5):.1f} | {pct(r.lateness, 0.99):.1f} "
             f"| {first:.1f} | {per_word:.0f} |"
         )
+    redis_rows = [row for row in rows if row.redis_commands is not None and row.result.words]
+    if redis_rows:
+        lines += [
+            "",
+            "Redis rows, per delivered word: redis-server's CPU (process time) and its own command accounting",
+            "(`INFO commandstats`: calls and µs inside commands; scripts count their inner commands too).",
+            "",
+            "| system | redis-server CPU µs/word | commands µs/word | calls/word | top (calls/word x µs/call) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in redis_rows:
+            assert row.redis_commands is not None
+            words = row.result.words
+            cmds = {k: v for k, v in row.redis_commands.items() if k not in ("config|resetstat", "info")}
+            calls = sum(c for c, _ in cmds.values())
+            usec = sum(u for _, u in cmds.values())
+            top = sorted(cmds.items(), key=lambda kv: -kv[1][1])[:5]
+            tops = ", ".join(f"{k} {c / words:.2f} x {u / max(c, 1):.1f}" for k, (c, u) in top)
+            redis_cpu = (row.redis_cpu_s or 0.0) / words * 1e6
+            lines.append(f"| {row.name} | {redis_cpu:.0f} | {usec / words:.1f} | {calls / words:.2f} | {tops} |")
     if idle:
         lines += [
             "",

@@ -5,7 +5,8 @@ Layout (prefix ``bc:``)::
 
     bc:s:{stream_id}          Redis Stream; entry id "{seq}-0", fields t=type, d=json
     bc:s:{stream_id}:m        hash: c=conversation_id, at=created (epoch s), o=producer, origin=JSON,
-                              cancel=1 when cancelled, end=1 and last=seq once terminal
+                              n=the log's last seq, cancel=1 when cancelled, end=1 and last=seq
+                              once terminal
     bc:s:{stream_id}:l        the producer's lease: its owner id, with a TTL of LEASE_TTL_S
     bc:live                   sorted set: open streams by lease deadline (ms, Redis clock)
     bc:ch:{stream_id}         pub/sub channel: live events, "owner" then one "seq type json" line each
@@ -19,9 +20,10 @@ can never interleave, and "events after N" is a plain ``XRANGE (N+1)-0 +``.
 
 **Producers and leases.** Every append is one Lua script that checks the meta hash's producer
 (``o``) first: an instance that lost the stream to another (it was paused past its lease) has its
-writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). Appends and a timer renew
-the lease; when it expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the
-stream — the script rewrites ``o`` — and continue it from the last durable seq.
+writes refused atomically (:class:`~streaming.exceptions.LeaseLost`). The first append sets the
+lease and a timer renews it (not every append: that cost a SET and a ZADD per event); when it
+expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the stream — the script
+rewrites ``o`` — and continue it from the last durable seq.
 
 **Durability first, local first.** An append resolves once Redis has it; only then do followers on
 this instance get the events, straight from memory (the pub/sub echo of our own writes is
@@ -65,7 +67,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from streaming.contract import (
     AssistantTurn,
@@ -183,44 +185,79 @@ def _event_args(events: Sequence[StoredEvent]) -> list[str | int]:
 # Redis's own clock in ms, so lease deadlines mean the same on every instance.
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
-# Fenced append. KEYS: stream, meta, lease, live, channel. ARGV: owner, lease_ms, stream_ttl_s,
-# terminal_expire_s ('' while open), live payload, stream_id, then seq/type/data triples.
-# Returns {status, last durable seq}: ok | fenced (another producer) | gone (Redis lost the stream)
-# | behind (Redis lost the log's tail: resend from last + 1).
-_APPEND = (
-    _NOW_MS
-    + """
-local o = redis.call('HGET', KEYS[2], 'o')
-if not o then return {'gone', 0} end
-if o ~= ARGV[1] then return {'fenced', 0} end
-local last = 0
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
-if tonumber(ARGV[7]) > last + 1 then return {'behind', last} end
-local wrote = 0
-for i = 7, #ARGV, 3 do
-  local seq = tonumber(ARGV[i])
-  if seq > last then
-    redis.call('XADD', KEYS[1], seq .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2])
-    last = seq
-    wrote = wrote + 1
+# Fenced append of the pending events of several streams, in one call. KEYS, five per stream:
+# stream, meta, lease, live, channel. ARGV: owner, lease_ms, then per stream: stream_ttl_s,
+# terminal_expire_s ('' while open), live payload, stream_id, event count, then that many
+# seq/type/data triples. Returns one {status, last durable seq} per stream: ok | fenced (another
+# producer) | gone (Redis lost the stream) | behind (Redis lost the log's tail: resend from last + 1).
+#
+# One call for every stream the writer has pending, not one per stream: each script call costs
+# Redis a few µs and redis-py tens of µs to pack and parse. The last seq is kept in the meta hash
+# (n), read with the producer in one HMGET and written in the same script as the entries, so it
+# always matches the log (an AOF or a replica replays a script whole); only a stream written before
+# n existed, or whose log key is gone (evicted: the producer then resends it from seq 1), is read
+# with XREVRANGE. XADD with explicit ids still refuses any id not above the log's last, whatever n
+# says. The lease is set by the first append (and by a takeover or a write-back); after that the
+# renewal timer keeps it (every LEASE_TTL_S / 3), not every append: the producer field o is what
+# fences writes, the lease only says when a sweeper may take the stream over.
+_APPEND = """
+local function append(k, a, count)
+  local m = redis.call('HMGET', KEYS[k + 2], 'o', 'n')
+  local o = m[1]
+  if not o then return {'gone', 0} end
+  if o ~= ARGV[1] then return {'fenced', 0} end
+  local last = tonumber(m[2])
+  if not last or redis.call('EXISTS', KEYS[k + 1]) == 0 then
+    last = 0
+    local top = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)
+    if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
   end
+  if tonumber(ARGV[a + 5]) > last + 1 then return {'behind', last} end
+  local first = last == 0
+  local wrote = 0
+  for i = a + 5, a + 2 + 3 * count, 3 do
+    local seq = tonumber(ARGV[i])
+    if seq > last then
+      local added = redis.pcall('XADD', KEYS[k + 1], seq .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2])
+      if type(added) == 'table' and added.err then
+        -- n was behind the log (a writer that does not keep it wrote since): trust the log
+        if wrote > 0 then redis.call('PUBLISH', KEYS[k + 5], ARGV[a + 2]) end
+        local top = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)
+        local at = tonumber(string.match(top[1][1], '^(%d+)'))
+        redis.call('HSET', KEYS[k + 2], 'n', at)
+        return {'behind', at}
+      end
+      last = seq
+      wrote = wrote + 1
+    end
+  end
+  if ARGV[a + 1] ~= '' then
+    redis.call('HSET', KEYS[k + 2], 'n', last, 'end', '1', 'last', last)
+    redis.call('EXPIRE', KEYS[k + 1], ARGV[a + 1])
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 1])
+    redis.call('DEL', KEYS[k + 3])
+    redis.call('ZREM', KEYS[k + 4], ARGV[a + 3])
+  elseif wrote > 0 then
+    redis.call('HSET', KEYS[k + 2], 'n', last)
+    if first then
+      redis.call('EXPIRE', KEYS[k + 1], ARGV[a])
+      local t = redis.call('TIME')
+      redis.call('SET', KEYS[k + 3], ARGV[1], 'PX', ARGV[2])
+      redis.call('ZADD', KEYS[k + 4], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[a + 3])
+    end
+  end
+  if wrote > 0 then redis.call('PUBLISH', KEYS[k + 5], ARGV[a + 2]) end
+  return {'ok', last}
 end
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[4], ARGV[6])
-else
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[6])
+local out = {}
+local a = 3
+for k = 0, #KEYS - 1, 5 do
+  local count = tonumber(ARGV[a + 4])
+  out[#out + 1] = append(k, a, count)
+  a = a + 5 + 3 * count
 end
-if wrote > 0 then redis.call('PUBLISH', KEYS[5], ARGV[5]) end
-return {'ok', last}
+return out
 """
-)
 
 # Lease renewal between appends. KEYS: meta, lease, live. ARGV: owner, lease_ms, stream_id.
 _RENEW = (
@@ -253,6 +290,7 @@ if not redis.call('HGET', KEYS[1], 'origin') then
   return nil
 end
 redis.call('HSET', KEYS[1], 'o', ARGV[1])
+redis.call('HDEL', KEYS[1], 'n')  -- the new producer's first append reads the log's last entry
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[3])
 return redis.call('HGETALL', KEYS[1])
@@ -278,6 +316,7 @@ for i = first, #ARGV, 3 do
   last = tonumber(ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], 'n', last)
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[2], 'end', '1', 'last', last)
   redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -304,7 +343,7 @@ local seq = 1
 if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
 local data = cjson.encode({type='error', stream_id=ARGV[1], seq=seq, code=ARGV[2], message=ARGV[3], retryable=true})
 redis.call('XADD', KEYS[1], seq .. '-0', 't', 'error', 'd', data)
-redis.call('HSET', KEYS[2], 'end', '1', 'last', seq)
+redis.call('HSET', KEYS[2], 'n', seq, 'end', '1', 'last', seq)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('DEL', KEYS[4])
@@ -344,6 +383,7 @@ class RedisBuffer:
     def __init__(self, url: str, options: BufferOptions) -> None:
         self.url = url
         self.owner = f"p-{secrets.token_hex(6)}"  # this process as a producer (fencing token)
+        self._own_prefix = self.owner + "\n"  # how our own live messages begin (_encode_live)
         self._conversation_ttl_s = options.conversation_ttl_s
         self._resume_window_s = options.resume_window_s
         self._subscription_maxsize = options.subscription_maxsize
@@ -354,7 +394,7 @@ class RedisBuffer:
         self._redis = aioredis.Redis(connection_pool=self._pool)
         # The reader blocks in get_message(timeout=READER_POLL_S): its socket timeout must be longer.
         self._pubsub = self._redis.pubsub()
-        self._append_script = self._redis.register_script(_APPEND)
+        self._append_script = self._redis.register_script(_APPEND)  # its sha; called in the writer's pipeline
         self._renew_script = self._redis.register_script(_RENEW)
         self._orphans_script = self._redis.register_script(_ORPHANS)
         self._take_over_script = self._redis.register_script(_TAKE_OVER)
@@ -375,6 +415,7 @@ class RedisBuffer:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._redis.ping()
+        await self._redis.script_load(_APPEND)  # the writer calls it by sha (NOSCRIPT reloads it too)
         await self._pubsub.subscribe(CANCEL_CHANNEL)
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="redis-buffer-reader"),
@@ -503,7 +544,7 @@ class RedisBuffer:
             backoff = BACKOFF_MIN_S
 
     async def _write(self, work: list[_Produced]) -> None:
-        """One pipeline for every stream with events Redis does not have yet; handle each answer."""
+        """One script call for every stream with events Redis does not have yet; handle each answer."""
         restores = [p for p in work if p.needs_restore and p.origin is not None]
         for produced in restores:
             await self._restore(produced)
@@ -511,34 +552,26 @@ class RedisBuffer:
         if not appends:
             return
         batches: list[list[StoredEvent]] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for produced in appends:
-                pending = produced.undurable()
-                batches.append(pending)
-                sid = produced.stream_id
-                terminal = (
-                    str(produced.terminal_expire_s) if pending[-1].terminal and produced.terminal_expire_s else ""
-                )
-                await self._append_script(
-                    keys=[_skey(sid), _mkey(sid), _lkey(sid), LIVE_KEY, _channel(sid)],
-                    args=[
-                        self.owner,
-                        self._lease_ms,
-                        produced.ttl_s,
-                        terminal,
-                        _encode_live(self.owner, pending),
-                        sid,
-                        *_event_args(pending),
-                    ],
-                    client=pipe,
-                )
-            results = await pipe.execute(raise_on_error=False)
+        keys: list[str] = []
+        args: list[str | int] = [self.owner, self._lease_ms]
+        for produced in appends:
+            pending = produced.undurable()
+            batches.append(pending)
+            sid = produced.stream_id
+            terminal = str(produced.terminal_expire_s) if pending[-1].terminal and produced.terminal_expire_s else ""
+            keys += [_skey(sid), _mkey(sid), _lkey(sid), LIVE_KEY, _channel(sid)]
+            args += [produced.ttl_s, terminal, _encode_live(self.owner, pending), sid, len(pending)]
+            args += _event_args(pending)
+        try:
+            # EVALSHA itself, not the Script object, which costs a SCRIPT EXISTS round trip first
+            # whenever it runs in a pipeline.
+            results = await self._redis.evalsha(self._append_script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or flushed its scripts: load it and write again (by seq: nothing twice).
+            await self._redis.script_load(_APPEND)
+            self._write_wake.set()
+            return
         for produced, pending, result in zip(appends, batches, results, strict=True):
-            if isinstance(result, (RedisError, OSError)):
-                raise result
-            if isinstance(result, Exception):
-                _fail_waiters(produced, result)
-                continue
             status, last = str(result[0]), int(result[1])
             if status == "ok":
                 self._made_durable(produced, last, pending)
@@ -844,14 +877,16 @@ class RedisBuffer:
                 self._handler_tasks.add(task)
                 task.add_done_callback(self._handler_tasks.discard)
             return
+        data = message["data"]
+        if data.startswith(self._own_prefix):
+            return  # our own appends reached local followers from memory already: not even decoded
         stream_id = channel[len(PREFIX) + 3 :]
         try:
-            owner, events = _decode_live(message["data"])
+            _, events = _decode_live(data)
         except ValueError:
             logger.error("malformed live message on {}", channel)
             return
-        if owner != self.owner:  # our own appends reached local followers from memory already
-            self._fanout.publish(stream_id, events)
+        self._fanout.publish(stream_id, events)
 
     # --- conversations ------------------------------------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:

@@ -213,6 +213,94 @@ async def test_a_redis_that_lost_a_live_stream_gets_it_back_whole_from_its_produ
         await buf.close()
 
 
+async def _started(buf: StreamBuffer, stream_id: str = "s_1") -> StreamWriter:
+    await buf.create_stream(stream_id, "c_1", 60)
+    writer = StreamWriter(stream_id, max_events=5_000, max_chars=40_000)
+    origin = StreamOrigin("c_1", "m_1", (UserTurn("hi", "m_1"), AssistantTurn(stream_id)), job="{}")
+    await buf.start_production(stream_id, origin, [writer.start("c_1", "m_1")])
+    return writer
+
+
+async def _logged_seqs(raw: aioredis.Redis, stream_id: str = "s_1") -> list[int]:
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await raw.xrange(f"bc:s:{stream_id}")  # type: ignore[assignment]
+    return [int(eid.split(b"-")[0]) for eid, _ in entries]
+
+
+async def test_appends_after_redis_forgot_its_scripts_are_written_once_each(redis_url: str) -> None:
+    """The writer calls the append script by its sha; a Redis that lost its script cache (restart,
+    SCRIPT FLUSH) answers NOSCRIPT, and the events are written after the script is loaded again."""
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        writer = await _started(buf)
+        await buf.append("s_1", [writer.delta("a")])
+        await raw.script_flush()
+        await buf.append("s_1", [writer.delta("b"), writer.delta("c")])
+        assert await _logged_seqs(raw) == [1, 2, 3, 4]
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
+async def test_a_log_without_its_last_seq_in_the_meta_hash_continues_after_its_last_entry(redis_url: str) -> None:
+    """A stream written by an instance that did not keep the last seq in the meta hash (a rolling
+    deploy): the append reads the log's last entry instead, also when the kept seq is behind it."""
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        writer = await _started(buf)
+        await buf.append("s_1", [writer.delta("a")])
+        await raw.hdel("bc:s:s_1:m", "n")
+        await buf.append("s_1", [writer.delta("b")])
+        assert await _logged_seqs(raw) == [1, 2, 3]
+        assert await raw.hget("bc:s:s_1:m", "n") == b"3"
+        await raw.hset("bc:s:s_1:m", "n", "1")  # behind the log: another writer did not keep it
+        await buf.append("s_1", [writer.delta("c")])
+        assert await _logged_seqs(raw) == [1, 2, 3, 4]
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
+async def test_a_log_redis_lost_while_its_meta_hash_remained_is_written_again_from_its_first_event(
+    redis_url: str,
+) -> None:
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        writer = await _started(buf)
+        await buf.append("s_1", [writer.delta("a")])
+        await raw.delete("bc:s:s_1")  # e.g. evicted under memory pressure
+        await buf.append("s_1", [writer.delta("b")])
+        assert await _logged_seqs(raw) == [1, 2, 3]
+        assert await raw.ttl("bc:s:s_1") > 0
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
+async def test_a_started_stream_holds_a_lease_and_is_listed_live_until_its_terminal_event(redis_url: str) -> None:
+    """The first append takes the lease (so a sweeper can find the stream if this instance dies);
+    the terminal event gives it up."""
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        writer = await _started(buf)
+        await buf.append("s_1", [writer.delta("a"), writer.delta("b")])
+        assert await raw.get("bc:s:s_1:l") == buf.owner.encode()  # type: ignore[attr-defined]
+        assert await raw.zscore("bc:live", "s_1") is not None
+        await buf.append("s_1", [writer.done("stop")], expire_after_s=60)
+        assert await raw.exists("bc:s:s_1:l") == 0
+        assert await raw.zscore("bc:live", "s_1") is None
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
 async def test_a_reader_of_a_stream_redis_lost_with_no_producer_is_told_it_expired(redis_url: str) -> None:
     buf = make_buffer(redis_url, buffer_options())
     await buf.start()
