@@ -27,6 +27,7 @@ Events (fields):
 ``upstream_retry``     stream_id, brand, code, wait_s
 ``guard_fallback``     stream_id, brand, rule
 ``off_topic``          stream_id, brand, score, threshold, terms, action (end-of-reply relevance check)
+``language``           stream_id, brand, expected, user, source, detected, confidence, action (wrong language)
 ``guard_review``       stream_id, brand, reviewer, call, outcome (ok|violation|timeout|error|garbage), seconds
 ``stream_ended``       stream_id, brand, terminal (done|error), outcome, seconds
 =====================  ================================================================

@@ -24,7 +24,7 @@ from api.revocations import Revocations
 from api.settings import Settings
 from api.ws_state import WsOptions
 from llm.base import ChatProvider
-from persona import semantic
+from persona import language, semantic
 from persona.brand import Brand
 from persona.demo import compose_reply
 from persona.guard import brand_guard, pass_through
@@ -127,6 +127,10 @@ class Runtime:
         settings.check_secrets()
         # Brand dev keys (api.dev_key) are published: they open the compatible endpoint in dev mode only.
         brands = load_brands(settings.brands_dir, dev_keys=settings.dev_mode)
+        if any(brand.guard.language.action != "off" for brand in brands.values()):
+            # The language detector, once per process and before serving: it takes seconds and holds the
+            # GIL while it loads, which would stall every stream in the first judged reply.
+            language.warm_up()
         buffer = make_buffer(
             settings.buffer_url,
             BufferOptions(

@@ -22,6 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
+# The languages the guard can tell apart (persona/language.py restricts its detector to these: load
+# time and memory grow with each one). ISO 639-1 codes.
+LanguageCode = Literal["en", "es", "fr", "de", "it", "pt", "nl"]
+# The industries of the shipped gazetteer of well-known companies (persona/data/companies.yaml).
+Industry = Literal["coffee", "banking", "fintech", "retail"]
+# The families of generic assistant filler (persona/filler.py).
+FillerFamily = Literal[
+    "ai_disclaimer", "no_feelings", "hope_it_helps", "invite_more", "praise_question", "reassurance",
+    "happy_to_help", "worth_noting", "in_conclusion", "cliche",
+]  # fmt: skip
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -144,6 +155,11 @@ class Fallbacks(_Strict):
     truncated: str | None = Field(
         default=None, description="When a reply cut by the length limit has no whole sentence."
     )
+    language: dict[LanguageCode, str] = Field(
+        default_factory=dict,
+        description="When the reply was in another language than the user's: the fallback in the language "
+        "the reply should have been in (by code); a language without one gets off_brand.",
+    )
     unsure: str | None = Field(
         default=None,
         description="When the guard withholds a fact the reply was not given (guard.facts): say plainly that "
@@ -214,6 +230,94 @@ class HoldPolicy(_Strict):
         description="With off_topic.action: fallback. retract: replace the reply after it ends; reply: hold "
         "the whole reply until it is judged (nothing streams).",
     )
+    language: Literal["retract", "sentence"] = Field(
+        default="retract",
+        description="With language.action: fallback. retract: text streams while its language is judged (after "
+        "the first sentence) and a wrong-language reply is withdrawn; sentence: nothing is released until "
+        "the reply's language is known (the first sentence or so is held).",
+    )
+
+
+class LanguageCheck(_Strict):
+    """The reply's language must be the user's when the brand speaks it, else the brand's first."""
+
+    action: Literal["fallback", "log", "off"] = Field(
+        default="fallback",
+        description="A reply in a language other than the expected one. fallback: replace it (the language "
+        "fallback, else off_brand); log: note it only; off: no check.",
+    )
+    min_words: int = Field(
+        default=8,
+        ge=3,
+        le=60,
+        description="The reply is judged once it has this many words and a sentence ended (or twice as many "
+        "words); a shorter reply is judged at its end only when it has at least this many words.",
+    )
+    max_words: int = Field(
+        default=48,
+        ge=8,
+        le=400,
+        description="A reply whose language is still uncertain after this many words is given the benefit of "
+        "the doubt (it passes).",
+    )
+    min_confidence: float = Field(
+        default=0.9,
+        gt=0.5,
+        le=1,
+        description="How sure the detector must be that the reply is not in an expected language (1 minus the "
+        "expected languages' combined confidence) to call it wrong.",
+    )
+    user_min_words: int = Field(
+        default=3,
+        ge=1,
+        le=30,
+        description="The user's message is used for its language from this many words on; shorter ones "
+        '("ok", "hola") fall back to the earlier user turns, then the client\'s locale.',
+    )
+    user_min_confidence: float = Field(
+        default=0.4,
+        ge=0.2,
+        le=1,
+        description="The detector's confidence in the user's language needed to use it (0.4: on the labelled "
+        "set's 306 questions of three words or more, none wrong and 87 % known).",
+    )
+
+
+class CompetitorSettings(_Strict):
+    """Who counts as a competitor beyond ``guard.competitors``."""
+
+    industries: list[Industry] = Field(
+        default_factory=list,
+        description="Industries whose well-known companies (the shipped gazetteer persona/data/companies.yaml, "
+        "with aliases) are competitors too. The brand's own name never is.",
+    )
+    allowed: list[str] = Field(
+        default_factory=list,
+        description="Partners and platforms the bot may name although the gazetteer lists them (as written, "
+        "e.g. PayPal for a bank that supports it). Card networks and wallets (Visa, Apple Pay) are not in "
+        "the gazetteer.",
+    )
+
+
+class FillerSettings(_Strict):
+    """Generic assistant filler, as families of patterns (persona/filler.py)."""
+
+    off: list[FillerFamily] = Field(default_factory=list, description="Built-in families this brand does not block.")
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="The brand's own filler patterns (regular expressions, case-insensitive; keep each within "
+        "a sentence); a match is replaced by the off_brand fallback.",
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {pattern!r}: {exc}") from None
+        return value
 
 
 FactKind = Literal["money", "percent", "quantity", "time", "date", "phone", "email", "url", "name"]
@@ -296,8 +400,13 @@ class GuardSettings(_Strict):
     )
     hold: HoldPolicy = Field(default_factory=HoldPolicy)
     competitors: list[str] = Field(default_factory=list, description="Names the bot never mentions.")
-    builtin_filler: bool = Field(default=True, description="Also block the built-in generic filler phrases.")
+    competition: CompetitorSettings = Field(default_factory=CompetitorSettings)
+    builtin_filler: bool = Field(
+        default=True, description="Also block the built-in generic filler (the families of filler.off excepted)."
+    )
+    filler: FillerSettings = Field(default_factory=FillerSettings)
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
+    language: LanguageCheck = Field(default_factory=LanguageCheck)
     facts: FactCheck = Field(default_factory=FactCheck)
     semantic: SemanticCheck = Field(default_factory=SemanticCheck)
     review: ReviewCheck = Field(default_factory=ReviewCheck)
@@ -324,6 +433,12 @@ class Brand(_Strict):
     persona_name: str
     voice: Voice
     instructions: str = Field(default="", description="Anything else the model must know, in plain words.")
+    languages: list[LanguageCode] = Field(
+        default_factory=list,
+        description="The languages the bot answers in, the default first: a reply must be in the user's "
+        "language when it is one of these, else in the first (guard.language). Empty: in the user's language, "
+        "whichever it is.",
+    )
     rules: Rules = Field(default_factory=Rules)
     banned_phrases: list[str] = Field(default_factory=list, description="Never said; the guard enforces them.")
     allowed_topics: list[str] = Field(default_factory=list)

@@ -7,9 +7,16 @@ Rules (``rule`` names appear in ``retract.reason``, logs, the ``guard_fallback``
 rule              what fires it                                               fallback
 ================  ==========================================================  =============
 ``banned_phrase`` a phrase from the brand's ``banned_phrases``                off_brand
-``filler``        generic filler ("As an AI language model", "I hope this      off_brand
-                  helps", …) unless ``guard.builtin_filler: false``
-``competitor``    a name from ``guard.competitors`` (whole words, as cased)   off_brand
+``filler``        generic filler, as families of patterns ("As an AI …",      off_brand
+                  "I hope this/that helps", "feel free to …": persona.filler)
+                  unless switched off (``guard.filler.off``,
+                  ``guard.builtin_filler: false``), and ``guard.filler.patterns``
+``competitor``    a name from ``guard.competitors`` or, with                  off_brand
+                  ``guard.competition.industries``, the shipped gazetteer
+                  (persona.companies; whole words, as cased)
+``language``      a reply in another language than the user's (or the         language
+                  brand's first): persona.language, judged by the guard       (else
+                  after the first sentence, not by these checks               off_brand)
 ``dont``          a don't-rule's ``pattern``                                  off_brand
 ``emoji``         any emoji when ``emoji.policy: none``                       off_brand
 ``refusal``       a canned model refusal ("I'm sorry, but I can't help …")    off_topic
@@ -19,11 +26,11 @@ rule              what fires it                                               fa
                   with the brand's knowledge, examples or canned replies)
 ================  ==========================================================  =============
 
-Phrases (banned, filler, competitors, the canary) match case-insensitively (competitors as
+Phrases (banned, competitors, the canary) match case-insensitively (competitors as
 written), with any run of whitespace between words, on word boundaries. For the streaming guard they
 are also compiled into two tries (:class:`PhraseScanner`) walked one normalised character at a time,
 so the guard knows which suffix of the text is still the beginning of a phrase; don't-patterns,
-refusals and the emoji policy are one regular expression of the ``regex`` package, whose partial
+refusals, filler and the emoji policy are one regular expression of the ``regex`` package, whose partial
 matching tells the same for patterns; recited instructions are ``LEAK_N``-grams, whose prefixes are
 kept too (``leak_prefixes``). See :mod:`persona.guard` for how that decides what is held back.
 
@@ -50,25 +57,9 @@ from typing import Any, TypeAlias
 import regex
 
 from persona.brand import Brand, DontRule
+from persona.companies import competitor_names
+from persona.filler import BUILTIN_FILLER, filler_patterns
 from persona.text import STOP, content_terms, count_sentences, term_set, words
-
-BUILTIN_FILLER = (
-    "as an AI language model",
-    "as a large language model",
-    "as an AI assistant",
-    "as an AI, I",
-    "I'm just an AI",
-    "I am just an AI",
-    "I hope this helps",
-    "I hope that helps",
-    "great question",
-    "in today's fast-paced world",
-    "it's important to note that",
-    "it is important to note that",
-    "I don't have personal opinions",
-    "I do not have personal opinions",
-    "feel free to reach out",
-)
 
 REFUSALS = (
     r"(?:i'm|i am) sorry,?\s+(?:but\s+)?i\s+(?:can't|cannot|can not|won't|am unable to|am not able to)\s+"
@@ -319,33 +310,36 @@ class CompiledRules:
         return None
 
 
-_CACHE: dict[tuple[int, str, str], CompiledRules] = {}
+# The brand object is kept with its rules: an id() is reused once its object is gone, and a copy of
+# a brand with other settings (model_copy, same id and version) must not get a dead copy's rules.
+_CACHE: dict[tuple[int, str, str], tuple[Brand, CompiledRules]] = {}
 
 
 def compile_rules(brand: Brand) -> CompiledRules:
     """Compiled checks for ``brand``, cached per brand object and version."""
     key = (id(brand), brand.id, brand.version)
     cached = _CACHE.get(key)
-    if cached is None:
+    if cached is None or cached[0] is not brand:
         if len(_CACHE) > 256:
             _CACHE.clear()
-        cached = _CACHE[key] = _compile(brand)
-    return cached
+        cached = _CACHE[key] = (brand, _compile(brand))
+    return cached[1]
 
 
 def _compile(brand: Brand) -> CompiledRules:
     literals = [_Literal("prompt_leak", canary(brand), cased=False)]
     phrases = [normalise(p).strip() for p in brand.banned_phrases]
     literals += [_Literal("banned_phrase", p, cased=False) for p in phrases if p]
-    if brand.guard.builtin_filler:
-        literals += [_Literal("filler", normalise(p), cased=False) for p in BUILTIN_FILLER]
-    # Case-sensitive: a competitor is a proper noun ("Chase"), the word may be a verb ("chase").
-    names_ = [normalise(n, lower=False).strip() for n in brand.guard.competitors]
-    literals += [_Literal("competitor", n, cased=True) for n in names_ if n]
+    # Case-sensitive: a competitor is a proper noun ("Chase"), the word may be a verb ("chase"). The
+    # brand's own list, then the gazetteer's companies of its industries (persona.companies).
+    names_ = [normalise(n, lower=False).strip() for n in competitor_names(brand)]
+    literals += [_Literal("competitor", n, cased=True) for n in dict.fromkeys(names_) if n]
     alternatives: list[tuple[str, str]] = [("dont", dont_pattern(d)) for d in brand.rules.dont if d.pattern]
     if brand.emoji.policy == "none":
         alternatives.append(("emoji", EMOJI))
     alternatives += [("refusal", r) for r in REFUSALS]
+    # Generic filler as families of patterns (persona.filler), after the brand's own don'ts.
+    alternatives += [("filler", rx) for rx in filler_patterns(brand)]
     names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
     negatable = frozenset(f"r{i}" for i, d in enumerate(d for d in brand.rules.dont if d.pattern) if d.unless_negated)
     # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
@@ -409,6 +403,7 @@ def public_texts(brand: Brand) -> list[str]:
         brand.fallbacks.off_brand,
         brand.fallbacks.error or "",
         brand.fallbacks.truncated or "",
+        *brand.fallbacks.language.values(),
         brand.offline.intro,
         *brand.offline.openers,
         *brand.allowed_topics,
@@ -526,6 +521,7 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
         value = getattr(brand.fallbacks, key)
         if value:
             canned.append((["fallbacks", key], value))
+    canned += [(["fallbacks", "language", code], text) for code, text in brand.fallbacks.language.items()]
     canned += [(["offline", "openers", i], t) for i, t in enumerate(brand.offline.openers)]
     canned += [(["examples", i, "assistant"], e.assistant) for i, e in enumerate(brand.examples)]
     canned += [(["knowledge", i, "text"], s.text) for i, s in enumerate(brand.knowledge)]
@@ -553,4 +549,13 @@ def self_check(brand: Brand) -> Iterator[tuple[str, list[str | int], str]]:
             )
 
 
-__all__ = ["STOP", "Finding", "check_text", "compile_rules", "coverage", "off_topic", "policy_findings"]
+__all__ = [
+    "BUILTIN_FILLER",
+    "STOP",
+    "Finding",
+    "check_text",
+    "compile_rules",
+    "coverage",
+    "off_topic",
+    "policy_findings",
+]

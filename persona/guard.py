@@ -36,6 +36,12 @@ reply until the off-topic check (``off_topic: reply``). At the end of a reply:
   context) → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
   ``guard.off_topic.action: fallback`` also replaced.
 
+The reply's language (:mod:`persona.language`) is judged once its first sentence or so is there
+(and at the end for a short reply): a reply in another language than the user's (or the brand's
+first) is replaced with ``violation="language"`` and the brand's fallback in the expected language
+(``GuardStep.replacement``, else ``off_brand``), retracting what streamed; ``guard.hold.language:
+sentence`` holds everything until it is judged.
+
 When an attempt ends early (upstream error, cancel, deadline) the job calls
 ``finish(ABORTED)``: held text is released once the end-of-text checks pass (a phrase that only
 the end completes, "… Starbucks", is not), so the client keeps the text so far as without a guard.
@@ -45,6 +51,7 @@ the end completes, "… Starbucks", is not), so the client keeps the text so far
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +60,7 @@ from typing import Any, Protocol
 from persona.brand import Brand
 from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
 from persona.facts import FactScanner, grounding
+from persona.language import LanguageGate, Verdict
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -83,10 +91,14 @@ class GuardStep:
 class GuardContext:
     """What a guard may know about the request: the question and the text it was given
     (retrieved facts, recent turns), for the end-of-reply relevance check and as grounding for the
-    facts a reply may state (with the brand's whole knowledge: :mod:`persona.facts`)."""
+    facts a reply may state (with the brand's whole knowledge: :mod:`persona.facts`); the earlier
+    user turns (oldest first) and the client's locale hint (``es-MX``), for the language check when
+    the question is too short to tell."""
 
     question: str = ""
     context: tuple[str, ...] = field(default_factory=tuple)
+    user_turns: tuple[str, ...] = field(default_factory=tuple)
+    locale: str | None = None
 
 
 class ReplyGuard(Protocol):
@@ -160,6 +172,14 @@ class BrandGuard:
         if facts.check:
             ground = grounding(brand, (self.context.question, *self.context.context))
             self._facts = FactScanner(ground, facts.kinds, hold=facts.action == "fallback")
+        # The reply's language, judged after its first sentence or so (persona.language).
+        check = brand.guard.language
+        self._language = (
+            LanguageGate(brand, self.context.question, self.context.user_turns, self.context.locale)
+            if check.action != "off"
+            else None
+        )
+        self._hold_language = self._language is not None and check.action == "fallback" and hold.language == "sentence"
 
     # --- streaming ----------------------------------------------------------------------------------
     def feed(self, text: str) -> GuardStep:
@@ -174,9 +194,39 @@ class BrandGuard:
         finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text) or self._fact(text, at)
         if finding is not None:
             return self._violate(finding)
+        if self._language is not None and self._language.pending:
+            verdict = self._language.step(text, self._text)
+            if verdict is not None:
+                wrong = self._wrong_language(verdict)
+                if wrong.violation is not None:
+                    return wrong
+                self._fact_notes.extend(wrong.notes)  # action: log — reported with this step
         if self._fact_notes:
             return GuardStep(release=self._release(self._cut()), notes=self._take_notes())
         return GuardStep(release=self._release(self._cut()))
+
+    def _text(self) -> str:
+        return "".join(self._released) + "".join(self._held)
+
+    def _wrong_language(self, verdict: Verdict) -> GuardStep:
+        """A reply judged to be in the wrong language: replaced (the fallback in the language it should
+        have been in, else ``off_brand``), or only noted with ``language.action: log``."""
+        action = self.brand.guard.language.action
+        note = GuardNote("language", verdict.fields(action))
+        if action != "fallback":
+            return GuardStep(notes=(note,))
+        self._stopped = True
+        self._held = []
+        want = verdict.expected.primary or next(iter(self.brand.languages), None)
+        replacement = next((text for code, text in self.brand.fallbacks.language.items() if code == want), None)
+        return GuardStep(violation="language", replacement=replacement, notes=(*self._take_notes(), note))
+
+    def _language_end(self, text: str) -> GuardStep | None:
+        """The end-of-text language check: a step to return (a violation or a note), or None."""
+        if self._language is None:
+            return None
+        verdict = self._language.finish(text)
+        return self._wrong_language(verdict) if verdict is not None else None
 
     def _over_length(self, text: str, at: int, over: int) -> GuardStep:
         """The reply ran past the length policy at raw offset ``over``: nothing from there on is
@@ -211,7 +261,11 @@ class BrandGuard:
         kept = full[:end].rstrip()
         if not kept:
             return GuardStep(violation="truncated")
+        language = self._language_end(kept)
+        if language is not None and language.violation is not None:
+            return language
         notes, replace = self._judge(kept)
+        notes = (*(language.notes if language is not None else ()), *notes)
         if replace:
             return GuardStep(violation="off_topic", notes=notes)
         if not full[len(kept) : self._out].strip():  # only whitespace past the kept text is out
@@ -228,20 +282,30 @@ class BrandGuard:
             if self._end_findings() is not None:
                 self._stopped = True
                 return GuardStep()
+            # Held text is released only in the right language (a brand that holds for it).
+            language = self._language_end(self._text()) if self._hold_language else None
+            if language is not None and language.violation is not None:
+                self._stopped = True
+                return GuardStep(notes=language.notes)
             return GuardStep(release=self._release(self._fed), notes=self._take_notes())
         finding = self._end_findings()
         if finding is not None:
             return self._violate(finding)
-        full = "".join(self._released) + "".join(self._held)
+        full = self._text()
         if not full.strip():
             return self._violate(Finding("empty", "the model sent no text"))
+        language = self._language_end(full)
+        if language is not None and language.violation is not None:
+            return language
+        early = language.notes if language is not None else ()
         if finish_reason == "length":
-            return self._trim(full)
+            trimmed = self._trim(full)
+            return dataclasses.replace(trimmed, notes=(*early, *trimmed.notes)) if early else trimmed
         notes, replace = self._judge(full)
         if replace:
             self._stopped = True
-            return GuardStep(violation="off_topic", notes=notes)
-        return GuardStep(release=self._release(self._fed), notes=notes)
+            return GuardStep(violation="off_topic", notes=(*early, *notes))
+        return GuardStep(release=self._release(self._fed), notes=(*early, *notes))
 
     def _judge(self, full: str) -> tuple[tuple[GuardNote, ...], bool]:
         """The end-of-reply topicality check: its notes, and whether the reply is to be replaced."""
@@ -388,7 +452,7 @@ class BrandGuard:
     # --- release ------------------------------------------------------------------------------------
     def _cut(self) -> int:
         """The raw offset up to which text may go out now."""
-        if self.whole_reply:
+        if self.whole_reply or (self._hold_language and self._language is not None and self._language.pending):
             return self._out
         cut = self._fed
         for start in (

@@ -191,7 +191,11 @@ class GenerationManager:
         )
         # What the guard's end-of-reply relevance check may count as on-topic besides the brand's words.
         recent = [str(m.get("content") or "") for m in prompt.history_messages[-GUARD_RECENT_TURNS:]]
-        guard_context = GuardContext(question=text, context=(*(s.text for s in prompt.knowledge), *recent))
+        # The earlier user turns tell the language check what the user writes in when this message is short.
+        user_turns = tuple(str(m.get("content") or "") for m in prompt.history_messages if m.get("role") == "user")
+        guard_context = GuardContext(
+            question=text, context=(*(s.text for s in prompt.knowledge), *recent), user_turns=user_turns[-3:]
+        )
         # The user turn keeps its token count: later prompts read it instead of tokenising it again.
         user_turn = UserTurn(text=text, client_message_id=client_message_id, tokens=prompt.user_tokens)
         turns = (user_turn, AssistantTurn(stream_id=stream_id))
@@ -257,7 +261,12 @@ class GenerationManager:
             model=record.get("model"),
             temperature=record.get("temperature"),
         )
-        guard_context = GuardContext(question=str(record["question"]), context=tuple(record["context"]))
+        guard_context = GuardContext(
+            question=str(record["question"]),
+            context=tuple(record["context"]),
+            user_turns=tuple(record.get("user_turns", ())),
+            locale=record.get("locale"),
+        )
         elapsed = max(0.0, time.time() - orphan.created_at)
         reply = ReplyContext(sid, brand, time.monotonic() - elapsed, guard_context)
         remaining = self.options.deadlines.total_s - elapsed
@@ -503,6 +512,8 @@ def _job_record(request: ReplyRequest, guard: GuardContext, created_at: float) -
             "temperature": request.temperature,
             "question": guard.question,
             "context": list(guard.context),
+            "user_turns": list(guard.user_turns),
+            "locale": guard.locale,
             "created_at": created_at,
         },
         separators=(",", ":"),

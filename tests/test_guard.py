@@ -25,6 +25,7 @@ from persona.checks import (
     off_topic,
     policy_findings,
 )
+from persona.filler import FAMILIES
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import BrandFileError, load_brands, parse_brand
 from persona.text import WORD, count_sentences, split_sentences, words
@@ -329,7 +330,12 @@ def test_a_brand_that_holds_the_reply_for_the_off_topic_check_releases_nothing_b
 # phrases and patterns are drawn from small pools so that texts hit them often, in part and whole.
 WORDS = ["no", "worries", "valued", "customer", "hey", "there", "risk", "free", "as", "an", "AI", "ORDER", "NOW",
          "Chase", "chase", "Monzo", "tell", "me", "your", "PIN", "guarantee", "guaranteed", "we", "roast", "beans",
-         "coffee", "ship", "the", "brand", "I", "can't", "help", "sorry", "I'm", "a", "fast", "never", "not"]  # fmt: skip
+         "coffee", "ship", "the", "brand", "I", "can't", "help", "sorry", "I'm", "a", "fast", "never", "not",
+         # issue 12: gazetteer names (and their beginnings) and the words of filler families
+         "Costa", "Coffee", "Wells", "Fargo", "Dunkin'", "Tim", "Hortons", "La", "Colombe", "Bank", "America", "N26",
+         "hope", "this", "helps", "that", "feel", "free", "to", "reach", "out", "great", "question", "let", "know",
+         "if", "you", "have", "any", "other", "questions", "it's", "worth", "noting", "in", "conclusion", "being",
+         "happy", "I'd", "be", "don't", "personal", "opinions", "just", "bot"]  # fmt: skip
 SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ". ", "! ", "\u2019s ", " \t "]
 PATTERNS = [
     r"\bno\s+way\b",
@@ -357,7 +363,18 @@ def rule_sets(draw: st.DrawFn) -> Brand:
         for d, (p, negated) in zip(DEMO.rules.dont * 4, donts, strict=False)
     ]
     rules = DEMO.rules.model_copy(update={"dont": dont})
-    guard = DEMO.guard.model_copy(update={"competitors": competitors, "builtin_filler": draw(st.booleans())})
+    industries = draw(st.lists(st.sampled_from(["coffee", "banking", "fintech"]), max_size=2, unique=True))
+    filler_off = draw(st.lists(st.sampled_from(sorted(FAMILIES)), max_size=3, unique=True))
+    guard = DEMO.guard.model_copy(
+        update={
+            "competitors": competitors,
+            "builtin_filler": draw(st.booleans()),
+            "competition": DEMO.guard.competition.model_copy(update={"industries": industries}),
+            "filler": DEMO.guard.filler.model_copy(update={"off": filler_off}),
+            # The language check judges whole sentences, not prefixes: off for word salad.
+            "language": DEMO.guard.language.model_copy(update={"action": "off"}),
+        }
+    )
     emoji = DEMO.emoji.model_copy(update={"policy": draw(st.sampled_from(["none", "sparingly"]))})
     return DEMO.model_copy(
         update={"banned_phrases": banned, "guard": guard, "rules": rules, "emoji": emoji, "length": UNLIMITED}
@@ -394,9 +411,8 @@ def occurrences(brand: Brand, text: str) -> list[int]:
     for literal in rules.literals:
         hay = norm if literal.cased else norm.lower()
         needle = literal.needle
-        for i in range(len(hay)):
-            if not hay.startswith(needle, i):
-                continue
+        i = -1  # each occurrence in turn (hundreds of gazetteer names since issue 12)
+        while (i := hay.find(needle, i + 1)) >= 0:
             j = i + len(needle)
             before = i > 0 and (hay[i - 1].isalnum() or hay[i - 1] == "_")
             after = j < len(hay) and (hay[j].isalnum() or hay[j] == "_")
@@ -418,6 +434,8 @@ def occurrences(brand: Brand, text: str) -> list[int]:
     return found
 
 
+# Hundreds of gazetteer names in the brute-force oracle since issue 12: ~35 s here, more on a busy CI.
+@pytest.mark.timeout(240)
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
 def test_no_prefix_of_any_violation_is_ever_released_for_random_rules_texts_and_chunkings(
@@ -455,6 +473,8 @@ def could_still_match(brand: Brand, fed: str, start: int) -> bool:
     return bool(ws and (tuple(ws) in rules.leak_prefixes or tuple(ws) in rules.leak_partials))
 
 
+# Hundreds of gazetteer names in the brute-force oracle since issue 12: ~35 s here, more on a busy CI.
+@pytest.mark.timeout(240)
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
 def test_text_is_held_only_while_a_rule_could_still_match_through_it(
@@ -695,7 +715,7 @@ def test_a_reply_quoting_a_fact_the_instructions_repeat_is_not_a_leak_but_reciti
 ) -> None:
     brand = repeating_a_fact(brand_id)  # before: refused at load (its own fact "broke" prompt_leak)
     fact = brand.knowledge[0].text
-    quoted = f"Good question about {brand.knowledge[0].topic}. {fact}"
+    quoted = f"About {brand.knowledge[0].topic}: {fact}"  # ("Good question" is filler since issue 12)
     released, steps = stream(brand, chunks(quoted, list(range(0, len(quoted), 5))), question=brand.knowledge[0].topic)
     assert violation(steps) is None and released == quoted
     assert not check_text(brand, quoted), "the eval agrees"
