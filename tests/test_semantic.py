@@ -62,6 +62,13 @@ OFF_DOMAIN = [
     "The French Revolution began in 1789 with the storming of the Bastille.",
     "Python lists are mutable while tuples are not.",
 ]
+# Off the brand's domain with nothing the streaming checks hold (no names, figures or dates: the grounded
+# facts check would replace OFF_DOMAIN before the semantic check judged it).
+OFF_DOMAIN_PLAIN = [
+    "Football is a game where players kick a ball into a goal.",
+    "The crowd sings loudly when their team scores.",
+    "Many people watch the matches on television with friends.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +161,7 @@ async def test_a_reply_that_paraphrases_the_instructions_is_retracted(server: Ru
 
 async def test_an_off_domain_reply_is_retracted_at_its_end(server: RunningServer, fake: FakeOpenAI) -> None:
     # The demo brand only logs lexical off-topic replies; the semantic check replaces this one.
-    events = await turn(server, fake, "demo", " ".join(OFF_DOMAIN))
+    events = await turn(server, fake, "demo", " ".join(OFF_DOMAIN_PLAIN))
     fallback = server.runtime.brands["demo"].fallbacks.off_topic
     assert [e["type"] for e in events[-2:]] == ["retract", "done"]
     assert events[-2]["reason"] == "semantic_off_topic"
