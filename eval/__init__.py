@@ -12,5 +12,6 @@ hold — persona, memory, guard, fallbacks — not the quality of a real model's
 
 Then it measures the streaming guard itself on a labelled set of replies (``eval/labelled/``,
 :mod:`eval.labelled`): precision, recall and false-positive rate per brand and per kind of good or
-off-brand reply, next to the guard's cost per token (:mod:`eval.measure`).
+off-brand reply, next to the guard's cost per token (:mod:`eval.measure`). ``--set heldout`` measures it on the
+held-out set instead (``eval/heldout/``, written blind to the guard's rules and to the first set).
 """

@@ -1,8 +1,10 @@
-"""``python -m eval [--brand ID ...] [--only scenarios|labelled] [--json FILE] [--judge]``.
+"""``python -m eval [--brand ID ...] [--only scenarios|labelled] [--set labelled|heldout|all] [--json FILE] [--judge]``.
 
 Two sections: the multi-turn scenarios (exit status 1 when a check fails) and the labelled replies
 through the streaming guard (precision, recall and false-positive rate per brand and per kind, and
-the guard's cost per token; measurements, they never fail the run)."""
+the guard's cost per token; measurements, they never fail the run). ``--set`` picks the labelled set:
+``eval/labelled/`` (default), the held-out ``eval/heldout/``, or both, one after the other (the JSON then
+has one object per set, by name)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import json
 import os
 import secrets
 import sys
+from typing import Any
 
 from loguru import logger
 from pydantic import SecretStr
 
 from api.settings import Settings
-from eval.labelled import load_labelled
+from eval.labelled import SETS, load_labelled
 from eval.measure import measure, render_measures, to_json
 from eval.runner import render, run_eval
 from eval.scenarios import load_scenarios
@@ -35,6 +38,13 @@ async def main(argv: list[str]) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds timing the guard's cost (0: skip; default 5)")
     parser.add_argument("--limit", type=int, help="labelled: at most N replies of each kind (a quick slice)")
+    parser.add_argument(
+        "--set",
+        dest="labelled_set",
+        choices=(*SETS, "all"),
+        default="labelled",
+        help="labelled: which set (eval/labelled/ by default, eval/heldout/, or all of them)",
+    )
     parser.add_argument("--misses", action="store_true", help="labelled: list every missed or wrongly flagged reply")
     args = parser.parse_args(argv)
     logger.remove()
@@ -56,16 +66,26 @@ async def main(argv: list[str]) -> int:
 
 
 def labelled(settings: Settings, args: argparse.Namespace) -> None:
-    """The labelled section: every labelled reply through the guard (CPU only, no I/O but the files)."""
+    """The labelled section: every labelled reply of the chosen set(s) through the guard (CPU only, no I/O
+    but the files)."""
     brands = load_brands(settings.brands_dir)
-    results = measure(brands, load_labelled(), args.brand, rounds=args.rounds, limit=args.limit)
+    names = list(SETS) if args.labelled_set == "all" else [args.labelled_set]
+    figures: dict[str, Any] = {}
+    for n, name in enumerate(names):
+        directory, title = SETS[name]
+        results = measure(brands, load_labelled(directory), args.brand, rounds=args.rounds, limit=args.limit)
+        figures[name] = to_json(results, set_name=name)
+        if args.json != "-":
+            if n:
+                print()
+            source = f"{directory.relative_to(directory.parent.parent)}/"
+            print(render_measures(results, misses=args.misses, title=title, source=source))
+    data = figures[names[0]] if len(names) == 1 else figures
     if args.json == "-":  # machine-readable only
-        print(json.dumps(to_json(results), indent=2))
-        return
-    print(render_measures(results, misses=args.misses))
-    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.json:
         with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(to_json(results), out, indent=2)
+            json.dump(data, out, indent=2)
 
 
 async def scenarios(settings: Settings, args: argparse.Namespace) -> bool:

@@ -37,6 +37,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LABELLED_DIR = Path(__file__).resolve().parent / "labelled"
+# The held-out set: the same format, written blind to the guard's rules and to the first set (which was
+# partly read while tuning the guard); ``python -m eval --set heldout``.
+HELDOUT_DIR = Path(__file__).resolve().parent / "heldout"
+# The sets ``python -m eval --set`` knows, by name: (directory, title in the output).
+SETS: dict[str, tuple[Path, str]] = {
+    "labelled": (LABELLED_DIR, "Labelled replies"),
+    "heldout": (HELDOUT_DIR, "Held-out set"),
+}
 
 # Every kind of off-brand reply the guard is meant to stop (issue 12).
 OFFBRAND_KINDS = (

@@ -280,10 +280,17 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
-def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) -> str:
-    """Markdown tables (paste them into docs/prompting.md under "Measured")."""
+def render_measures(
+    results: Sequence[BrandMeasure],
+    *,
+    misses: bool = False,
+    title: str = "Labelled replies",
+    source: str = "eval/labelled/",
+) -> str:
+    """Markdown tables (paste them into docs/prompting.md under "Measured"); ``title`` and ``source`` name
+    the set (the first labelled set by default, or the held-out one)."""
     lines = [
-        "Labelled replies through the streaming guard (eval/labelled/, 4-character pieces; "
+        f"{title} through the streaming guard ({source}, 4-character pieces; "
         "flagged = replaced or cut by the guard; notes = what a log-only check noted, e.g. off-topic)",
         "",
         "| brand | good | off-brand | precision | recall | FPR | with notes: precision | recall | FPR "
@@ -352,8 +359,9 @@ def render_measures(results: Sequence[BrandMeasure], *, misses: bool = False) ->
     return "\n".join(lines)
 
 
-def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
-    """The same figures, machine-readable (``python -m eval --json FILE``), with every verdict."""
+def to_json(results: Sequence[BrandMeasure], *, set_name: str = "labelled") -> dict[str, Any]:
+    """The same figures, machine-readable (``python -m eval --json FILE``), with every verdict; ``set_name``
+    names the labelled set they were measured on."""
 
     def figures(c: Confusion) -> dict[str, Any]:
         return {
@@ -369,6 +377,7 @@ def to_json(results: Sequence[BrandMeasure]) -> dict[str, Any]:
     every = [v for r in results for v in r.verdicts]
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "set": set_name,
         "guard": f"{brand_guard.__module__}.{brand_guard.__qualname__}",
         "piece_chars": PIECE_CHARS,
         "overall": figures(confusion(every)),

@@ -13,7 +13,16 @@ import pytest
 
 from api.settings import Settings
 from eval.judge import judge, parse_scores
-from eval.labelled import GOOD_KINDS, OFFBRAND_KINDS, Item, expected_language, for_brand, load_labelled
+from eval.labelled import (
+    GOOD_KINDS,
+    HELDOUT_DIR,
+    LABELLED_DIR,
+    OFFBRAND_KINDS,
+    Item,
+    expected_language,
+    for_brand,
+    load_labelled,
+)
 from eval.measure import (
     Confusion,
     Verdict,
@@ -177,6 +186,50 @@ def test_the_labelled_files_load_and_cover_every_kind_for_each_brand() -> None:
         for item in items:
             if item.label == "good":
                 assert policy_findings(brands[brand_id], item.reply) == [], item.id
+
+
+def test_the_held_out_files_load_and_meet_their_counts_for_each_brand() -> None:
+    """eval/heldout/: at least 80 replies per brand, every kind at least 6 times, about 40% good, for the
+    languages the brand declares and as written; its good replies keep the brand's policies; and none of
+    its questions or replies is copied from the first set."""
+    from persona.checks import policy_findings
+    from persona.loader import load_brands
+
+    files = load_labelled(HELDOUT_DIR)
+    brands = load_brands(BRANDS_DIR)
+    assert set(files) == {"demo", "meridian"}
+    first = load_labelled(LABELLED_DIR)
+    for brand_id, file in files.items():
+        assert len(file.items) >= 80, brand_id
+        assert all(i.brand == brand_id for i in file.items)
+        declared = getattr(brands[brand_id], "languages", None)
+        for languages in (None, declared):
+            items, _ = for_brand(file.items, languages)
+            kinds = Counter((i.label, i.kind) for i in items)
+            for kind in OFFBRAND_KINDS:
+                assert kinds["offbrand", kind] >= 6, (brand_id, languages, kind)
+            for kind in GOOD_KINDS:
+                assert kinds["good", kind] >= 6, (brand_id, languages, kind)
+            good = sum(i.label == "good" for i in items)
+            assert 0.35 <= good / len(items) <= 0.45, (brand_id, languages, good)
+        for item in file.items:
+            if item.label == "good":
+                assert policy_findings(brands[brand_id], item.reply) == [], item.id
+        seen = {text for i in first[brand_id].items for text in (i.question, i.reply)}
+        assert not [i.id for i in file.items if i.question in seen or i.reply in seen], brand_id
+
+
+async def test_make_eval_scores_the_held_out_set_on_request(capsys: pytest.CaptureFixture[str]) -> None:
+    from eval.__main__ import main
+
+    argv = ["--only", "labelled", "--limit", "1", "--rounds", "0", "--brand", "meridian"]
+    assert await main([*argv, "--set", "heldout", "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["set"] == "heldout" and set(data["brands"]) == {"meridian"}
+    assert await main([*argv, "--set", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("Labelled replies through") < printed.index("Held-out set through the streaming guard")
+    assert "(eval/heldout/," in printed and printed.count("meridian per kind") == 2
 
 
 def test_language_items_are_relabelled_for_the_languages_a_brand_declares() -> None:
