@@ -458,6 +458,9 @@ def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(
 
 _TOKEN = re.compile(r"\S+|\s+")
 _DIGIT_OR_AT = re.compile(r"[\d@]")
+# Inside a word, what still makes it a possible fact: an email's "@", a figure after a hyphen ("mid-2025").
+# A figure glued after letters ("word0", "X1", "mp3") is not one: such tokens do not hold the reply.
+_INNER_TRIGGER = re.compile(r"@|-\d")
 _SIMPLE = re.compile(r"(\s*)[a-z]+")
 _SPACE = re.compile(r"\s")
 _WEB = re.compile(r"https?:|www\.", re.IGNORECASE)
@@ -599,7 +602,7 @@ class FactScanner:
     def _is_trigger(self, word: str, low: str) -> bool:
         if not word:
             return False
-        if word[0] in _TRIGGER_CHARS or _DIGIT_OR_AT.search(word):
+        if word[0] in _TRIGGER_CHARS or _INNER_TRIGGER.search(word):
             return True
         if word[0].isupper():
             return (self.names and low not in STOP_CAPS) or (self.calendar and low in _CALENDAR)
@@ -611,7 +614,7 @@ class FactScanner:
         word = partial.lstrip(_LEAD)
         if not word:
             return bool(partial)  # "(" or a quote: wait for the next character
-        if word[0] in _TRIGGER_CHARS or _DIGIT_OR_AT.search(word):
+        if word[0] in _TRIGGER_CHARS or _INNER_TRIGGER.search(word):
             return True
         low = word.lower()
         if word[0].isupper():

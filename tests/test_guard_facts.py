@@ -485,3 +485,19 @@ def test_a_reply_with_no_spaces_at_all_keeps_the_scanner_bounded() -> None:
         scanner.feed(piece, at)
         at += len(piece)
         assert len(scanner._tail) <= 2 * MAX_REGION
+
+
+def test_figures_glued_after_letters_hold_nothing() -> None:
+    """"word0 word1 …" (and "mp3", "X1") are tokens, not facts: each goes out with the next space, never
+    a run held to the region's cap. A figure after a hyphen ("mid-2025") and an email's "@" still hold."""
+    text = " ".join(f"word{i}" for i in range(40))
+    guard = BrandGuard(DEMO, GuardContext(question="How long does shipping take?"))
+    released = ""
+    for piece in words(text):
+        released += guard.feed(piece).release
+    assert released == text + " ", "every word went out by the next one"
+    scanner = FactScanner(grounding(DEMO, ()), ["date", "email"])
+    for word, holds in [("mp3 ", False), ("X1 ", False), ("mid-2025", True), ("hello@", True)]:
+        scanner.feed(" " + word, 0)
+        assert (scanner.held_from() is not None) is holds, word
+        scanner.finish(len(word) + 1)
