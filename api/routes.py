@@ -186,6 +186,7 @@ async def post_message(
         brand=runtime.brand(grant.brand),
         client_message_id=body.client_message_id,
         text=body.text,
+        locale=grant.locale,
     )
     log = logger.bind(conversation_id=conversation_id, stream_id=submission.stream_id, transport="sse")
     if grant.user_id is not None:

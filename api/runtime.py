@@ -260,10 +260,12 @@ class Runtime:
         text: str,
         history: list[dict[str, Any]] | None = None,
         ephemeral: bool = False,
+        locale: str | None = None,
     ) -> Submission:
         """A send, within the limits (``api/limits.py``): raises ``ConversationBusy``, ``RateLimited``,
         ``PayloadTooLarge`` (the conversation is too long) or what ``GenerationManager.submit`` raises.
-        ``ephemeral``: a conversation nobody else can send to (the compatible endpoint's)."""
+        ``ephemeral``: a conversation nobody else can send to (the compatible endpoint's). ``locale``: the
+        page's locale hint from the token (negotiate's ``locale``), for the guard's language check."""
         places = await self.limits.begin_reply(
             address=address,
             brand=brand.id,
@@ -279,6 +281,7 @@ class Runtime:
                 client_message_id=client_message_id,
                 text=text,
                 history=history,
+                locale=locale,
             )
         except BaseException:
             await self.limits.release(places)

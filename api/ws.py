@@ -293,6 +293,7 @@ class WsConnection:
                 brand=brand,
                 client_message_id=frame.client_message_id,
                 text=frame.text,
+                locale=self.grant.locale,
             )
             self.log.bind(stream_id=submission.stream_id).info("send accepted (new={})", submission.created)
             self._enqueue(Accepted(client_message_id=frame.client_message_id, stream_id=submission.stream_id).encode())

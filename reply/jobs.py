@@ -156,13 +156,15 @@ class GenerationManager:
         client_message_id: str,
         text: str,
         history: list[dict[str, Any]] | None = None,
+        locale: str | None = None,
     ) -> Submission:
         """Start a reply for a user message, or return the stream that message already started.
 
         ``history`` (docs/protocol.md §6 turn shape) replaces the conversation's stored turns in the prompt:
-        the OpenAI-compatible endpoint passes the turns its client sent. Raises :class:`ShuttingDown`
-        once shutdown began. Cancelling before it returns may leave an unanswered claim; the stream
-        then ends by its deadline-based TTL."""
+        the OpenAI-compatible endpoint passes the turns its client sent. ``locale``: the client's locale
+        hint, which the language check uses when neither this message nor earlier ones tell the language.
+        Raises :class:`ShuttingDown` once shutdown began. Cancelling before it returns may leave an
+        unanswered claim; the stream then ends by its deadline-based TTL."""
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; send again to another instance")
         options = self.options
@@ -194,7 +196,10 @@ class GenerationManager:
         # The earlier user turns tell the language check what the user writes in when this message is short.
         user_turns = tuple(str(m.get("content") or "") for m in prompt.history_messages if m.get("role") == "user")
         guard_context = GuardContext(
-            question=text, context=(*(s.text for s in prompt.knowledge), *recent), user_turns=user_turns[-3:]
+            question=text,
+            context=(*(s.text for s in prompt.knowledge), *recent),
+            user_turns=user_turns[-3:],
+            locale=locale,
         )
         # The user turn keeps its token count: later prompts read it instead of tokenising it again.
         user_turn = UserTurn(text=text, client_message_id=client_message_id, tokens=prompt.user_tokens)

@@ -164,3 +164,24 @@ async def test_the_upstream_request_carries_the_brand_prompt_facts_settings_and_
         {"role": "assistant", "content": "Nice to meet you, Priya."},
         {"role": "user", "content": "How long does shipping take?"},
     ]
+
+
+ENGLISH_REPLY = "Sure thing, our coffee is roasted fresh and tastes lovely with a little warm milk. Enjoy every cup."
+
+
+@pytest.mark.parametrize(("locale", "replaced"), [("es-MX", True), ("en-GB", False)])
+async def test_the_pages_locale_tells_the_language_check_what_a_short_message_does_not(
+    fake: FakeOpenAI, server: RunningServer, locale: str, replaced: bool
+) -> None:
+    """negotiate's ``locale`` (the widget's ``data-locale``) travels in the token to the guard: "ok?"
+    says nothing about the user's language, so the page's locale decides what the reply must be in."""
+    fake.enqueue(Reply(text=ENGLISH_REPLY))
+    n = await negotiate(server.base_url, locale=locale)
+    events = await ws_turn(server.ws_url, n, "ok?")
+    assert_well_formed(events)
+    if replaced:
+        spanish = server.runtime.brands["demo"].fallbacks.language["es"]
+        assert [e["type"] for e in events[-2:]] == ["retract", "done"]
+        assert events[-2]["reason"] == "language" and events[-1]["text"] == spanish == joined_text(events)
+    else:
+        assert events[-1]["finish_reason"] == "stop" and events[-1]["text"] == ENGLISH_REPLY
