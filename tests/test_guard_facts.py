@@ -488,7 +488,7 @@ def test_a_reply_with_no_spaces_at_all_keeps_the_scanner_bounded() -> None:
 
 
 def test_figures_glued_after_letters_hold_nothing() -> None:
-    """"word0 word1 …" (and "mp3", "X1") are tokens, not facts: each goes out with the next space, never
+    """ "word0 word1 …" (and "mp3", "X1") are tokens, not facts: each goes out with the next space, never
     a run held to the region's cap. A figure after a hyphen ("mid-2025") and an email's "@" still hold."""
     text = " ".join(f"word{i}" for i in range(40))
     guard = BrandGuard(DEMO, GuardContext(question="How long does shipping take?"))
