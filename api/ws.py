@@ -58,7 +58,7 @@ from streaming.codes import Close, WireError, error_code
 from streaming.contract import StreamInfo
 from streaming.exceptions import StreamError
 from streaming.follow import AlreadyEnded
-from streaming.tasks import MovingDeadline, race
+from streaming.tasks import Doorbell, MovingDeadline, race
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
@@ -67,23 +67,21 @@ if TYPE_CHECKING:
 CLOSE_REASON_CHARS = 120
 
 
-class Outbox:
+class Outbox(Doorbell):
     """A connection's bounded queue of encoded frames, forwarders → sender (one consumer).
 
     Overflow policy: :meth:`put_nowait` returns ``False`` when ``maxsize`` frames wait; the
     connection is then closed as a slow consumer. Leaner than ``asyncio.Queue`` (three deques and an
-    event per queue, ~3 KB): the deque is created with the first frame, and :meth:`get` waits with
-    one future and one timer per outbox, armed lazily and pushed back when it fires early (as
-    :meth:`streaming.fanout.Subscription.get` does), so a busy connection creates no timer per frame."""
+    event per queue, ~3 KB): the deque is created with the first frame, and :meth:`get` waits on the
+    outbox's :class:`~streaming.tasks.Doorbell` (one future per wait, one lazily armed timer per outbox),
+    so a busy connection creates no timer per frame."""
 
-    __slots__ = ("_deadline", "_frames", "_maxsize", "_timer", "_waiter")
+    __slots__ = ("_frames", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
+        super().__init__()
         self._maxsize = maxsize
         self._frames: deque[str] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._frames) if self._frames is not None else 0
@@ -95,9 +93,7 @@ class Outbox:
         elif len(frames) >= self._maxsize:
             return False
         frames.append(frame)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.ring()
         return True
 
     async def get(self, wait_s: float) -> str | None:
@@ -105,35 +101,8 @@ class Outbox:
         no frame is taken unless returned."""
         if self._frames:
             return self._frames.popleft()
-        loop = asyncio.get_running_loop()
-        self._deadline = deadline = loop.time() + wait_s
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._on_deadline)
-        waiter = self._waiter = loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        await self.wait(wait_s)
         return self._frames.popleft() if self._frames else None
-
-    def _on_deadline(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # nobody is waiting: the next wait arms a new timer
-        loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_result(None)
-        else:  # this wait began after the timer was armed: wait for its own deadline
-            self._timer = loop.call_at(self._deadline, self._on_deadline)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class WsConnection:

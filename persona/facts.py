@@ -124,7 +124,9 @@ def _alternation(forms: Iterable[str]) -> str:
     return "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in sorted(forms, key=len, reverse=True))
 
 
-_WORDNUM = rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:one|two|three|four|five|six|seven|eight|nine)(?![a-z]))?|{_alternation(w for w in _NUMBER_WORDS if w not in _TENS)})(?![a-z])"  # noqa: E501
+# Below a hundred: "twenty-four", "fifteen"; then "two hundred and fifty", "a hundred" left as "hundred".
+_SMALLNUM = rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:one|two|three|four|five|six|seven|eight|nine)(?![a-z]))?|{_alternation(w for w in _NUMBER_WORDS if w not in _TENS and w != 'hundred')})(?![a-z])"  # noqa: E501
+_WORDNUM = rf"(?:(?:{_SMALLNUM}\s+)?hundred(?:\s+(?:and\s+)?{_SMALLNUM})?(?![a-z])|{_SMALLNUM})"
 _DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _NUM = rf"(?:{_DIGITS}|{_WORDNUM})"
 _MONTH = rf"(?-i:{_alternation([*_MONTHS, *(m[:3] for m in _MONTHS if m != 'May'), 'Sept'])})\.?"
@@ -177,11 +179,17 @@ class Fact:
 
 
 def number(text: str) -> float:
-    """``"25,000"`` → 25000.0, ``"twenty-four"`` → 24.0."""
+    """``"25,000"`` → 25000.0, ``"twenty-four"`` → 24.0, ``"two hundred and fifty"`` → 250.0."""
     text = text.lower()
     if text[0].isdigit():
         return float(text.replace(",", ""))
-    return float(sum(_NUMBER_WORDS[w] for w in re.split(r"[\s-]+", text) if w))
+    value = 0
+    for word in re.split(r"[\s-]+", text):
+        if word == "hundred":  # "two hundred and fifty": what came before it, times a hundred
+            value = max(value, 1) * 100
+        elif word in _NUMBER_WORDS:  # "and" and empty pieces add nothing
+            value += _NUMBER_WORDS[word]
+    return float(value)
 
 
 def _money(kind_text: str, currency: str, amount: float) -> Fact:

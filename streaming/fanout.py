@@ -8,14 +8,14 @@ so a slow reader costs a read, never unbounded memory and never a lost word.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Iterable
 
 from streaming.events import StoredEvent
+from streaming.tasks import Doorbell
 
 
-class Subscription:
+class Subscription(Doorbell):
     """One follower's bounded queue of live events (see the module docstring for overflow).
 
     The hot path allocates as little as it can (STYLE.md, "The hot path"): an event that is already
@@ -24,16 +24,14 @@ class Subscription:
     deadline is one timer per subscription, armed lazily and pushed back when it fires early (the
     idle-timer trick), so a follower receiving 20 events a second re-arms it once per ``wait_s``."""
 
-    __slots__ = ("_deadline", "_events", "_lagged", "_maxsize", "_timer", "_waiter", "stream_id")
+    __slots__ = ("_events", "_lagged", "_maxsize", "stream_id")
 
     def __init__(self, stream_id: str, maxsize: int) -> None:
+        super().__init__()
         self.stream_id = stream_id
         self._maxsize = maxsize
         self._events: deque[StoredEvent] = deque()
         self._lagged = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._deadline = 0.0  # loop time at which the current wait gives up
-        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def lagged(self) -> bool:
@@ -48,20 +46,15 @@ class Subscription:
             self._lagged = True
         else:
             self._events.append(event)
-        self._wake()
+        self.ring()
 
     def mark_lagged(self) -> None:
         """Tell the follower it may have missed events (e.g. the Redis reader reconnected)."""
         self._lagged = True
-        self._wake()
+        self.ring()
 
     def clear_lag(self) -> None:
         self._lagged = False
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def get(self, wait_s: float) -> StoredEvent | None:
         """The next live event, or ``None`` after ``wait_s`` seconds or when lagged.
@@ -71,38 +64,10 @@ class Subscription:
             return None
         if self._events:
             return self._events.popleft()
-        loop = asyncio.get_running_loop()
-        self._deadline = deadline = loop.time() + wait_s
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._on_deadline)
-        waiter = self._waiter = loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        await self.wait(wait_s)
         if self._lagged or not self._events:
             return None  # lagged, or the deadline passed
         return self._events.popleft()
-
-    def _on_deadline(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # nobody is waiting: the next wait arms a new timer
-        loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_result(None)
-        else:  # this wait began after the timer was armed: wait for its own deadline
-            self._timer = loop.call_at(self._deadline, self._on_deadline)
-
-    def close(self) -> None:
-        """Drop the deadline timer (the subscription is no longer used)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class Fanout:

@@ -81,3 +81,56 @@ class MovingDeadline:
         self._when = None
         if self.expired and exc_type is asyncio.CancelledError and self._task.uncancel() <= self._cancelling:
             raise TimeoutError from exc
+
+
+class Doorbell:
+    """One consumer's wait for "something arrived" or a deadline, without a timer per item.
+
+    :meth:`wait` creates one future, which :meth:`ring` completes. The deadline is one timer per
+    doorbell, armed lazily and pushed back when it fires early (the idle-timer trick), so a consumer
+    woken 20 times a second re-arms it once per ``wait_s``. The queues of the hot path subclass it
+    (``streaming.fanout.Subscription``, ``api.ws.Outbox``); :meth:`close` drops the timer."""
+
+    __slots__ = ("_deadline", "_timer", "_waiter")
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0  # loop time at which the current wait gives up
+        self._timer: asyncio.TimerHandle | None = None
+
+    def ring(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, wait_s: float) -> None:
+        """Until :meth:`ring` or ``wait_s`` seconds; the caller looks at its queue to tell which."""
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + wait_s
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_deadline)
+        waiter = self._waiter = loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody is waiting: the next wait arms a new timer
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_result(None)
+        else:  # this wait began after the timer was armed: wait for its own deadline
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+
+    def close(self) -> None:
+        """Drop the deadline timer (the doorbell is no longer used)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

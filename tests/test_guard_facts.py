@@ -97,6 +97,8 @@ SAME = [
     ("one year", "12 months"),
     ("1.5 kg", "1,500 grams"),
     ("Monday to Friday", "weekdays"),
+    ("250 grams", "two hundred and fifty grams"),
+    ("105 days", "one hundred and five days"),
 ]
 
 
@@ -501,3 +503,11 @@ def test_figures_glued_after_letters_hold_nothing() -> None:
         scanner.feed(" " + word, 0)
         assert (scanner.held_from() is not None) is holds, word
         scanner.finish(len(word) + 1)
+
+
+def test_a_number_in_words_past_a_hundred_is_read_whole() -> None:
+    """"two hundred and fifty grams" is 250 g, not "hundred and fifty grams" (150 g, which once replaced
+    `make bench`'s every reply as a contradicted fact)."""
+    assert keys("two hundred and fifty grams of water") == [("quantity", "gram", 250.0, 250.0)]
+    released, steps = stream(DEMO, words("Use fifteen grams of coffee to two hundred and fifty grams of water."))
+    assert not any(step.violation for step in steps)
