@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -207,6 +208,7 @@ class Received:
     rid: int | None = None
     ends: list[int] = field(default_factory=list)
     words: int = 0
+    ending: str = ""  # how the reply ended when not as expected: the error code, a retract's reason
 
     def add(self, delta: str) -> None:
         now = time.perf_counter()
@@ -235,11 +237,22 @@ def score(fake: TimedFake, got: Received, result: Result, words: int) -> None:
     sent = fake.sent.get(got.rid or -1, [])
     if expected is None or got.text != expected or len(sent) < len(got.arrivals):
         result.failures += 1
+        result.errors.append(got.ending or f"wrong text ({len(got.text)} of {len(expected or '')} characters)")
         return
     late = [a - s for a, s in zip(got.arrivals, sent, strict=False)]
     result.lateness += late
     result.first.append(late[0])
     result.words += len(late)
+
+
+def note_ending(got: Received, msg: dict[str, Any]) -> None:
+    """Keep why a reply did not end as a plain ``done{stop}`` (reported with the failures)."""
+    if msg["type"] == "error":
+        got.ending = f"error {msg.get('code')}"
+    elif msg["type"] == "retract":
+        got.ending = f"retract {msg.get('reason')}"
+    elif msg.get("finish_reason") not in (None, "stop") and not got.ending:
+        got.ending = f"done {msg.get('finish_reason')}"
 
 
 async def naive_ws(port: int, replies: int, words: int) -> list[Received]:
@@ -263,8 +276,10 @@ async def read_sse(response: httpx.Response, got: Received) -> None:
             msg = json.loads(line[6:])
             if msg["type"] == "delta":
                 got.add(msg["text"])
-            elif msg["type"] in ("done", "error"):
-                return
+            elif msg["type"] in ("done", "error", "retract"):
+                note_ending(got, msg)
+                if msg["type"] != "retract":
+                    return
 
 
 async def naive_sse(port: int, replies: int, words: int) -> list[Received]:
@@ -292,8 +307,10 @@ async def server_ws(port: int, replies: int, words: int) -> list[Received]:
                 msg = json.loads(raw)
                 if msg["type"] == "delta":
                     got.add(msg["text"])
-                elif msg["type"] in ("done", "error"):
-                    break
+                elif msg["type"] in ("done", "error", "retract"):
+                    note_ending(got, msg)
+                    if msg["type"] != "retract":
+                        break
             out.append(got)
     return out
 
@@ -462,7 +479,8 @@ async def main(args: argparse.Namespace) -> None:
             cpus = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
             stats = await redis_stats(redis_url) if redis_url is not None else None
             rows.append(Row(name, result, sum(cpus), cpus[1] if len(cpus) > 1 else None, stats))
-            print(f"  {name}: {result.words} words, {result.failures} failures {result.errors[:2]}", flush=True)
+            why = collections.Counter(result.errors).most_common(4)
+            print(f"  {name}: {result.words} words, {result.failures} failures {why}", flush=True)
 
         port = free_port()
         naive = await spawn(
