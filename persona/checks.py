@@ -18,6 +18,13 @@ rule              what fires it                                               fa
                   brand's first): persona.language, judged by the guard       (else
                   after the first sentence, not by these checks               off_brand)
 ``dont``          a don't-rule's ``pattern``                                  off_brand
+``tone``          the register opposite ``voice.formality`` (slang for a        off_brand
+                  formal brand, legalese for a casual one), contractions
+                  with ``voice.contractions: false``: persona.families
+``promise``       guarantees, invented offers, financial, tax, legal or        off_brand
+                  health advice (persona.families; not when negated)
+``meta_talk``     talk about its own instructions or configuration             off_topic
+                  (persona.families; not when negated)
 ``emoji``         any emoji when ``emoji.policy: none``                       off_brand
 ``refusal``       a canned model refusal ("I'm sorry, but I can't help …")    off_topic
 ``prompt_leak``   the system prompt's canary, or 8 consecutive words of the   off_topic
@@ -58,6 +65,7 @@ import regex
 
 from persona.brand import Brand, DontRule
 from persona.companies import competitor_names
+from persona.families import families
 from persona.filler import BUILTIN_FILLER, filler_patterns
 from persona.text import STOP, content_terms, count_sentences, term_set, words
 
@@ -338,10 +346,16 @@ def _compile(brand: Brand) -> CompiledRules:
     if brand.emoji.policy == "none":
         alternatives.append(("emoji", EMOJI))
     alternatives += [("refusal", r) for r in REFUSALS]
-    # Generic filler as families of patterns (persona.filler), after the brand's own don'ts.
+    # Generic filler as families of patterns (persona.filler), after the brand's own don'ts; then the
+    # families of tone, promises and meta talk (persona.families), some excused by a negation.
     alternatives += [("filler", rx) for rx in filler_patterns(brand)]
+    excusable = [d.unless_negated for d in brand.rules.dont if d.pattern]
+    excusable += [False] * (len(alternatives) - len(excusable))
+    for family in families(brand):
+        alternatives.append((family.rule, family.pattern))
+        excusable.append(family.negatable)
     names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
-    negatable = frozenset(f"r{i}" for i, d in enumerate(d for d in brand.rules.dont if d.pattern) if d.unless_negated)
+    negatable = frozenset(f"r{i}" for i, excused in enumerate(excusable) if excused)
     # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
     pattern = regex.compile(
         "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
