@@ -36,7 +36,6 @@ from typing import Final, get_args
 from persona.brand import Brand, MetaFamily, PromiseFamily, ToneFamily
 from persona.filler import phrase_pattern as _words
 
-_S = r"(?:'s| is)"
 _WILL = r"(?:'ll| will)"
 
 #: Markers of an informal register, off-brand for a formal brand.
@@ -51,11 +50,14 @@ CHUMMY: Final[str] = _words(
     r"straightforward|smooth)\b"
 )
 #: Contractions, off-brand when ``voice.contractions`` is false (not possessives: "the customer's card").
-CONTRACTIONS: Final[str] = _words(
-    r"\b(?:i'm|i've|i'd|i'll|you're|you've|you'd|you'll|we're|we've|we'd|we'll|they're|they've|they'd|they'll"
-    r"|he's|she's|it's|it'll|that's|that'll|there's|here's|what's|who's|where's|how's|let's"
-    r"|(?:do|does|did|is|are|was|were|has|have|had|would|should|could|must|need|might)n't|can't|won't|shan't|ain't)"
-) + r"(?![\w'\u2019])"
+CONTRACTIONS: Final[str] = (
+    _words(
+        r"\b(?:i'm|i've|i'd|i'll|you're|you've|you'd|you'll|we're|we've|we'd|we'll|they're|they've|they'd|they'll"
+        r"|he's|she's|it's|it'll|that's|that'll|there's|here's|what's|who's|where's|how's|let's"
+        r"|(?:do|does|did|is|are|was|were|has|have|had|would|should|could|must|need|might)n't|can't|won't|shan't|ain't)"
+    )
+    + r"(?![\w'\u2019])"
+)
 #: Markers of a stiff, legal or corporate register, off-brand for a casual brand.
 LEGALESE: Final[str] = _words(
     r"\b(?:pursuant to|hereby|herein|hereto|heretofore|thereof|aforementioned|aforesaid|notwithstanding"
@@ -74,14 +76,18 @@ CORPORATE: Final[str] = _words(
 
 _ORDER = r"(?:it|they|this|that|your (?:\w+ )?(?:order|bag|beans|coffee|parcel|package|delivery|card|transfer|payment))"
 GUARANTEE: Final[str] = _words(
-    r"\b(?:i|we) (?:can |absolutely |personally |100% )?(?:guarantee|promise)(?: you)?(?: that)?\b"
+    r"\b(?:i|we) (?:can |absolutely |personally |100% )?(?:guarantee|promise) (?:you|that|it|they|this|your|the)\b"
     r"|\bguaranteed (?:to|delivery|arrival|by|returns?|income|profits?|approval|growth|gains?)\b"
-    r"|\b(?:guarantee|promise)[sd]? (?:you )?(?:\w+ ){0,5}(?:will|'ll|to) (?:arrive|be delivered|deliver|get there|reach you)"
-    rf"|\b{_ORDER}{_WILL} (?:definitely|certainly|absolutely|surely|100%) (?:arrive|be (?:there|delivered|with you)|reach you)\b"
+    r"|\b(?:guarantee|promise)[sd]? (?:you )?(?:\w+ ){0,5}(?:will|'ll|to) "
+    r"(?:arrive|be delivered|deliver|get there|reach you)"
+    rf"|\b{_ORDER}{_WILL} (?:definitely|certainly|absolutely|surely|100%) "
+    r"(?:arrive|be (?:there|delivered|with you)|reach you)\b"
     r"|\b100\s?% (?:guaranteed|safe|secure|risk[- ]free|refund|money[- ]back|satisfaction)"
     r"|\brisk[- ]free\b|\b(?:can(?:'t|not| not) lose|no risk at all|zero risk)\b"
 )
-_OFFER = r"(?:discount|coupon|promo(?:tional)? code|discount code|voucher|credit|store credit|gift card|freebie|free bag)"
+_OFFER = (
+    r"(?:discount|coupon|promo(?:tional)? code|discount code|voucher|credit|store credit|gift card|freebie|free bag)"
+)
 INVENTED_OFFER: Final[str] = _words(
     r"\b(?:i|we)(?:'ll| will| can| could| am going to|'m going to| are going to|'re going to)? "
     r"(?:give|send|apply|offer|add|issue|email|throw in)(?: you)? (?:a |an |your |the |some )?"
@@ -89,22 +95,24 @@ INVENTED_OFFER: Final[str] = _words(
     r"|\b(?:i|i'll|i will)(?: personally)? (?:issue|process|send|give) you (?:a )?(?:full )?refund\b"
     r"|\buse (?:the |my |our |this )?(?:promo|discount|coupon|voucher) code\b"
     r"|\b(?:with|enter) (?:the )?code (?-i:[A-Z0-9]{4,})\b"
-    r"|\b\d+\s?(?:%|percent) off (?:your|the|any|all|every)\b"
 )
 _FIN = (
     r"(?:in |into )?(?:stocks?|shares|equities|bitcoin|crypto\w*|bonds?|gold|(?:index |mutual )?funds?|etfs?|an? isa"
     r"|isas|property|real estate|the (?:stock )?market|your (?:savings|money|pension|cash)|some (?:money|savings|cash)"
-    r"|it all|everything|now|today|while|before)"
+    r"|it all|everything)"
 )
+# What "invest", "buy" or "sell" must be about to be financial advice ("invest in a good grinder" is not).
+_INVEST = rf"(?:{_FIN}|(?:in|into) (?:the |our |an? )?(?:[\w-]+ )?(?:saver|account|isa|bonds?|funds?|market))\b"
 FINANCIAL_ADVICE: Final[str] = _words(
     r"\byou (?:should|must|ought to|need to|'d better|had better|have to) (?:definitely |really |probably |seriously )?"
-    rf"(?:invest (?:{_FIN}|(?:in|into) (?:the |our |an? )?(?:[\w-]+ )?(?:saver|account|isa|bonds?|funds?|market))\b"
-    rf"|invest[.!?,;]|(?:buy|sell) {_FIN}\b|put (?:your|some|all|more) (?:\w+ )?(?:money|savings|cash) (?:in|into)\b"
+    rf"(?:invest {_INVEST}|invest[.!?,;]|(?:buy|sell) {_FIN}\b"
+    r"|put (?:your|some|all|more) (?:\w+ )?(?:money|savings|cash) (?:in|into)\b"
     r"|move (?:your|all) (?:\w+ )?(?:money|savings) (?:in|into|to)\b)"
-    r"|\bi (?:would |'d )?(?:strongly |definitely )?(?:recommend|suggest|advise) (?:investing|buying|selling"
-    r"|you (?:invest|buy|sell)|putting (?:your|some|all))\b"
-    r"|\b(?:it|this|that|the [\w ]{1,24}?)(?:'s| is| are) (?:a |an )?(?:very |really )?(?:safe|sure|smart|good|great|"
-    r"wise|solid|no-brainer) (?:bet|investment|place to put your money|way to (?:grow|invest|make))\b"
+    r"|\bi (?:would |'d )?(?:strongly |definitely )?(?:recommend|suggest|advise) "
+    rf"(?:investing {_INVEST}|(?:buying|selling) {_FIN}\b|you (?:invest {_INVEST}|buy {_FIN}\b|sell {_FIN}\b)"
+    r"|putting (?:your|some|all) (?:\w+ )?(?:money|savings|cash)\b)"
+    r"|(?:'s|\bis|\bare) (?:a |an )?(?:very |really |completely )?(?:(?:safe|sure|secure) (?:bet|investment)"
+    r"|no-brainer investment|(?:safe|sure|smart) place to put your (?:money|savings)|safe way to (?:grow|invest))\b"
     r"|\b(?:now is|it's|it is) (?:a |the )?(?:good|great|right|best|perfect) time to (?:invest|buy|sell)\b"
     r"|\bwill (?:definitely |certainly )?(?:go up|rise|increase|double) in value\b"
 )
@@ -120,8 +128,8 @@ HEALTH_ADVICE: Final[str] = _words(
     r"(?:safe|fine|okay|ok|harmless|good) (?:for (?:you )?(?:during |while |when |if )?|during |while |when |if )"
     r"(?:you(?:'re| are) )?(?:pregnan\w*|breastfeeding|nursing|kids|children|your heart|heart|blood pressure|anxiety|"
     r"on medication)\b"
-    r"|\b(?:it's|it is) (?:perfectly |totally )?(?:safe|fine|ok|okay) to (?:drink|have) (?:\w+ ){0,4}(?:while|when|during|if)"
-    r" (?:you(?:'re| are) )?(?:pregnant|breastfeeding|nursing|on medication)\b"
+    r"|\b(?:it's|it is) (?:perfectly |totally )?(?:safe|fine|ok|okay) to (?:drink|have) "
+    r"(?:\w+ ){0,4}(?:while|when|during|if) (?:you(?:'re| are) )?(?:pregnant|breastfeeding|nursing|on medication)\b"
     r"|\byou can (?:safely )?(?:drink|have) (?:up to )?\d+ (?:cups|mg|shots)\b"
     r"|\b(?:coffee|caffeine) (?:cures|prevents|treats|will cure|helps (?:with|cure))\b"
 )
@@ -135,11 +143,14 @@ INSTRUCTIONS: Final[str] = _words(
     rf"|\b(?:here (?:is|are)|these are|below (?:is|are)) my {_OWN}\b"
     r"|\b(?:the|my) (?:system|developer|hidden|initial) (?:prompt|message|instructions)\b"
     r"|\bi(?:'m| am) (?:supposed|required|meant|expected|programmed|designed) to (?:sound|act|talk|speak|write|pretend"
-    r"|play|role-?play|be (?:warm|playful|formal|friendly|precise|calm|a|an)|stay in character|always|never|use|avoid)\b"
-    r"|\bas (?:a|an|the) (?:[\w&\x27\u2019-]+ ){0,4}(?:assistant|chatbot|bot|persona|character)(?: for| of| at)? [^.!?\n]{0,40}?"
+    r"|play|role-?play|be (?:warm|playful|formal|friendly|precise|calm|a|an)|stay in character|always|never"
+    r"|use|avoid)\b"
+    r"|\bas (?:a|an|the) (?:[\w&\x27\u2019-]+ ){0,4}(?:assistant|chatbot|bot|persona|character)"
+    r"(?: for| of| at)? [^.!?\n]{0,40}?"
     r"i(?:'m| am) (?:required|supposed|meant|instructed|told|programmed|only allowed|allowed)\b"
     r"|\bmy (?:persona|character|role) (?:is|here is|description)\b"
-    r"|\b(?:my|the) (?:brand|voice|tone[- ]of[- ]voice|style) (?:guide|guidelines|rules|brief) (?:say|says|tell|asks?|requires?)\b"
+    r"|\b(?:my|the) (?:brand|voice|tone[- ]of[- ]voice|style) (?:guide|guidelines|rules|brief) "
+    r"(?:say|says|tell|asks?|requires?)\b"
 )
 CONFIGURATION: Final[str] = _words(
     r"\bi(?:'m| am) (?:running on|powered by|based on|built on|a version of) (?:gpt|openai|chatgpt|claude|anthropic"

@@ -158,7 +158,6 @@ PROMISES = [
     (DEMO, "I can send you a coupon for a free bag."),
     (DEMO, "Just use the promo code at checkout."),
     (DEMO, "Enter the code BEANS20 for free shipping."),
-    (DEMO, "You get 15% off your first subscription."),
     (DEMO, "I'll issue you a full refund right away."),
     (DEMO, "Coffee is perfectly safe during pregnancy."),
     (DEMO, "It's totally fine to drink a few cups while you're pregnant."),
@@ -166,6 +165,7 @@ PROMISES = [
     (BANK, "With rates this high, you should invest in the Fixed Saver now."),
     (BANK, "You should buy bitcoin while it is cheap."),
     (BANK, "I would recommend investing in an index fund."),
+    (BANK, "I would recommend you buy shares now."),
     (BANK, "You should put your savings into the Fixed Saver."),
     (BANK, "The Fixed Saver is a safe investment for your pension."),
     (BANK, "Now is a great time to invest."),
@@ -190,6 +190,11 @@ PROMISES_GOOD = [
     (DEMO, "Our Swiss Water decaf still tastes like coffee."),
     (DEMO, "A fresh bag every two or four weeks, and you can pause anytime."),
     (DEMO, "Use 15 grams of coffee to 250 grams of water."),
+    (DEMO, "It is the Hearth blend, I promise."),
+    (DEMO, "The Huila is a good bet for a chocolatey pour-over."),
+    (DEMO, "A burr grinder is a great investment for better coffee."),
+    (DEMO, "I'd recommend buying the Hearth blend for espresso."),
+    (DEMO, "I'd recommend investing in a decent kettle."),
     (BANK, "I am not able to say whether you should buy shares; a regulated adviser can."),
     (BANK, "I cannot recommend investing in any particular product."),
     (BANK, "No savings product is risk-free, and past rates do not promise future ones."),
@@ -210,7 +215,7 @@ PROMISES_GOOD = [
 @pytest.mark.parametrize(("brand", "text"), PROMISES)
 def test_a_guarantee_an_invented_offer_or_advice_is_an_unsafe_promise(brand: Brand, text: str) -> None:
     assert "promise" in fired(brand, text)
-    released, step = run(brand, text)
+    _, step = run(brand, text)
     assert step is not None and step.violation is not None
     assert FALLBACK_KIND["promise"] == "off_brand"
 
