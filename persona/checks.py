@@ -50,7 +50,10 @@ the brand's nouns; an answer about lasagna from a coffee bot shares almost none.
 than ``min_terms`` (3) content terms are not judged. Default threshold 0.2: the shipped brands'
 examples and knowledge all score ≥ 0.5 against themselves, generic off-topic text scores < 0.1
 (``tests/test_guard.py`` pins both). It is a lexical proxy, not a semantic model (none can be
-downloaded at run time); the eval's optional LLM judge is the check for quality.
+downloaded at run time); the eval's optional LLM judge is the check for quality. The vocabulary is in
+one language (:func:`vocabulary_language`), so the guard judges only replies in that language: a reply
+in another (the language check's verdict, else the detector on the finished reply, else the user's
+language) is not judged for topic.
 """
 
 from __future__ import annotations
@@ -476,6 +479,13 @@ def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[flo
             weak.update(known)
     score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)
     return score / len(terms), len(terms)
+
+
+def vocabulary_language(brand: Brand) -> str:
+    """The language the brand's vocabulary is written in: its first declared language, else English.
+    Coverage only means something for a reply in that language: a good Spanish answer shares none of
+    an English vocabulary's words (the guard does not judge it, :class:`persona.guard.BrandGuard`)."""
+    return brand.languages[0] if brand.languages else "en"
 
 
 def off_topic(brand: Brand, scored: tuple[float, int] | None) -> bool:

@@ -322,3 +322,46 @@ def test_the_shipped_brands_own_words_pass_the_new_families() -> None:
         texts += [brand.fallbacks.off_topic, brand.fallbacks.off_brand, brand.greeting]
         for text in texts:
             assert not fired(brand, text), text
+
+
+# --- off-topic: only a reply in the vocabulary's language is judged lexically -----------------------------
+
+
+def fallback_on_off_topic(brand: Brand) -> Brand:
+    check = brand.guard.off_topic.model_copy(update={"action": "fallback"})
+    return brand.model_copy(update={"guard": brand.guard.model_copy(update={"off_topic": check})})
+
+
+OTHER_LANGUAGE_GOOD = [
+    ("¿Cuándo tostáis?", "¡Tostamos los lunes y los jueves, y enviamos en 24 horas!"),
+    ("¿Puedo pausar mi suscripción?", "¡Claro! Puedes pausarla, saltar un envío o cancelarla cuando quieras."),
+    ("Hola", "¡Hola! Soy Juniper. ¿En qué te ayudo hoy?"),
+    ("Gracias", "¡De nada! Disfruta tu café."),
+    ("Quand torréfiez-vous ?", "Nous torréfions le lundi et le jeudi, et expédions sous 24 heures."),
+    ("Bonjour", "Bonjour ! Je suis Juniper. Que puis-je faire pour vous ?"),
+    ("Merci", "Avec plaisir, bonne dégustation !"),
+    ("Wie lange soll ich die French Press ziehen lassen?", "Grob mahlen und vier Minuten ziehen lassen, dann drücken."),
+    ("Kann ich mein Abo pausieren?", "Klar! Du kannst es jederzeit in deinem Konto pausieren oder kündigen."),
+    ("Danke", "Gern geschehen, viel Spaß beim Brühen!"),
+]
+
+
+@pytest.mark.parametrize(("question", "reply"), OTHER_LANGUAGE_GOOD)
+def test_a_good_reply_in_another_language_than_the_vocabulary_is_not_judged_off_topic(
+    question: str, reply: str
+) -> None:
+    brand = fallback_on_off_topic(DEMO)
+    guard = BrandGuard(brand, GuardContext(question=question))
+    for piece in re.findall(r"\S+\s*", reply):
+        assert guard.feed(piece).violation is None
+    end = guard.finish("stop")
+    assert end.violation is None and not [n for n in end.notes if n.event == "off_topic"]
+
+
+def test_an_english_reply_off_the_domain_is_still_judged_and_replaced() -> None:
+    brand = fallback_on_off_topic(DEMO)
+    reply = "Layer fresh pasta with a slow-simmered ragu and bechamel, then bake it until golden on top."
+    guard = BrandGuard(brand, GuardContext(question="How do I make lasagna?"))
+    for piece in re.findall(r"\S+\s*", reply):
+        assert guard.feed(piece).violation is None
+    assert guard.finish("stop").violation == "off_topic"
