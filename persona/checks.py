@@ -51,9 +51,9 @@ than ``min_terms`` (3) content terms are not judged. Default threshold 0.2: the 
 examples and knowledge all score ≥ 0.5 against themselves, generic off-topic text scores < 0.1
 (``tests/test_guard.py`` pins both). It is a lexical proxy, not a semantic model (none can be
 downloaded at run time); the eval's optional LLM judge is the check for quality. The vocabulary is in
-one language (:func:`vocabulary_language`), so the guard judges only replies in that language: a reply
-in another (the language check's verdict, else the detector on the finished reply, else the user's
-language) is not judged for topic.
+one language (:func:`vocabulary_language`), so the guard does not judge a reply in another language
+the brand speaks (the language check's verdict, else the detector on the finished reply, else the
+user's language); one in a language the brand does not speak is judged still.
 """
 
 from __future__ import annotations

@@ -333,15 +333,18 @@ class BrandGuard:
         return (*facts, GuardNote("off_topic", fields)), check.action == "fallback"
 
     def _in_vocabulary_language(self, full: str) -> bool:
-        """Whether the reply is in the language of the brand's vocabulary, so that lexical coverage can
-        judge it: the language check's verdict, else the detector on the reply, else the user's language
-        (a short "¡Claro!"), else yes. Only asked of a reply that scored off-topic (rare)."""
-        want = vocabulary_language(self.brand)
+        """Whether lexical coverage can judge the reply: not when it is in another language than the
+        brand's vocabulary that the brand speaks (a good Spanish answer of a brand that answers in
+        Spanish). A reply in a language the brand does not speak is judged still: it is off-brand
+        anyway, and the coverage check is a backstop for a language check that did not decide. The
+        reply's language: the language check's verdict, else the detector on the reply, else the
+        user's language (a short "¡Claro!"). Only asked of a reply that scored off-topic (rare)."""
         verdict = self._language.verdict if self._language is not None else None
         language = verdict.detected if verdict is not None else reply_language(full)
         if language is None and self._language is not None:
             language = self._language.want().user
-        return language is None or language == want
+        spoken = not self.brand.languages or language in self.brand.languages
+        return language is None or language == vocabulary_language(self.brand) or not spoken
 
     # --- the three streaming checks -------------------------------------------------------------------
     def _phrases(self, text: str, at: int) -> Finding | None:

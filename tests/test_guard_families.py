@@ -365,3 +365,19 @@ def test_an_english_reply_off_the_domain_is_still_judged_and_replaced() -> None:
     for piece in re.findall(r"\S+\s*", reply):
         assert guard.feed(piece).violation is None
     assert guard.finish("stop").violation == "off_topic"
+
+
+def test_a_reply_in_a_language_the_brand_does_not_speak_is_still_judged_off_topic() -> None:
+    # The bank answers in English only: its coverage check stays a backstop for the language check.
+    brand = BANK.model_copy(
+        update={
+            "guard": BANK.guard.model_copy(
+                update={"language": BANK.guard.language.model_copy(update={"action": "off"})}
+            )
+        }
+    )
+    reply = "Pour la lasagne, superposez les pâtes fraîches avec la sauce, puis faites cuire au four."
+    guard = BrandGuard(brand, GuardContext(question="Comment faire une lasagne ?"))
+    for piece in re.findall(r"\S+\s*", reply):
+        assert guard.feed(piece).violation is None
+    assert guard.finish("stop").violation == "off_topic"
