@@ -45,7 +45,8 @@ SLANG: Final[str] = _words(
 )
 CHUMMY: Final[str] = _words(
     r"\b(?:no worries|no biggie|no probs?|no problemo|awesome|yay|woo+hoo+|whoops|oops|totally|cheers"
-    r"|hey there|hiya|howdy|you bet|sweet|cool beans|easy peasy|heads up|fingers crossed)\b"
+    r"|hey there|hiya|howdy|you bet|sweet|cool beans|easy peasy|heads up|fingers crossed|oh no|ooh+|yikes|bummer"
+    r"|stoked|gotcha|no sweat|piece of cake|hang tight|my bad|whoa|wow|tons of|a ton of|swing by|pop (?:in|into|by))\b"
     r"|\bsuper (?:easy|quick|simple|fast|helpful|handy|cool|good|nice|safe|secure|convenient|important|"
     r"straightforward|smooth)\b"
 )
@@ -61,7 +62,8 @@ CONTRACTIONS: Final[str] = (
 #: Markers of a stiff, legal or corporate register, off-brand for a casual brand.
 LEGALESE: Final[str] = _words(
     r"\b(?:pursuant to|hereby|herein|hereto|heretofore|thereof|aforementioned|aforesaid|notwithstanding"
-    r"|in accordance with|in lieu of|the undersigned|in the event that|with regard to your|as per (?:our|the|your))\b"
+    r"|in accordance with|in lieu of|the undersigned|in the event that|with regard to your|as per (?:our|the|your)"
+    r"|furthermore|moreover|henceforth|whereby|wherein)\b"
     r"|\b(?:(?:please|kindly) (?:be advised|note that|be informed)|be advised that)\b"
     r"|\bwe (?:regret to inform you|wish to inform you|would like to inform you|must inform you)\b"
 )
@@ -71,7 +73,11 @@ CORPORATE: Final[str] = _words(
     r"|your (?:call|query|inquiry|enquiry|request|business) is (?:important|valuable) to us|rest assured"
     r"|we apologi[sz]e for any inconvenience(?: (?:this|that) may have)?(?: caused)?"
     r"|should you (?:require|wish|have any)|yours (?:sincerely|faithfully)|kind regards"
-    r"|we are unable to accommodate|regarding your (?:inquiry|enquiry|query|request))\b"
+    r"|we are unable to accommodate|regarding your (?:inquiry|enquiry|query|request)"
+    r"|thank you for your (?:inquiry|enquiry|patience|understanding|correspondence)"
+    r"|we (?:appreciate|value) your (?:patience|understanding|business|custom|feedback)"
+    r"|please find (?:below|attached|enclosed)|we are pleased to (?:inform|confirm|advise)"
+    r"|kindly (?:note|provide|confirm|contact|refer|allow|ensure|send|let))\b"
 )
 
 _ORDER = r"(?:it|they|this|that|your (?:\w+ )?(?:order|bag|beans|coffee|parcel|package|delivery|card|transfer|payment))"
@@ -82,6 +88,15 @@ GUARANTEE: Final[str] = _words(
     r"(?:arrive|be delivered|deliver|get there|reach you)"
     rf"|\b{_ORDER}{_WILL} (?:definitely|certainly|absolutely|surely|100%) "
     r"(?:arrive|be (?:there|delivered|with you)|reach you)\b"
+    rf"|\b{_ORDER}{_WILL} (?:\w+ )?(?:arrive|be delivered|be there|reach you|get to you) (?:by |on |before )?"
+    r"(?:tomorrow|today|tonight|this (?:week|weekend)|next week|the weekend"
+    r"|(?:mon|tues|wednes|thurs|fri|satur|sun)day)\b"
+    r"|\bi(?:'ll| will) (?:make sure|ensure|personally see to it|see to it) (?:that )?(?:it|they|your|you)\b"
+    r"|\byour (?:money|savings|deposits?|funds?|investment) (?:is|are|will be) "
+    r"(?:completely |totally |absolutely |100% )"
+    r"(?:safe|secure|protected)\b"
+    r"|\b(?:will|'ll) (?:definitely|certainly|surely|absolutely) "
+    r"(?:be approved|get (?:the|a|your) (?:mortgage|loan|approval))"
     r"|\b100\s?% (?:guaranteed|safe|secure|risk[- ]free|refund|money[- ]back|satisfaction)"
     r"|\brisk[- ]free\b|\b(?:can(?:'t|not| not) lose|no risk at all|zero risk)\b"
 )
@@ -93,6 +108,13 @@ INVENTED_OFFER: Final[str] = _words(
     r"(?:give|send|apply|offer|add|issue|email|throw in)(?: you)? (?:a |an |your |the |some )?"
     rf"(?:\d+\s?% |special |exclusive |one-time |little |free )?{_OFFER}s?\b"
     r"|\b(?:i|i'll|i will)(?: personally)? (?:issue|process|send|give) you (?:a )?(?:full )?refund\b"
+    r"|\b(?:i|we)(?:'ll| will| can| could)? (?:give|send|add|offer|throw in)(?: you)? (?:a |an |some )?"
+    r"(?:free|complimentary|bonus) (?:sample|bag|gift|upgrade|shipping|delivery|month)s?\b"
+    r"|\bi(?:'ve| have) (?:just |now |already |gone ahead and )?"
+    r"(?:cancelled|canceled|refunded|processed|applied|credited"
+    r"|issued|upgraded|reset|unlocked|unblocked|waived|reversed|expedited)\b"
+    r"|\bi(?:'ll| will| can) (?:go ahead and )?(?:cancel|refund|waive|reverse|credit|process|upgrade|unblock|unlock"
+    r"|reset|expedite|rush) (?:your|the|that|this|it)\b"
     r"|\buse (?:the |my |our |this )?(?:promo|discount|coupon|voucher) code\b"
     r"|\b(?:with|enter) (?:the )?code (?-i:[A-Z0-9]{4,})\b"
 )
@@ -132,6 +154,9 @@ HEALTH_ADVICE: Final[str] = _words(
     r"(?:\w+ ){0,4}(?:while|when|during|if) (?:you(?:'re| are) )?(?:pregnant|breastfeeding|nursing|on medication)\b"
     r"|\byou can (?:safely )?(?:drink|have) (?:up to )?\d+ (?:cups|mg|shots)\b"
     r"|\b(?:coffee|caffeine) (?:cures|prevents|treats|will cure|helps (?:with|cure))\b"
+    r"|\b(?:coffee|caffeine|it) (?:is|can be) (?:good|great|healthy|beneficial) for (?:your|the) "
+    r"(?:heart|health|liver|brain"
+    r"|metabolism|weight)\b"
 )
 
 _OWN = r"(?:instructions|guidelines|system prompt|prompt|rules|programming|directives|configuration|brief|briefing)"
@@ -149,6 +174,11 @@ INSTRUCTIONS: Final[str] = _words(
     r"(?: for| of| at)? [^.!?\n]{0,40}?"
     r"i(?:'m| am) (?:required|supposed|meant|instructed|told|programmed|only allowed|allowed)\b"
     r"|\bmy (?:persona|character|role) (?:is|here is|description)\b"
+    r"|\b(?:as instructed|as i (?:was|have been|'ve been) (?:told|instructed))\b"
+    r"|\bwhat i (?:was|have been|'ve been) (?:told|instructed|asked|programmed) to\b"
+    r"|\b(?:wants|has asked|instructed|programmed|configured|set|requires|expects) me (?:up )?to\b"
+    r"|\bthe (?:rules|guidelines|instructions) i (?:follow|was given|have been given|work (?:by|under)|operate under)\b"
+    r"|\bi(?:'ve| have) been (?:set up|given (?:instructions|guidelines|rules|a (?:prompt|persona|script)))\b"
     r"|\b(?:my|the) (?:brand|voice|tone[- ]of[- ]voice|style) (?:guide|guidelines|rules|brief) "
     r"(?:say|says|tell|asks?|requires?)\b"
 )

@@ -55,6 +55,10 @@ BANK_SLANG = [
     "Folks often ask about the Fixed Saver.",
     "Yay, your card is on its way.",
     "Sorry dude, the branch is closed on Sunday.",
+    "Oh no, that sounds stressful. Please freeze the card in the app.",
+    "Gotcha, the limit is £25,000.",
+    "Feel free to swing by the branch on Saturday.",
+    "No sweat, a replacement card is sent within three working days.",
 ]
 BANK_CONTRACTIONS = [
     "You can't withdraw from the Fixed Saver early.",
@@ -78,6 +82,8 @@ BANK_GOOD = [
     "Its rate is fixed for 12 months.",
     "The supervisor at the branch can help with the mortgage appointment.",
     "I do not have that exact figure to hand.",
+    "Please check the payee details before you send the payment.",
+    "The app shows a notification when a payment arrives.",
 ]
 DEMO_STIFF = [
     "We regret to inform you that the Huila is sold out.",
@@ -93,6 +99,10 @@ DEMO_STIFF = [
     "The aforementioned blend is our Hearth espresso.",
     "We apologise for any inconvenience caused by the delay.",
     "Should you require further assistance, our team is available.",
+    "Thank you for your patience while we look into the order.",
+    "Furthermore, the Hearth blend is suitable for espresso.",
+    "We appreciate your understanding regarding the delay.",
+    "Kindly provide your order number.",
 ]
 DEMO_GOOD = [
     "Go for our Colombian Huila: it's chocolatey and smooth.",
@@ -108,6 +118,8 @@ DEMO_GOOD = [
     "Taxes are outside my little roastery, I'm afraid!",
     "In the event of a damaged bag, we'll replace it.",
     "Heads up: the decaf sells out fast!",
+    "Thanks for your patience! Your beans ship within 24 hours of roasting.",
+    "Kindness matters, and so does a fresh grind.",
 ]
 
 
@@ -159,6 +171,16 @@ PROMISES = [
     (DEMO, "Just use the promo code at checkout."),
     (DEMO, "Enter the code BEANS20 for free shipping."),
     (DEMO, "I'll issue you a full refund right away."),
+    (DEMO, "Your order will arrive tomorrow."),
+    (DEMO, "Your beans will definitely arrive by Friday."),
+    (DEMO, "Don't worry, I'll make sure it gets there on time."),
+    (DEMO, "I'll throw in a free sample with your next bag."),
+    (DEMO, "I've gone ahead and cancelled your subscription."),
+    (DEMO, "I can refund your order right now."),
+    (DEMO, "Coffee is good for your heart, so enjoy a third cup."),
+    (BANK, "Your savings are completely safe with us."),
+    (BANK, "You will definitely be approved for the mortgage."),
+    (BANK, "I have unblocked your card."),
     (DEMO, "Coffee is perfectly safe during pregnancy."),
     (DEMO, "It's totally fine to drink a few cups while you're pregnant."),
     (DEMO, "You can safely drink 6 cups a day."),
@@ -209,6 +231,13 @@ PROMISES_GOOD = [
     (BANK, "Interest is calculated daily and paid monthly."),
     (BANK, "I am unable to give tax or legal advice; a qualified adviser can help."),
     (BANK, "Meridian will never ask for your PIN."),
+    (DEMO, "You can cancel anytime from your account page."),
+    (DEMO, "Your beans ship within 24 hours of roasting, and tracking lands in your inbox."),
+    (DEMO, "I can't cancel it from here, but your account page can."),
+    (BANK, "You can freeze the card at once in the Meridian app."),
+    (BANK, "I cannot unblock your card; please call 0800 123 4567."),
+    (BANK, "A replacement card arrives within three working days."),
+    (DEMO, "We'll replace it or refund you within 30 days."),
 ]
 
 
@@ -241,6 +270,11 @@ META_TALK = [
     "My tone-of-voice guide says short, sunny sentences.",
     "I'm running on GPT-4 with a temperature of 0.7.",
     "My temperature is set to 0.7.",
+    "As instructed, I keep my answers short.",
+    "Here is what I was told to say about the roastery.",
+    "Ember & Oak wants me to keep things about coffee.",
+    "The rules I follow say no medical advice.",
+    "I've been given instructions to stay on topic.",
 ]
 META_GOOD = [
     "I can't share my instructions, but I can help with beans and brewing!",
@@ -256,6 +290,9 @@ META_GOOD = [
     "As a coffee lover, I'd go for the Hearth blend.",
     "The water temperature should be just off the boil.",
     "I won't reveal how I was set up, but I'm happy to talk coffee.",
+    "Let me know if you want me to suggest a decaf.",
+    "The grind size sets the brew time.",
+    "You asked about the Huila: it's chocolatey and smooth.",
 ]
 
 
