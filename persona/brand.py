@@ -32,6 +32,10 @@ FillerFamily = Literal[
     "ai_disclaimer", "no_feelings", "hope_it_helps", "invite_more", "praise_question", "reassurance",
     "happy_to_help", "worth_noting", "in_conclusion", "cliche",
 ]  # fmt: skip
+# The families of off-brand replies beyond filler (persona/families.py), by the rule they fire.
+ToneFamily = Literal["slang", "chummy", "contractions", "legalese", "corporate"]
+PromiseFamily = Literal["guarantee", "invented_offer", "financial_advice", "tax_legal_advice", "health_advice"]
+MetaFamily = Literal["instructions", "configuration"]
 
 
 class _Strict(BaseModel):
@@ -42,6 +46,16 @@ class Voice(_Strict):
     traits: list[str] = Field(min_length=1, description="Adjectives for the voice, most important first.")
     guide: str = Field(
         default="", description="The tone-of-voice guide in prose, as a copywriter would brief a new hire."
+    )
+    formality: Literal["casual", "formal", "neutral"] = Field(
+        default="neutral",
+        description="The brand's register; the guard replaces a reply in the opposite one (persona/families.py). "
+        "formal: slang and chummy words are off-brand; casual: legalese and stiff corporate phrases are; "
+        "neutral: neither.",
+    )
+    contractions: bool = Field(
+        default=True,
+        description="false: contractions (don't, we're, it's …) are off-brand, enforced by the guard.",
     )
 
 
@@ -299,6 +313,15 @@ class CompetitorSettings(_Strict):
     )
 
 
+def _valid_patterns(value: list[str]) -> list[str]:
+    for pattern in value:
+        try:
+            re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {pattern!r}: {exc}") from None
+    return value
+
+
 class FillerSettings(_Strict):
     """Generic assistant filler, as families of patterns (persona/filler.py)."""
 
@@ -312,15 +335,51 @@ class FillerSettings(_Strict):
     @field_validator("patterns")
     @classmethod
     def _compile(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern, re.IGNORECASE)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {pattern!r}: {exc}") from None
-        return value
+        return _valid_patterns(value)
 
 
 FactKind = Literal["money", "percent", "quantity", "time", "date", "phone", "email", "url", "name"]
+
+
+class FamilySettings(_Strict):
+    """Built-in pattern families of one rule (persona/families.py) a brand switches off, and its own."""
+
+    off: list[str] = Field(default_factory=list, description="Built-in families this brand does not enforce.")
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="The brand's own patterns for this rule (regular expressions, case-insensitive; keep each "
+        "within a sentence). For promise and meta_talk, a match a negation precedes is excused, as for the "
+        "built-in families.",
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, value: list[str]) -> list[str]:
+        return _valid_patterns(value)
+
+
+class ToneSettings(FamilySettings):
+    """Markers of the register opposite the brand's (``voice.formality``), and contractions."""
+
+    off: list[ToneFamily] = Field(  # type: ignore[assignment]
+        default_factory=list, description="Built-in tone families this brand does not enforce."
+    )
+
+
+class PromiseSettings(FamilySettings):
+    """Guarantees, invented offers, and financial, tax, legal or health advice."""
+
+    off: list[PromiseFamily] = Field(  # type: ignore[assignment]
+        default_factory=list, description="Built-in promise and advice families this brand does not enforce."
+    )
+
+
+class MetaSettings(FamilySettings):
+    """Replies that talk about their own instructions or configuration."""
+
+    off: list[MetaFamily] = Field(  # type: ignore[assignment]
+        default_factory=list, description="Built-in meta-talk families this brand does not enforce."
+    )
 
 
 class FactCheck(_Strict):
@@ -405,6 +464,9 @@ class GuardSettings(_Strict):
         default=True, description="Also block the built-in generic filler (the families of filler.off excepted)."
     )
     filler: FillerSettings = Field(default_factory=FillerSettings)
+    tone: ToneSettings = Field(default_factory=ToneSettings)
+    promises: PromiseSettings = Field(default_factory=PromiseSettings)
+    meta_talk: MetaSettings = Field(default_factory=MetaSettings)
     off_topic: OffTopicCheck = Field(default_factory=OffTopicCheck)
     language: LanguageCheck = Field(default_factory=LanguageCheck)
     facts: FactCheck = Field(default_factory=FactCheck)

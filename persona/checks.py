@@ -18,6 +18,13 @@ rule              what fires it                                               fa
                   brand's first): persona.language, judged by the guard       (else
                   after the first sentence, not by these checks               off_brand)
 ``dont``          a don't-rule's ``pattern``                                  off_brand
+``tone``          the register opposite ``voice.formality`` (slang for a        off_brand
+                  formal brand, legalese for a casual one), contractions
+                  with ``voice.contractions: false``: persona.families
+``promise``       guarantees, invented offers, financial, tax, legal or        off_brand
+                  health advice (persona.families; not when negated)
+``meta_talk``     talk about its own instructions or configuration             off_topic
+                  (persona.families; not when negated)
 ``emoji``         any emoji when ``emoji.policy: none``                       off_brand
 ``refusal``       a canned model refusal ("I'm sorry, but I can't help …")    off_topic
 ``prompt_leak``   the system prompt's canary, or 8 consecutive words of the   off_topic
@@ -43,7 +50,10 @@ the brand's nouns; an answer about lasagna from a coffee bot shares almost none.
 than ``min_terms`` (3) content terms are not judged. Default threshold 0.2: the shipped brands'
 examples and knowledge all score ≥ 0.5 against themselves, generic off-topic text scores < 0.1
 (``tests/test_guard.py`` pins both). It is a lexical proxy, not a semantic model (none can be
-downloaded at run time); the eval's optional LLM judge is the check for quality.
+downloaded at run time); the eval's optional LLM judge is the check for quality. The vocabulary is in
+one language (:func:`vocabulary_language`), so the guard does not judge a reply in another language
+the brand speaks (the language check's verdict, else the detector on the finished reply, else the
+user's language); one in a language the brand does not speak is judged still.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ import regex
 
 from persona.brand import Brand, DontRule
 from persona.companies import competitor_names
+from persona.families import families
 from persona.filler import BUILTIN_FILLER, filler_patterns
 from persona.text import STOP, content_terms, count_sentences, term_set, words
 
@@ -338,10 +349,16 @@ def _compile(brand: Brand) -> CompiledRules:
     if brand.emoji.policy == "none":
         alternatives.append(("emoji", EMOJI))
     alternatives += [("refusal", r) for r in REFUSALS]
-    # Generic filler as families of patterns (persona.filler), after the brand's own don'ts.
+    # Generic filler as families of patterns (persona.filler), after the brand's own don'ts; then the
+    # families of tone, promises and meta talk (persona.families), some excused by a negation.
     alternatives += [("filler", rx) for rx in filler_patterns(brand)]
+    excusable = [d.unless_negated for d in brand.rules.dont if d.pattern]
+    excusable += [False] * (len(alternatives) - len(excusable))
+    for family in families(brand):
+        alternatives.append((family.rule, family.pattern))
+        excusable.append(family.negatable)
     names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
-    negatable = frozenset(f"r{i}" for i, d in enumerate(d for d in brand.rules.dont if d.pattern) if d.unless_negated)
+    negatable = frozenset(f"r{i}" for i, excused in enumerate(excusable) if excused)
     # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
     pattern = regex.compile(
         "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
@@ -462,6 +479,13 @@ def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[flo
             weak.update(known)
     score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)
     return score / len(terms), len(terms)
+
+
+def vocabulary_language(brand: Brand) -> str:
+    """The language the brand's vocabulary is written in: its first declared language, else English.
+    Coverage only means something for a reply in that language: a good Spanish answer shares none of
+    an English vocabulary's words (the guard does not judge it, :class:`persona.guard.BrandGuard`)."""
+    return brand.languages[0] if brand.languages else "en"
 
 
 def off_topic(brand: Brand, scored: tuple[float, int] | None) -> bool:

@@ -24,7 +24,7 @@ from persona.brand import Brand, FillerFamily
 _APOSTROPHE = "['\u2019]"
 
 
-def _words(pattern: str) -> str:
+def phrase_pattern(pattern: str) -> str:
     """A readable pattern → the one the guard runs: spaces match any whitespace run, apostrophes both forms."""
     return pattern.replace("'", _APOSTROPHE).replace(" ", r"\s+")
 
@@ -35,23 +35,23 @@ _AI = r"(?:an? )?(?:ai|artificial intelligence|(?:large )?language model|llm|cha
 #: held is as short as the family allows.
 FAMILIES: Final[dict[str, str]] = {
     # "As an AI language model, …", "As a large language model", "I'm just an AI", "being an AI"
-    "ai_disclaimer": _words(
+    "ai_disclaimer": phrase_pattern(
         rf"\b(?:as|being) {_AI}(?: (?:language )?model| assistant| system)?\b"
         rf"|\bi(?:'m| am) (?:just |only |merely |simply )?{_AI}\b"
     ),
     # "I don't have personal opinions", "I do not have feelings", "I can't form personal preferences"
-    "no_feelings": _words(
+    "no_feelings": phrase_pattern(
         r"\bi (?:don't|do not|can't|cannot|can not) (?:have|hold|form|experience|possess) (?:any )?(?:personal )?"
         r"(?:opinions?|feelings?|emotions?|preferences?|beliefs?|experiences?|views?)\b"
     ),
     # "I hope this helps", "Hope that was helpful", "I trust this answers your question"
-    "hope_it_helps": _words(
+    "hope_it_helps": phrase_pattern(
         r"\b(?:i )?(?:hope|trust) (?:this|that|it|my answer|the above|this information)(?: information)? "
         r"(?:helps|helped|was helpful|is helpful|will help|clarifies|answers|has been helpful)\b"
     ),
     # "Feel free to reach out", "Don't hesitate to ask", "Let me know if you have any other questions",
     # "If you have any further questions, …"
-    "invite_more": _words(
+    "invite_more": phrase_pattern(
         r"\b(?:please )?feel free to (?:reach out|ask|contact|get in touch|let (?:me|us) know)\b"
         r"|\b(?:please )?(?:don't|do not) hesitate to (?:ask|reach out|contact|get in touch|let (?:me|us) know)\b"
         r"|\blet me know if (?:you have|there are) any (?:other |more |further |additional )?"
@@ -60,13 +60,13 @@ FAMILIES: Final[dict[str, str]] = {
         r"|\blet me know if (?:there's|there is|you need) anything else\b"
     ),
     # "Great question!", "What an excellent question", "That's a really good question"
-    "praise_question": _words(
+    "praise_question": phrase_pattern(
         r"\b(?:(?:really|very|such an?) )?(?:great|excellent|good|fantastic|wonderful|interesting|brilliant) "
         r"question\b|\bi(?:'m| am) (?:so )?glad you asked\b"
     ),
     # "I completely understand your concern", "Your security is our top priority", "I apologise for any
     # inconvenience", "We take these matters very seriously"
-    "reassurance": _words(
+    "reassurance": phrase_pattern(
         r"\bi (?:completely |totally |fully )?understand your (?:concern|frustration|worry)\b"
         r"|\byour (?:satisfaction|security|safety|privacy) is our (?:top |highest |number one |first )?priority\b"
         r"|\b(?:i|we) apologi[sz]e for (?:any|the) inconvenience\b"
@@ -75,21 +75,21 @@ FAMILIES: Final[dict[str, str]] = {
     # "I'd be happy to help", "I would be more than glad to assist", "I'm more than happy to help",
     # "How can I assist you today?", "I'm here to help with any questions you may have"
     # (not "I'm happy to help you find a decaf": an offer of something specific)
-    "happy_to_help": _words(
+    "happy_to_help": phrase_pattern(
         r"\bi(?:'d| would) (?:be )?(?:more than |so |very |really )?(?:happy|glad|delighted) to (?:help|assist)\b"
         r"|\bi(?:'m| am) more than (?:happy|glad|delighted) to (?:help|assist)\b"
         r"|\bhow (?:can|may) i (?:help|assist) you today\b"
         r"|\bi(?:'m| am) (?:always )?here to (?:help|assist)(?: you)? with any(?:thing| questions?)\b"
     ),
     # "It's important to note that", "It is worth noting", "It's crucial to remember"
-    "worth_noting": _words(
+    "worth_noting": phrase_pattern(
         r"\bit(?:'s| is) (?:important|worth|crucial|essential|vital) (?:to (?:note|mention|remember|keep in mind|"
         r"point out)|noting|mentioning|remembering)\b"
     ),
     # "In conclusion", "In summary", "To sum up"
-    "in_conclusion": _words(r"\b(?:in conclusion|in summary|to sum (?:it )?up|to summari[sz]e)\b"),
+    "in_conclusion": phrase_pattern(r"\b(?:in conclusion|in summary|to sum (?:it )?up|to summari[sz]e)\b"),
     # Stock phrases of generated text
-    "cliche": _words(
+    "cliche": phrase_pattern(
         r"\bin today's (?:fast-paced|digital|modern|ever-changing|busy) world\b"
         r"|\bdelve (?:into|deeper)\b"
         r"|\bever-(?:evolving|changing) landscape\b"

@@ -33,7 +33,8 @@ reply until the off-topic check (``off_topic: reply``). At the end of a reply:
 * ``finish_reason: length`` → trimmed to the last whole sentence (a ``retract`` if the cut part
   was already out), or the ``truncated`` fallback when there is no whole sentence;
 * off-topic (the reply's domain coverage under the brand's threshold; the question is only weak
-  context) → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
+  context; only a reply in the vocabulary's language is judged, :func:`persona.checks.vocabulary_language`)
+  → a ``GuardNote("off_topic")`` that the job logs and reports through its hooks; with
   ``guard.off_topic.action: fallback`` also replaced.
 
 The reply's language (:mod:`persona.language`) is judged once its first sentence or so is there
@@ -58,9 +59,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from persona.brand import Brand
-from persona.checks import LEAK_N, CompiledRules, Finding, PhraseScanner, compile_rules, coverage, off_topic
+from persona.checks import (
+    LEAK_N,
+    CompiledRules,
+    Finding,
+    PhraseScanner,
+    compile_rules,
+    coverage,
+    off_topic,
+    vocabulary_language,
+)
 from persona.facts import FactScanner, grounding
-from persona.language import LanguageGate, Verdict
+from persona.language import LanguageGate, Verdict, reply_language
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -312,7 +322,7 @@ class BrandGuard:
         check = self.brand.guard.off_topic
         facts = self._take_notes()  # guard.facts.action: log — a fact the end completed
         scored = coverage(self.brand, full, (self.context.question, *self.context.context))
-        if scored is None or not off_topic(self.brand, scored):
+        if scored is None or not off_topic(self.brand, scored) or not self._in_vocabulary_language(full):
             return facts, False
         fields = {
             "score": round(scored[0], 3),
@@ -321,6 +331,20 @@ class BrandGuard:
             "action": check.action,
         }
         return (*facts, GuardNote("off_topic", fields)), check.action == "fallback"
+
+    def _in_vocabulary_language(self, full: str) -> bool:
+        """Whether lexical coverage can judge the reply: not when it is in another language than the
+        brand's vocabulary that the brand speaks (a good Spanish answer of a brand that answers in
+        Spanish). A reply in a language the brand does not speak is judged still: it is off-brand
+        anyway, and the coverage check is a backstop for a language check that did not decide. The
+        reply's language: the language check's verdict, else the detector on the reply, else the
+        user's language (a short "¡Claro!"). Only asked of a reply that scored off-topic (rare)."""
+        verdict = self._language.verdict if self._language is not None else None
+        language = verdict.detected if verdict is not None else reply_language(full)
+        if language is None and self._language is not None:
+            language = self._language.want().user
+        spoken = not self.brand.languages or language in self.brand.languages
+        return language is None or language == vocabulary_language(self.brand) or not spoken
 
     # --- the three streaming checks -------------------------------------------------------------------
     def _phrases(self, text: str, at: int) -> Finding | None:

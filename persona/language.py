@@ -213,6 +213,25 @@ def judge(text: str, want: Expected, min_confidence: float) -> Verdict | None:
     return None
 
 
+#: The least confidence :func:`reply_language` needs to name a short reply's language.
+REPLY_MIN_CONFIDENCE: Final[float] = 0.6
+
+
+def reply_language(text: str, min_words: int = 2) -> str | None:
+    """The language a finished reply is most likely in, or None with fewer than ``min_words`` language
+    words or no language at least :data:`REPLY_MIN_CONFIDENCE` likely. For the lexical off-topic check,
+    whose vocabulary is in one language (``checks.vocabulary_language``): it runs once per reply, and
+    only when a reply already scored off-topic."""
+    kept = language_words(text)
+    if len(kept) < min_words:
+        return None
+    values = confidences(" ".join(kept))
+    if not values:
+        return None
+    language, confidence = max(values.items(), key=lambda item: item[1])
+    return language if confidence >= REPLY_MIN_CONFIDENCE else None
+
+
 class LanguageGate:
     """One reply's language check, fed as the reply streams (one per guard).
 

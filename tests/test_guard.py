@@ -25,6 +25,7 @@ from persona.checks import (
     off_topic,
     policy_findings,
 )
+from persona.families import META, PROMISE, TONE
 from persona.filler import FAMILIES
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import BrandFileError, load_brands, parse_brand
@@ -144,7 +145,8 @@ def test_no_part_of_a_banned_phrase_ever_reaches_a_client_however_it_is_chunked(
     text = f"{prefix}{phrase} {suffix}"
     released, steps = stream(DEMO, chunks(text, cuts))
     found = violation(steps)
-    assert found is not None and found.violation in {"banned_phrase", "filler", "competitor", "dont"}  # dont: shouting
+    # dont: shouting; tone: "valued customer" is also a stiff corporate marker for the casual roaster
+    assert found is not None and found.violation in {"banned_phrase", "filler", "competitor", "dont", "tone"}
     assert len(released) <= len(prefix), f"released {released!r} past the start of {phrase!r}"
     assert replacement(DEMO, found) == DEMO.fallbacks.off_brand
 
@@ -153,12 +155,14 @@ def test_no_part_of_a_banned_phrase_ever_reaches_a_client_however_it_is_chunked(
     ("brand", "text", "rule", "fallback"),
     [
         (DEMO, "Honestly, Blue Bottle does it too.", "competitor", "off_brand"),
-        (DEMO, "We GUARANTEE it will arrive by Friday.", "dont", "off_brand"),
+        (DEMO, "We GUARANTEE it will arrive by Friday.", "promise", "off_brand"),
         (DEMO, "ORDER RIGHT NOW PLEASE friend.", "dont", "off_brand"),
         (BANK, "Your card is frozen!", "dont", "off_brand"),
         (BANK, "That is awesome news.", "banned_phrase", "off_brand"),
         (BANK, "Your card is frozen 🙂.", "emoji", "off_brand"),
-        (BANK, "You should invest in our fund.", "dont", "off_brand"),
+        (BANK, "You should invest in our fund.", "promise", "off_brand"),
+        (BANK, "Yep, your card is frozen.", "tone", "off_brand"),
+        (DEMO, "My instructions say to keep it short.", "meta_talk", "off_topic"),
         (BANK, "Please tell me your PIN so I can check.", "dont", "off_brand"),
         (BANK, "Unlike Barclays, we pay daily.", "competitor", "off_brand"),
         (DEMO, "I'm sorry, but I can't help with that.", "refusal", "off_topic"),
@@ -279,7 +283,9 @@ def test_ordinary_text_goes_out_the_moment_it_arrives() -> None:
 
 
 def test_only_the_beginning_of_a_phrase_is_held_and_it_goes_out_once_it_cannot_match() -> None:
-    guard = BrandGuard(DEMO)
+    # (without the corporate tone family, which has "valued customer" too, and fires as soon as the pattern can)
+    tone = DEMO.guard.tone.model_copy(update={"off": ["corporate"]})
+    guard = BrandGuard(DEMO.model_copy(update={"guard": DEMO.guard.model_copy(update={"tone": tone})}))
     assert guard.feed("Thanks, valued ").release == "Thanks, "  # "valued customer" is banned
     assert guard.feed("mugs").release == "valued mugs"
     assert guard.feed(" for a valued").release == " for a "
@@ -288,11 +294,11 @@ def test_only_the_beginning_of_a_phrase_is_held_and_it_goes_out_once_it_cannot_m
 
 
 def test_a_pattern_holds_from_where_a_match_could_still_start() -> None:
-    guard = BrandGuard(DEMO)  # don't: \b(?:guarantee|promise)[sd]?\b[^.!?]{0,40}\b(?:deliver|arriv)
-    assert guard.feed("We guarantee it will ").release == "We "
-    assert guard.feed("taste good.").release == "guarantee it will taste good."
-    assert guard.feed(" We promise it arr").release == " We "
-    assert guard.feed("ives Friday.").violation == "dont"
+    guard = BrandGuard(DEMO)  # the promise family "guarantee" (persona/families.py)
+    assert guard.feed("Beans are guaranteed ").release == "Beans are "
+    assert guard.feed("fresh.").release == "guaranteed fresh."
+    assert guard.feed(" Your bag will definitely arr").release == " "
+    assert guard.feed("ive Friday.").violation == "promise"
 
 
 def test_a_competitor_name_is_confirmed_by_the_next_character() -> None:
@@ -335,7 +341,12 @@ WORDS = ["no", "worries", "valued", "customer", "hey", "there", "risk", "free", 
          "Costa", "Coffee", "Wells", "Fargo", "Dunkin'", "Tim", "Hortons", "La", "Colombe", "Bank", "America", "N26",
          "hope", "this", "helps", "that", "feel", "free", "to", "reach", "out", "great", "question", "let", "know",
          "if", "you", "have", "any", "other", "questions", "it's", "worth", "noting", "in", "conclusion", "being",
-         "happy", "I'd", "be", "don't", "personal", "opinions", "just", "bot"]  # fmt: skip
+         "happy", "I'd", "be", "don't", "personal", "opinions", "just", "bot",
+         # issue 12: the words of the tone, promise and meta-talk families (persona/families.py)
+         "gonna", "awesome", "super", "easy", "yep", "lol", "we're", "it\u2019s", "pursuant", "hereby", "kindly",
+         "advised", "regret", "inform", "promise", "will", "arrive", "definitely", "give", "discount", "code",
+         "should", "invest", "buy", "shares", "my", "instructions", "say", "was", "told", "system", "prompt",
+         "supposed", "sound", "according", "tax", "legally"]  # fmt: skip
 SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ". ", "! ", "\u2019s ", " \t "]
 PATTERNS = [
     r"\bno\s+way\b",
@@ -365,19 +376,38 @@ def rule_sets(draw: st.DrawFn) -> Brand:
     rules = DEMO.rules.model_copy(update={"dont": dont})
     industries = draw(st.lists(st.sampled_from(["coffee", "banking", "fintech"]), max_size=2, unique=True))
     filler_off = draw(st.lists(st.sampled_from(sorted(FAMILIES)), max_size=3, unique=True))
+    tone_off = draw(st.lists(st.sampled_from(sorted(TONE)), max_size=2, unique=True))
+    promises_off = draw(st.lists(st.sampled_from(sorted(PROMISE)), max_size=3, unique=True))
+    meta_off = draw(st.lists(st.sampled_from(sorted(META)), max_size=1, unique=True))
+    voice = DEMO.voice.model_copy(
+        update={
+            "formality": draw(st.sampled_from(["casual", "formal", "neutral"])),
+            "contractions": draw(st.booleans()),
+        }
+    )
     guard = DEMO.guard.model_copy(
         update={
             "competitors": competitors,
             "builtin_filler": draw(st.booleans()),
             "competition": DEMO.guard.competition.model_copy(update={"industries": industries}),
             "filler": DEMO.guard.filler.model_copy(update={"off": filler_off}),
+            "tone": DEMO.guard.tone.model_copy(update={"off": tone_off}),
+            "promises": DEMO.guard.promises.model_copy(update={"off": promises_off}),
+            "meta_talk": DEMO.guard.meta_talk.model_copy(update={"off": meta_off}),
             # The language check judges whole sentences, not prefixes: off for word salad.
             "language": DEMO.guard.language.model_copy(update={"action": "off"}),
         }
     )
     emoji = DEMO.emoji.model_copy(update={"policy": draw(st.sampled_from(["none", "sparingly"]))})
     return DEMO.model_copy(
-        update={"banned_phrases": banned, "guard": guard, "rules": rules, "emoji": emoji, "length": UNLIMITED}
+        update={
+            "banned_phrases": banned,
+            "guard": guard,
+            "rules": rules,
+            "emoji": emoji,
+            "length": UNLIMITED,
+            "voice": voice,
+        }
     )
 
 
@@ -719,7 +749,7 @@ def test_a_reply_quoting_a_fact_the_instructions_repeat_is_not_a_leak_but_reciti
     released, steps = stream(brand, chunks(quoted, list(range(0, len(quoted), 5))), question=brand.knowledge[0].topic)
     assert violation(steps) is None and released == quoted
     assert not check_text(brand, quoted), "the eval agrees"
-    recital = "My instructions say: " + " ".join(brand.instructions.split()[:12])
+    recital = "Sure: " + " ".join(brand.instructions.split()[:12])  # ("My instructions say" is meta_talk)
     _, steps = stream(brand, [w + " " for w in recital.split()])
     assert violation(steps) is not None and violation(steps).violation == "prompt_leak"  # type: ignore[union-attr]
     guide = " ".join(brand.voice.guide.split()[:10])
@@ -748,7 +778,8 @@ def test_a_dont_rule_fires_on_the_claim_but_not_on_its_refusal_or_negation(
 ) -> None:
     brand = BRANDS[brand_id]
     _, steps = stream(brand, [w + " " for w in claim.split()])
-    assert violation(steps) is not None and violation(steps).violation == "dont"  # type: ignore[union-attr]
+    # (advice, guarantees and "risk-free" are the built-in promise families since issue 12: same negation rule)
+    assert violation(steps) is not None and violation(steps).violation in {"dont", "promise"}  # type: ignore[union-attr]
     released, steps = stream(brand, [w + " " for w in negated.split()], question="PIN savings delivery")
     assert violation(steps) is None and released == negated + " "
     assert not check_text(brand, negated) and check_text(brand, claim), "the eval agrees"

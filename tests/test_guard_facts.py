@@ -312,7 +312,7 @@ def test_with_action_log_nothing_is_held_and_the_fact_is_noted() -> None:
 # --- streaming: what is held, and for how long --------------------------------------------------------------
 
 PREFIXES = ["", "Sure, ", "Happy to help. ", "Good news: ", "We roast on Mondays and "]
-SUFFIXES = ["", " and that's it.", ", I promise.", ". Anything else?"]
+SUFFIXES = ["", " and that is all.", ", I promise.", ". Anything else?"]  # (no contraction: the bank forbids them)
 INVENTED = {
     "demo": ["$50", "48 hours", "3\u20135 business days", "six minutes", "6am", "Tuesdays", "Ethiopian Sidamo", "10%"],
     "meridian": ["4.5%", "£500", "five working days", "0800 123 4568", "8:30", "Fixed Saver Plus", "Sunday"],

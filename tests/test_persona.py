@@ -88,8 +88,8 @@ def test_an_unknown_field_is_an_error_not_silently_ignored(tmp_path: Path) -> No
 
 
 def test_a_dont_rule_with_an_invalid_pattern_is_rejected(tmp_path: Path) -> None:
-    text = DEMO.replace(r"pattern: \b(?:guarantee", r"pattern: \b((?:guarantee")
-    with pytest.raises(BrandFileError, match=r"rules\.dont\.1\.pattern \(line \d+\): .*not a valid regular expression"):
+    text = DEMO.replace(r"pattern: (?-i:\b[A-Z]", r"pattern: (?-i:\b([A-Z]")
+    with pytest.raises(BrandFileError, match=r"rules\.dont\.2\.pattern \(line \d+\): .*not a valid regular expression"):
         load_brand(write(tmp_path, text))
 
 
