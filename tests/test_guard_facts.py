@@ -506,8 +506,9 @@ def test_figures_glued_after_letters_hold_nothing() -> None:
 
 
 def test_a_number_in_words_past_a_hundred_is_read_whole() -> None:
-    """"two hundred and fifty grams" is 250 g, not "hundred and fifty grams" (150 g, which once replaced
+    """ "two hundred and fifty grams" is 250 g, not "hundred and fifty grams" (150 g, which once replaced
     `make bench`'s every reply as a contradicted fact)."""
     assert keys("two hundred and fifty grams of water") == [("quantity", "gram", 250.0, 250.0)]
-    released, steps = stream(DEMO, words("Use fifteen grams of coffee to two hundred and fifty grams of water."))
-    assert not any(step.violation for step in steps)
+    text = "Use fifteen grams of coffee to two hundred and fifty grams of water."
+    released, steps = stream(DEMO, words(text))
+    assert not any(step.violation for step in steps) and released == text + " "
