@@ -16,8 +16,10 @@ for ``redis://`` so they hold across instances (the instance cap is the one coun
 definition). Every held place has a lease, so a crashed instance's places come back by themselves.
 
 A running reply holds its places (conversation, brand, instance) from the send until its stream
-ends: :meth:`Limits.on_hook` sees ``stream_ended`` (emitted by ``reply/jobs.py``) and lets go. If
-that event never comes (the instance died, the buffer failed at the end), the lease ends them:
+ends: :meth:`Limits.end_stream` gives them back just *before* the terminal event is written (the
+job manager's ``before_end``), so a client that sends its next message the moment it reads ``done``
+never finds the conversation busy; :meth:`Limits.on_hook` (``stream_ended``) is the backstop. If
+neither comes (the instance died, the buffer failed at the end), the lease ends them:
 ``UPSTREAM_TOTAL_DEADLINE_S`` + ``SHUTDOWN_GRACE_S`` + :data:`REPLY_LEASE_MARGIN_S`.
 
 A re-sent message (same ``client_message_id``, e.g. after a reconnect) is never refused as busy:
@@ -213,8 +215,18 @@ class Limits:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def end_stream(self, stream_id: str) -> None:
+        """``stream_id`` is about to write its terminal event: give its places back first, so a client
+        that sends its next message the moment it reads ``done`` never finds the conversation busy
+        (``GenerationManager``'s ``before_end``). A stream this instance holds no places for (adopted
+        after a failover, or already given back) is a no-op."""
+        places = self._by_stream.pop(stream_id, None)
+        if places is not None:
+            await self.release(places)
+
     def on_hook(self, event: str, fields: dict[str, Any]) -> None:
-        """A monitoring hook (``api/hooks.py``): a stream that ended gives its places back."""
+        """A monitoring hook (``api/hooks.py``): a stream that ended gives its places back (when
+        ``end_stream`` could not, e.g. the terminal event was written by another path)."""
         if event == "stream_ended":
             places = self._by_stream.pop(str(fields.get("stream_id")), None)
             if places is not None:

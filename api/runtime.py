@@ -192,6 +192,7 @@ class Runtime:
                 buffer_outage_deadline_s=settings.buffer_outage_deadline_s,
             ),
             hooks=hooks.emit,
+            before_end=limits.end_stream,  # the conversation is free once a client can read `done`
             guard_factory=brand_guard if settings.guard_enabled else pass_through,
             reviewers=reviewers if settings.guard_enabled else None,
         )

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,8 @@ from streaming.log import StreamWriter, fold_text
 STREAM_TTL_MARGIN_S = 60
 # How long writing the pending text and the terminal event may take once generation stopped.
 CLOSE_TIMEOUT_S = 5.0
+# How long a reply's end waits for ``before_end`` (giving back its limits' places) before it ends anyway.
+BEFORE_END_TIMEOUT_S = 1.0
 # After the shutdown grace, how long cancelled replies get to write their terminal event.
 DRAIN_CANCEL_WAIT_S = 5.0
 # The prompt's most recent history turns the guard's relevance check may count as on-topic.
@@ -111,9 +113,13 @@ class GenerationManager:
         hooks: JobHooks,
         guard_factory: GuardFactory,
         reviewers: ReviewerFactory | None = None,
+        before_end: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.buffer = buffer
         self._reviewers = reviewers
+        # Awaited (bounded by BEFORE_END_TIMEOUT_S) just before a reply's terminal event is written:
+        # whatever must be true once a client reads `done` (the API gives back the limits' places).
+        self._before_end = before_end
         self.options = options
         self._brands = brands
         self._hooks = hooks
@@ -440,6 +446,12 @@ class GenerationManager:
                 batcher.abort()
                 outcome = Outcome(buffer_unavailable=True)
             events = closing_events(writer, job.brand.fallbacks, outcome)
+            if self._before_end is not None:
+                try:
+                    async with asyncio.timeout(BEFORE_END_TIMEOUT_S):
+                        await self._before_end(job.stream_id)
+                except Exception as exc:  # the stream_ended hook and the places' lease free them anyway
+                    log.warning("before_end failed: {!r}", exc)
             try:
                 await self.buffer.append(job.stream_id, events, expire_after_s=self.options.resume_window_s)
             except BufferUnavailable:

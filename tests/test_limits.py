@@ -95,10 +95,31 @@ async def test_the_conversation_takes_the_next_message_once_its_reply_ended(serv
         assert response.status_code == 202, response.text
         reader = await read_sse(server.base_url, response.json()["stream_id"], n["token"])
         assert reader.events[-1].event == "done"
-        # The place is given back by the stream_ended hook, just after the terminal event is written.
+        # The place is given back just before the terminal event is written (Limits.end_stream).
         async with asyncio.timeout(2 * T):
             while server.runtime.limits._by_stream:
                 await asyncio.sleep(0.01)
+
+
+async def test_a_message_sent_the_moment_done_arrives_is_never_busy(servers: ServerFactory, buffer_url: str) -> None:
+    """The conversation's place is given back *before* the terminal event is written, so a client that
+    sends its next message as soon as it reads ``done`` is accepted, however slow the limits' store.
+    (The store is slowed here by 0.3 s per unclaim: given back after ``done``, every send would be 409.)"""
+    server = await servers(buffer_url=buffer_url)
+    store = server.runtime.limits.store
+    unclaim = store.unclaim
+
+    async def slow_unclaim(key: str, value: str) -> None:
+        await asyncio.sleep(0.3 * T)
+        await unclaim(key, value)
+
+    store.unclaim = slow_unclaim  # type: ignore[method-assign]
+    n = await negotiate(server.base_url)
+    async with WsClient.connect(server.ws_url, n["token"]) as client:
+        for i in range(3):
+            await client.send({"type": "send", "client_message_id": f"m{i}", "text": QUESTION})
+            frame = (await client.recv_until(lambda f: f["type"] in ("done", "error")))[-1]
+            assert frame["type"] == "done", frame
 
 
 async def test_a_websocket_gets_conversation_busy_with_the_client_message_id_for_a_second_send(
