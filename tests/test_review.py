@@ -49,10 +49,11 @@ def recording_hook(event: str, fields: dict[str, Any]) -> None:
 
 
 OK = Reply(text='{"ok": true}')
-NOT_OK = Reply(text='{"ok": false, "rule": "personal investment advice"}')
+NOT_OK = Reply(text='{"ok": false, "rule": "runs down the brand\'s own beans"}')
 
 CLEAN = "We roast on Mondays and Thursdays and ship within a day of roasting. "
-BAD = "Honestly you should move your savings into bitcoin instead of buying coffee. "
+# Off-brand in a way no streaming check sees (it names nothing, promises nothing): only a reviewer can tell.
+BAD = "Honestly the cheapest beans at the supermarket taste just as good as ours. "
 TAIL = " ".join(["Our", "beans", "are", "fresh."] * 40)
 
 
@@ -96,7 +97,7 @@ async def test_a_violating_sentence_is_retracted_for_the_fallback_and_the_upstre
     fake: FakeOpenAI, reviewer: FakeOpenAI, servers_on_fake: ServerFactory
 ) -> None:
     server = await start(servers_on_fake, reviewer)
-    reviewer.default = ByContent((("bitcoin", NOT_OK),), otherwise=OK)
+    reviewer.default = ByContent((("supermarket", NOT_OK),), otherwise=OK)
     fake.enqueue(Reply(text=CLEAN + BAD + TAIL, delay_s=0.02 * T))
     n = await negotiate(server.base_url)
     events = await ws_turn(server.ws_url, n, "How fresh is the coffee?")
@@ -118,7 +119,7 @@ async def test_a_violation_found_in_the_last_sentence_retracts_before_done(
     fake: FakeOpenAI, reviewer: FakeOpenAI, servers_on_fake: ServerFactory
 ) -> None:
     server = await start(servers_on_fake, reviewer)
-    reviewer.default = ByContent((("bitcoin", NOT_OK),), otherwise=OK)
+    reviewer.default = ByContent((("supermarket", NOT_OK),), otherwise=OK)
     fake.enqueue(Reply(text=CLEAN + BAD.strip()))  # the reply ends before any review answered
     n = await negotiate(server.base_url)
     events = await ws_turn(server.ws_url, n, "Coffee?")
@@ -205,7 +206,7 @@ async def test_reviews_are_counted_by_reviewer_and_outcome_and_a_retraction_as_a
     fake: FakeOpenAI, reviewer: FakeOpenAI, servers_on_fake: ServerFactory, statsd: StatsdListener
 ) -> None:
     server = await start(servers_on_fake, reviewer, **metric_settings(statsd))
-    reviewer.default = ByContent((("bitcoin", NOT_OK), ("roast date", Status(500))), otherwise=OK)
+    reviewer.default = ByContent((("supermarket", NOT_OK), ("roast date", Status(500))), otherwise=OK)
     fake.enqueue(Reply(text=CLEAN + "Every bag is stamped with its roast date."), Reply(text=CLEAN + BAD.strip()))
     n = await negotiate(server.base_url)
     assert (await ws_turn(server.ws_url, n, "Fresh?"))[-1]["finish_reason"] == "stop"
