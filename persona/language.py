@@ -222,14 +222,7 @@ def reply_language(text: str, min_words: int = 2) -> str | None:
     words or no language at least :data:`REPLY_MIN_CONFIDENCE` likely. For the lexical off-topic check,
     whose vocabulary is in one language (``checks.vocabulary_language``): it runs once per reply, and
     only when a reply already scored off-topic."""
-    kept = language_words(text)
-    if len(kept) < min_words:
-        return None
-    values = confidences(" ".join(kept))
-    if not values:
-        return None
-    language, confidence = max(values.items(), key=lambda item: item[1])
-    return language if confidence >= REPLY_MIN_CONFIDENCE else None
+    return detect(text, min_words, REPLY_MIN_CONFIDENCE)
 
 
 class LanguageGate:

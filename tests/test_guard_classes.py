@@ -14,8 +14,8 @@ from persona.brand import Brand
 from persona.checks import check_text, compile_rules
 from persona.companies import competitor_names, gazetteer
 from persona.filler import BUILTIN_FILLER, FAMILIES
-from persona.guard import BrandGuard, GuardContext, GuardStep
 from persona.loader import load_brands
+from tests.guard_helpers import run
 
 BRANDS = load_brands(Path(__file__).resolve().parent.parent / "brands")
 DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
@@ -23,19 +23,6 @@ DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
 
 def guarded(brand: Brand, **settings: object) -> Brand:
     return brand.model_copy(update={"guard": brand.guard.model_copy(update=settings)})
-
-
-def run(brand: Brand, text: str, question: str = "") -> tuple[str, GuardStep | None]:
-    """Word by word through the guard; what was released and the step that fired, if any."""
-    guard = BrandGuard(brand, GuardContext(question=question))
-    released = ""
-    for piece in re.findall(r"\S+\s*", text):
-        step = guard.feed(piece)
-        released += step.release
-        if step.violation:
-            return released, step
-    step = guard.finish("stop")
-    return released + step.release, step if step.violation else None
 
 
 # --- competitors not in the brand file ----------------------------------------------------------------

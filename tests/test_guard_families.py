@@ -13,26 +13,14 @@ import pytest
 from persona.brand import Brand
 from persona.checks import check_text, compile_rules
 from persona.families import META, PROMISE, TONE
-from persona.guard import BrandGuard, GuardContext, GuardStep
+from persona.guard import BrandGuard, GuardContext
 from persona.loader import load_brands
 from reply.ending import FALLBACK_KIND
+from tests.guard_helpers import run
 
 BRANDS = load_brands(Path(__file__).resolve().parent.parent / "brands")
 DEMO, BANK = BRANDS["demo"], BRANDS["meridian"]
 RULES = ("tone", "promise", "meta_talk")
-
-
-def run(brand: Brand, text: str) -> tuple[str, GuardStep | None]:
-    """Word by word through the guard; what was released and the step that fired, if any."""
-    guard = BrandGuard(brand, GuardContext())
-    released = ""
-    for piece in re.findall(r"\S+\s*", text):
-        step = guard.feed(piece)
-        released += step.release
-        if step.violation:
-            return released, step
-    step = guard.finish("stop")
-    return released + step.release, step if step.violation else None
 
 
 def fired(brand: Brand, text: str) -> set[str]:
