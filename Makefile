@@ -63,7 +63,8 @@ bench: $(VENV)/.dev
 ## make eval: scenario checks per brand against the configured provider (offline demo by default), then the
 ## labelled replies (eval/labelled/) through the streaming guard: precision, recall, false-positive rate per brand
 ## and kind, next to the guard's µs per token. EVAL_ARGS="--only labelled --json eval.json", "--brand meridian", "--misses", "--set heldout"
-## (the held-out set, eval/heldout/, written blind to the guard's rules) or "--set all"
+## (the held-out set, eval/heldout/, written blind to the guard's rules), "--set heldout2" (a second one, eval/heldout2/)
+## or "--set all"
 .PHONY: eval bench-guard
 eval: $(VENV)/.runtime
 	$(PY) -m eval $(EVAL_ARGS)

@@ -1,10 +1,10 @@
-"""``python -m eval [--brand ID ...] [--only scenarios|labelled] [--set labelled|heldout|all] [--json FILE] [--judge]``.
+"""``python -m eval [--brand ID ...] [--only scenarios|labelled] [--set NAME|all] [--json FILE] [--judge]``.
 
 Two sections: the multi-turn scenarios (exit status 1 when a check fails) and the labelled replies
 through the streaming guard (precision, recall and false-positive rate per brand and per kind, and
 the guard's cost per token; measurements, they never fail the run). ``--set`` picks the labelled set:
-``eval/labelled/`` (default), the held-out ``eval/heldout/``, or both, one after the other (the JSON then
-has one object per set, by name)."""
+``eval/labelled/`` (default), the held-out ``eval/heldout/``, the second held-out ``eval/heldout2/``, or all
+of them, one after the other (the JSON then has one object per set, by name)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def main(argv: list[str]) -> int:
         dest="labelled_set",
         choices=(*SETS, "all"),
         default="labelled",
-        help="labelled: which set (eval/labelled/ by default, eval/heldout/, or all of them)",
+        help="labelled: which set (eval/labelled/ by default, eval/heldout/, eval/heldout2/, or all of them)",
     )
     parser.add_argument("--misses", action="store_true", help="labelled: list every missed or wrongly flagged reply")
     args = parser.parse_args(argv)

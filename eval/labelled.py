@@ -40,10 +40,14 @@ LABELLED_DIR = Path(__file__).resolve().parent / "labelled"
 # The held-out set: the same format, written blind to the guard's rules and to the first set (which was
 # partly read while tuning the guard); ``python -m eval --set heldout``.
 HELDOUT_DIR = Path(__file__).resolve().parent / "heldout"
+# A second held-out set, written blind to the guard's rules, to docs/prompting.md and to both sets above
+# (the first held-out set has since been partly read); ``python -m eval --set heldout2``.
+HELDOUT2_DIR = Path(__file__).resolve().parent / "heldout2"
 # The sets ``python -m eval --set`` knows, by name: (directory, title in the output).
 SETS: dict[str, tuple[Path, str]] = {
     "labelled": (LABELLED_DIR, "Labelled replies"),
     "heldout": (HELDOUT_DIR, "Held-out set"),
+    "heldout2": (HELDOUT2_DIR, "Second held-out set"),
 }
 
 # Every kind of off-brand reply the guard is meant to stop (issue 12).
