@@ -107,11 +107,6 @@ class Fanout:
         for sub in self._subs.get(stream_id, ()):
             sub.mark_lagged()
 
-    def mark_all_lagged(self) -> None:
-        for subs in self._subs.values():
-            for sub in subs:
-                sub.mark_lagged()
-
     def streams(self) -> list[str]:
         return list(self._subs)
 

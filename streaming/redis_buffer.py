@@ -120,6 +120,11 @@ ORPHANS_PER_SWEEP = 50
 # (docs/streaming.md, "Invariants").
 LOCAL_AHEAD_MAX_EVENTS = 32
 LOCAL_AHEAD_INTERVAL_S = 0.25
+# A write still unanswered this long (at most a third of the outage deadline) counts as the start of
+# an outage: followers here start receiving events from memory at once. Waiting for the write to
+# *fail* took two socket timeouts (~3 s), as long as a short outage deadline, so a blackholed Redis
+# left this instance's own clients with nothing before their retryable refusal.
+STALL_S = 0.5
 # A stream this instance created but never started (its client_message_id lost the race) is
 # forgotten after this long.
 UNSTARTED_FORGET_S = 60.0
@@ -409,6 +414,7 @@ class RedisBuffer:
         self._produced: dict[str, _Produced] = {}
         self._write_wake = asyncio.Event()
         self._outage_since: float | None = None
+        self._stall_s = min(STALL_S, self._outage_deadline_s / 3)
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_ttl_s = INITIAL_STREAM_TTL_S
 
@@ -507,6 +513,7 @@ class RedisBuffer:
 
     async def _write_forever(self) -> None:
         backoff = BACKOFF_MIN_S
+        failing = False
         while True:
             await self._write_wake.wait()
             self._write_wake.clear()
@@ -514,17 +521,20 @@ class RedisBuffer:
             if not work:
                 continue
             attempt_started = time.monotonic()
+            # One timer per write (not a task): if the write is still unanswered after _stall_s, the
+            # outage starts now for this instance's followers.
+            stall = asyncio.get_running_loop().call_later(self._stall_s, self._stalled, work, attempt_started)
             try:
                 await self._write(work)
             except Exception as exc:  # RedisError, OSError, asyncio's TimeoutError: all mean "not written"
                 now = time.monotonic()
-                if self._outage_since is None:
-                    # The outage began when the write that failed was sent, not when it timed out.
-                    self._outage_since = attempt_started
+                if not failing:
                     logger.warning("redis unreachable for writes: {!r}; holding events and retrying", exc)
-                    for produced in work:
-                        self._deliver_locally(produced)
-                if now - self._outage_since > self._outage_deadline_s:
+                failing = True
+                if self._outage_since is None:
+                    self._begin_outage(work, attempt_started)
+                since = self._outage_since if self._outage_since is not None else attempt_started
+                if now - since > self._outage_deadline_s:
                     for produced in work:
                         _fail_waiters(
                             produced,
@@ -536,6 +546,9 @@ class RedisBuffer:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 self._write_wake.set()  # try again (the events are still here)
                 continue
+            finally:
+                stall.cancel()
+            failing = False
             if self._outage_since is not None:
                 logger.info(
                     "redis reachable again after {:.1f} s; events written back", time.monotonic() - self._outage_since
@@ -589,6 +602,19 @@ class RedisBuffer:
                 logger.bind(stream_id=produced.stream_id).warning("redis lost the log after seq {}; resending", last)
                 produced.durable_seq = last
                 self._write_wake.set()
+
+    def _stalled(self, work: list[_Produced], attempt_started: float) -> None:
+        stall = self._stall_s
+        if self._outage_since is None:
+            logger.warning("redis has not answered a write in {:.1f} s; local followers go on from memory", stall)
+            self._begin_outage(work, attempt_started)
+
+    def _begin_outage(self, work: list[_Produced], attempt_started: float) -> None:
+        """The outage began when the write that failed (or stalled) was sent, not when it timed out.
+        From now on this instance's followers get events from memory, up to the bound."""
+        self._outage_since = attempt_started
+        for produced in work:
+            self._deliver_locally(produced)
 
     def _deliver_locally(self, produced: _Produced) -> None:
         """In an outage: give this instance's followers the events Redis lacks, up to the bound,
@@ -665,6 +691,7 @@ class RedisBuffer:
     def _lost(self, produced: _Produced) -> None:
         """Another instance produces this stream now: refuse every write, tell the job."""
         self._produced.pop(produced.stream_id, None)
+        self._fanout.mark_lagged(produced.stream_id)  # live events come over pub/sub now: re-read the log
         _fail_waiters(produced, LeaseLost(produced.stream_id))
         logger.bind(stream_id=produced.stream_id).warning(
             "lease lost: another instance took over stream {}", produced.stream_id
@@ -855,19 +882,33 @@ class RedisBuffer:
                 backoff = BACKOFF_MIN_S
             except (RedisError, OSError) as exc:
                 logger.warning("redis reader lost its connection: {!r}; followers will re-read the log", exc)
-                self._fanout.mark_all_lagged()
+                self._mark_remote_lagged()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             if message is not None:
                 self._dispatch(message)
 
+    def _produces(self, stream_id: str) -> bool:
+        produced = self._produced.get(stream_id)
+        return produced is not None and produced.origin is not None
+
+    def _mark_remote_lagged(self) -> None:
+        """The pub/sub connection dropped: followers of streams produced elsewhere may have missed
+        live events. Followers of our own streams are fed from memory, not pub/sub; marking them
+        lagged would throw away the events queued for them and send them to re-read a log that, in
+        an outage, they cannot read (they would get nothing more before their retryable refusal)."""
+        for stream_id in self._fanout.streams():
+            if not self._produces(stream_id):
+                self._fanout.mark_lagged(stream_id)
+
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "subscribe":
-            if channel != CANCEL_CHANNEL:
+            stream_id = channel[len(PREFIX) + 3 :]
+            if channel != CANCEL_CHANNEL and not self._produces(stream_id):
                 # Live from now on: whatever was published before is in the log; re-read it.
-                self._fanout.mark_lagged(channel[len(PREFIX) + 3 :])
+                self._fanout.mark_lagged(stream_id)
             return
         if kind != "message":
             return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -393,3 +395,35 @@ async def test_a_stream_whose_writer_died_is_ended_by_its_follower_with_a_retrya
     assert len(await buffer.read_after("s_1", 0)) == 3
     info = await buffer.stream_info("s_1")
     assert info is not None and info.terminal
+
+
+async def test_a_producer_whose_redis_stops_answering_feeds_its_followers_from_memory_before_the_write_fails(
+    own_redis: RedisProcess,
+) -> None:
+    """A blackholed link answers nothing: a write fails only after two socket timeouts (~3 s), as long
+    as a short outage deadline. The outage starts for local followers once a write has gone unanswered
+    for STALL_S, so they keep getting words (bounded) instead of nothing before their refusal."""
+    from streaming.redis_buffer import SOCKET_TIMEOUT_S, STALL_S
+    from testkit.faults import BlackholeProxy
+
+    options = dataclasses.replace(buffer_options(), outage_deadline_s=3.0 * T)
+    async with BlackholeProxy(own_redis.port) as link:
+        buf = make_buffer(link.url, options)
+        await buf.start()
+        try:
+            writer = await _started(buf)
+            it = follow(buf, "s_1", 0, idle_poll_s=0.2, unavailable_after_s=3.0 * T)
+            assert (await anext(it)).seq == 1
+            link.blackhole()
+            appended = asyncio.create_task(buf.append("s_1", [writer.delta("still here")]))
+            started = time.monotonic()
+            event = await asyncio.wait_for(anext(it), SOCKET_TIMEOUT_S * T)
+            waited = time.monotonic() - started
+            assert (event.seq, event.payload()["text"]) == (2, "still here")
+            assert waited < SOCKET_TIMEOUT_S * T, f"the follower waited {waited:.2f} s (stall after {STALL_S} s)"
+            await asyncio.wait_for(appended, 1.0 * T)  # the job goes on too, from memory
+            info = await buf.stream_info("s_1")
+            assert info is not None and not info.terminal
+        finally:
+            link.restore()
+            await buf.close()
