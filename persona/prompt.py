@@ -44,6 +44,30 @@ def _bullets(items: Iterable[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
+LANGUAGE_NAMES = {
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+}
+"""The name of each language a brand may declare (persona/brand.py's ``LanguageCode``), for the prompt."""
+
+
+def language_instruction(brand: Brand) -> str:
+    """Which language to answer in: the same rule the guard's language check applies (persona/language.py),
+    so a model that follows it is never replaced for answering in the wrong language."""
+    if not brand.languages:
+        return "Answer in the language the customer writes in."
+    names = [LANGUAGE_NAMES[code] for code in brand.languages]
+    if len(names) == 1:
+        return f"Always answer in {names[0]}, whatever language the customer writes in."
+    listed = ", ".join(names[:-1]) + f" or {names[-1]}"
+    return f"Answer in the customer's language when it is {listed}; otherwise answer in {names[0]}."
+
+
 def system_prompt(brand: Brand) -> str:
     """The brand's system message: who to be and how to speak. Facts come separately (context)."""
     never_say = [*brand.banned_phrases]
@@ -54,7 +78,7 @@ def system_prompt(brand: Brand) -> str:
         dont.append("Never use these phrases: " + ", ".join(f"“{p}”" for p in never_say) + ".")
     if brand.guard.competitors:
         dont.append("Never mention other companies or compare us with them.")
-    style = [f"Keep replies to at most {brand.length.max_sentences} sentences."]
+    style = [language_instruction(brand), f"Keep replies to at most {brand.length.max_sentences} sentences."]
     if brand.emoji.policy == "none":
         style.append("Never use emoji.")
     elif brand.emoji.policy == "sparingly":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -336,3 +336,20 @@ def test_turns_stored_without_a_count_are_counted_as_before_and_cost_the_same() 
         brand, [{**t, "tokens": message_tokens({"content": t["text"]}) - 3} for t in bare], "Do you ship to Portugal?"
     )
     assert counted.messages == from_counts.messages and counted.tokens == from_counts.tokens
+
+
+def test_the_system_prompt_names_the_languages_the_guard_expects() -> None:
+    """The model is told the language rule the guard enforces (persona/language.py's ``expected``)."""
+    from persona.brand import LanguageCode
+    from persona.prompt import LANGUAGE_NAMES, language_instruction
+
+    assert set(LANGUAGE_NAMES) == set(get_args(LanguageCode))
+    demo, meridian = BRANDS["demo"], BRANDS["meridian"]
+    assert language_instruction(demo) in system_prompt(demo)
+    assert language_instruction(demo) == (
+        "Answer in the customer's language when it is English, Spanish, French or German; otherwise answer in English."
+    )
+    assert language_instruction(meridian) == "Always answer in English, whatever language the customer writes in."
+    assert language_instruction(demo.model_copy(update={"languages": []})) == (
+        "Answer in the language the customer writes in."
+    )
