@@ -36,14 +36,21 @@ class EphemeralConversations(BufferWrapper):
     """A :class:`StreamBuffer` that stores nothing for ephemeral conversations."""
 
     # --- conversations: skipped when ephemeral -----------------------------------------------
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
+        if is_ephemeral(conversation_id):
+            client_message_id = None  # one message per conversation: it always wins
+        return await self._inner.create_stream(stream_id, conversation_id, ttl_s, client_message_id)
+
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         if is_ephemeral(conversation_id):
             return stream_id  # one message per conversation: it always wins
         return await self._inner.claim_message(conversation_id, client_message_id, stream_id)
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
         if not is_ephemeral(conversation_id):
-            await self._inner.add_turn(conversation_id, turn)
+            await self._inner.add_turn(conversation_id, *turns)
 
     async def finish_reply(
         self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None

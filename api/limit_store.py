@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -37,6 +38,23 @@ POOL_WAIT_S = 2.0
 SWEEP_EVERY_OPS = 1024
 
 
+@dataclass(frozen=True)
+class ReplyCheck:
+    """What :meth:`LimitStore.begin` checks for a new reply (see there)."""
+
+    claim_key: str | None
+    claim_value: str
+    claim_lease_s: float
+    rate_key: str
+    rate_limit: int
+    rate_window_s: float
+    busy: bool  # refused before the place (the instance's own cap, counted by the caller)
+    place_key: str
+    member: str
+    place_limit: int
+    place_lease_s: float
+
+
 class LimitStore(Protocol):
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         """Count one event; 0 when within ``limit`` per ``window_s``, else milliseconds until one fits."""
@@ -48,6 +66,17 @@ class LimitStore(Protocol):
 
     async def claim(self, key: str, value: str, lease_s: float) -> str | None:
         """Hold ``key`` for ``value``; ``None`` on success, else the value that holds it."""
+
+    async def begin(self, check: ReplyCheck) -> tuple[str, str | int | None]:
+        """A reply's places in one atomic step (one round trip on Redis), in this order: claim
+        ``check.claim_key`` (when given), count one hit of ``check.rate_key``, then, unless
+        ``check.busy``, hold one place of ``check.place_key``. Returns ``("ok", None)`` with
+        everything held, or what refused it with nothing held (a claim it made is let go):
+        ``("claimed", holder)``, ``("rate", wait_ms)``, ``("busy", None)``, ``("full", None)``."""
+
+    async def give_back(self, place: tuple[str, str] | None, claim: tuple[str, str] | None) -> None:
+        """:meth:`release` the ``(key, member)`` place and :meth:`unclaim` the ``(key, value)``
+        claim, in one step."""
 
     async def unclaim(self, key: str, value: str) -> None:
         """Let go of ``key`` if ``value`` still holds it."""
@@ -128,6 +157,31 @@ class MemoryLimitStore:
         if held is not None and held[0] == value:
             del self._claims[key]
 
+    async def begin(self, check: ReplyCheck) -> tuple[str, str | int | None]:
+        if check.claim_key is not None:
+            holder = await self.claim(check.claim_key, check.claim_value, check.claim_lease_s)
+            if holder is not None:
+                return "claimed", holder
+        refused: tuple[str, str | int | None] | None = None
+        wait_ms = await self.hit(check.rate_key, check.rate_limit, check.rate_window_s)
+        if wait_ms:
+            refused = ("rate", wait_ms)
+        elif check.busy:
+            refused = ("busy", None)
+        elif not await self.acquire(check.place_key, check.member, check.place_limit, check.place_lease_s):
+            refused = ("full", None)
+        if refused is None:
+            return "ok", None
+        if check.claim_key is not None:
+            await self.unclaim(check.claim_key, check.claim_value)
+        return refused
+
+    async def give_back(self, place: tuple[str, str] | None, claim: tuple[str, str] | None) -> None:
+        if place is not None:
+            await self.release(*place)
+        if claim is not None:
+            await self.unclaim(*claim)
+
     async def mark(self, key: str, ttl_s: float) -> None:
         now = self._tick()
         self._marks[key] = max(self._marks.get(key, now), now + ttl_s)
@@ -186,6 +240,51 @@ return 0
 """
 
 
+# A new reply's places in one call (LimitStore.begin): the scripts above, in order, as one.
+# KEYS: claim (or any key, unused when ARGV[1] is ''), rate, place. ARGV: claim value ('' for no
+# claim), claim lease ms, rate limit, rate window ms, busy ('1' refuses before the place), member,
+# place limit, place lease ms. Returns {status, value}.
+_BEGIN = (
+    _NOW
+    + """
+local claiming = ARGV[1] ~= ''
+if claiming and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local holder = redis.call('GET', KEYS[1])
+  if holder ~= ARGV[1] then return {'claimed', holder} end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local function refuse(status, value)
+  if claiming and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return {status, value}
+end
+local interval = tonumber(ARGV[4]) / tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[2]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - window
+if allow_at > now then return refuse('rate', math.max(1, math.ceil(allow_at - now))) end
+redis.call('SET', KEYS[2], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+if ARGV[5] == '1' then return refuse('busy', 0) end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if not redis.call('ZSCORE', KEYS[3], ARGV[6]) and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+  return refuse('full', 0)
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[6])
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[3], math.ceil(tonumber(last[2])))
+return {'ok', 0}
+"""
+)
+
+# KEYS: place, claim. ARGV: member ('' for none), claim value ('' for none).
+_GIVE_BACK = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+
 # After the limits' Redis failed to answer, refuse limit checks at once for this long.
 BREAKER_S = 1.0
 
@@ -202,6 +301,8 @@ class RedisLimitStore:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._claim = self._redis.register_script(_CLAIM)
         self._unclaim = self._redis.register_script(_UNCLAIM)
+        self._begin = self._redis.register_script(_BEGIN)
+        self._give_back = self._redis.register_script(_GIVE_BACK)
         # One breaker for the limits, one for revocation marks: a revocation check that failed
         # during an outage (it fails open) must not keep refusing replies once Redis is back.
         self._down_until = {"limits": 0.0, "marks": 0.0}
@@ -226,6 +327,36 @@ class RedisLimitStore:
     async def unclaim(self, key: str, value: str) -> None:
         async with self._guarded():
             await self._unclaim(keys=[PREFIX + key], args=[value])
+
+    async def begin(self, check: ReplyCheck) -> tuple[str, str | int | None]:
+        claim_key = check.claim_key if check.claim_key is not None else check.rate_key
+        keys = [PREFIX + claim_key, PREFIX + check.rate_key, PREFIX + check.place_key]
+        args: list[str | int] = [
+            check.claim_value if check.claim_key is not None else "",
+            int(check.claim_lease_s * 1000),
+            check.rate_limit,
+            int(check.rate_window_s * 1000),
+            "1" if check.busy else "0",
+            check.member,
+            check.place_limit,
+            int(check.place_lease_s * 1000),
+        ]
+        async with self._guarded():
+            status, value = await self._begin(keys=keys, args=args)
+        status = str(status)
+        if status == "claimed":
+            return status, str(value)
+        if status == "rate":
+            return status, int(value)
+        return status, None
+
+    async def give_back(self, place: tuple[str, str] | None, claim: tuple[str, str] | None) -> None:
+        if place is None and claim is None:
+            return
+        place_key, member = place if place is not None else ("-", "")
+        claim_key, value = claim if claim is not None else ("-", "")
+        async with self._guarded():
+            await self._give_back(keys=[PREFIX + place_key, PREFIX + claim_key], args=[member, value])
 
     async def mark(self, key: str, ttl_s: float) -> None:
         async with self._guarded("marks"):

@@ -43,7 +43,7 @@ from typing import Any
 from loguru import logger
 
 from api.exceptions import ConversationBusy, LimitsUnavailable, RateLimited
-from api.limit_store import LimitStore
+from api.limit_store import LimitStore, ReplyCheck
 
 # A reply's places outlive its deadlines by this much before the lease frees them on its own.
 REPLY_LEASE_MARGIN_S = 30.0
@@ -159,29 +159,43 @@ class Limits:
         or :class:`RateLimited`, holding nothing. Pass the result to :meth:`started` or :meth:`release`."""
         opts = self.options
         places = ReplyPlaces(address=address, brand=brand, member=secrets.token_hex(8))
-        try:
-            if conversation_id is not None and client_message_id is not None:
-                key = f"conv:{conversation_id}"
-                holder = await self.store.claim(key, client_message_id, opts.reply_lease_s)
-                if holder is None:
-                    places.conversation_key, places.client_message_id = key, client_message_id
-                elif holder != client_message_id:
-                    raise ConversationBusy("a reply of this conversation is still running; send again when it ends")
-            wait_ms = await self.store.hit(f"replies:{address}", opts.replies_per_min, WINDOW_S)
-            if wait_ms:
-                raise RateLimited("too many messages from your address; try again shortly", retry_after_ms=wait_ms)
-            if self.running_here >= opts.running_per_instance:
-                raise RateLimited("this server is busy; try again shortly", retry_after_ms=BUSY_RETRY_MS)
+        claiming = conversation_id is not None and client_message_id is not None
+        # The instance's own cap is counted here; the rest is one step of the store (one Redis call).
+        busy = self.running_here >= opts.running_per_instance
+        if not busy:
             self.running_here += 1
             places.instance_held = True
-            if not await self.store.acquire(
-                f"brand:{brand}", places.member, opts.running_per_brand, opts.reply_lease_s
-            ):
-                raise RateLimited("too many conversations are running; try again shortly", retry_after_ms=BUSY_RETRY_MS)
-            places.brand_held = True
+        check = ReplyCheck(
+            claim_key=f"conv:{conversation_id}" if claiming else None,
+            claim_value=client_message_id or "",
+            claim_lease_s=opts.reply_lease_s,
+            rate_key=f"replies:{address}",
+            rate_limit=opts.replies_per_min,
+            rate_window_s=WINDOW_S,
+            busy=busy,
+            place_key=f"brand:{brand}",
+            member=places.member,
+            place_limit=opts.running_per_brand,
+            place_lease_s=opts.reply_lease_s,
+        )
+        try:
+            status, value = await self.store.begin(check)
         except BaseException:
-            await self.release(places)
+            await self.release(places)  # the store holds nothing for us (or its lease frees it)
             raise
+        if status != "ok":
+            await self.release(places)  # the store let go of whatever it took
+            if status == "claimed":
+                raise ConversationBusy("a reply of this conversation is still running; send again when it ends")
+            if status == "rate":
+                wait_ms = int(value or 1)
+                raise RateLimited("too many messages from your address; try again shortly", retry_after_ms=wait_ms)
+            if status == "busy":
+                raise RateLimited("this server is busy; try again shortly", retry_after_ms=BUSY_RETRY_MS)
+            raise RateLimited("too many conversations are running; try again shortly", retry_after_ms=BUSY_RETRY_MS)
+        if check.claim_key is not None:
+            places.conversation_key, places.client_message_id = check.claim_key, client_message_id
+        places.brand_held = True
         return places
 
     def started(self, places: ReplyPlaces, stream_id: str, *, created: bool) -> None:
@@ -198,11 +212,12 @@ class Limits:
         places.released = True
         if places.instance_held:
             self.running_here -= 1
+        place = (f"brand:{places.brand}", places.member) if places.brand_held else None
+        claim = None
+        if places.conversation_key and places.client_message_id:
+            claim = (places.conversation_key, places.client_message_id)
         try:
-            if places.brand_held:
-                await self.store.release(f"brand:{places.brand}", places.member)
-            if places.conversation_key and places.client_message_id:
-                await self.store.unclaim(places.conversation_key, places.client_message_id)
+            await self.store.give_back(place, claim)  # one step (one Redis call) for both
         except Exception as exc:  # the lease frees them anyway
             logger.warning("could not release a reply's limits ({!r}); their lease will", exc)
 

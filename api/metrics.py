@@ -212,9 +212,11 @@ class TimedBuffer(BufferWrapper):
             await self._inner.start_production(stream_id, origin, first)
 
     # --- stream log ------------------------------------------------------------------------
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
         with self._timed("create_stream"):
-            await self._inner.create_stream(stream_id, conversation_id, ttl_s)
+            return await self._inner.create_stream(stream_id, conversation_id, ttl_s, client_message_id)
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
         with self._timed("append"):
@@ -233,9 +235,9 @@ class TimedBuffer(BufferWrapper):
         with self._timed("claim_message"):
             return await self._inner.claim_message(conversation_id, client_message_id, stream_id)
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
         with self._timed("add_turn"):
-            await self._inner.add_turn(conversation_id, turn)
+            await self._inner.add_turn(conversation_id, *turns)
 
     async def finish_reply(
         self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None

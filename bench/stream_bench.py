@@ -500,39 +500,45 @@ async def main(args: argparse.Namespace) -> None:
         assert redis.proc is not None
         os.sched_setaffinity(redis.proc.pid, load_cpus)
         try:
+            # --baseline-root: the same systems again from another checkout (before/after in one run).
+            roots = [(args.server_root, "")]
+            if args.baseline_root is not None:
+                roots.append((args.baseline_root, " [baseline]"))
             for buffer, url in (("memory", "memory://"), ("redis", redis.url)):
                 for guard in ("on", "off"):
-                    port = free_port()
-                    env = {
-                        "PORT": str(port),
-                        "BUFFER_URL": url,
-                        "LLM_PROVIDER": "openai",
-                        "OPENAI_API_KEY": "bench",
-                        "OPENAI_BASE_URL": fake.base_url,
-                        "GUARD_ENABLED": "true" if guard == "on" else "false",
-                        "LOG_LEVEL": "WARNING",
-                        "SESSION_SECRET": "bench",
-                        # Every client comes from 127.0.0.1: the per-address limits would measure themselves.
-                        "APP_ENV": "dev",
-                        "RATE_NEGOTIATES_PER_MIN": "1000000",
-                        "RATE_REPLIES_PER_MIN": "1000000",
-                        "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
-                        "MAX_RUNNING_REPLIES": "1000000",
-                        "MAX_RUNNING_REPLIES_PER_BRAND": "1000000",
-                        "HEARTBEAT_MS": "5000",
-                        "UPSTREAM_FIRST_TOKEN_TIMEOUT_S": "300",
-                        "UPSTREAM_TOTAL_DEADLINE_S": "600",
-                        "WS_RATE_PER_S": "1000",
-                        "OPENAI_STREAM_PARSER": args.parser,
-                    }
-                    server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, args.server_root)
-                    pids = [server.pid] + ([redis.proc.pid] if buffer == "redis" else [])
-                    stats_url = redis.url if buffer == "redis" else None
-                    try:
-                        await measure(f"{buffer}, guard {guard}, WebSocket", server_ws, port, pids, stats_url)
-                        await measure(f"{buffer}, guard {guard}, SSE", server_sse, port, pids, stats_url)
-                    finally:
-                        stop(server)
+                    for root, label in roots:  # each system's before and after back to back
+                        port = free_port()
+                        env = {
+                            "PORT": str(port),
+                            "BUFFER_URL": url,
+                            "LLM_PROVIDER": "openai",
+                            "OPENAI_API_KEY": "bench",
+                            "OPENAI_BASE_URL": fake.base_url,
+                            "GUARD_ENABLED": "true" if guard == "on" else "false",
+                            "LOG_LEVEL": "WARNING",
+                            "SESSION_SECRET": "bench",
+                            # Every client comes from 127.0.0.1: the per-address limits would measure themselves.
+                            "APP_ENV": "dev",
+                            "RATE_NEGOTIATES_PER_MIN": "1000000",
+                            "RATE_REPLIES_PER_MIN": "1000000",
+                            "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+                            "MAX_RUNNING_REPLIES": "1000000",
+                            "MAX_RUNNING_REPLIES_PER_BRAND": "1000000",
+                            "HEARTBEAT_MS": "5000",
+                            "UPSTREAM_FIRST_TOKEN_TIMEOUT_S": "300",
+                            "UPSTREAM_TOTAL_DEADLINE_S": "600",
+                            "WS_RATE_PER_S": "1000",
+                            "OPENAI_STREAM_PARSER": args.parser,
+                        }
+                        server = await spawn([sys.executable, "-m", "api"], port, env, server_cpus, root)
+                        pids = [server.pid] + ([redis.proc.pid] if buffer == "redis" else [])
+                        stats_url = redis.url if buffer == "redis" else None
+                        name = f"{buffer}{label}, guard {guard}"
+                        try:
+                            await measure(f"{name}, WebSocket", server_ws, port, pids, stats_url)
+                            await measure(f"{name}, SSE", server_sse, port, pids, stats_url)
+                        finally:
+                            stop(server)
         finally:
             redis.stop()
 
@@ -625,6 +631,12 @@ if __name__ == "__main__":
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument(
         "--server-root", type=Path, default=PROJECT_ROOT, help="run the server from this checkout (before/after)"
+    )
+    parser.add_argument(
+        "--baseline-root",
+        type=Path,
+        default=None,
+        help="also run the server systems from this checkout, labelled [baseline] (before/after in one run)",
     )
     parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
     parser.add_argument("--only", default="", help="run only the systems whose name contains this")

@@ -176,9 +176,9 @@ class GenerationManager:
         options = self.options
         stream_id = new_id("s")
         ttl_s = int(options.deadlines.total_s + options.resume_window_s + STREAM_TTL_MARGIN_S)
-        # Create the stream before claiming: whoever learns the winning id can read it at once.
-        await self.buffer.create_stream(stream_id, conversation_id, ttl_s)
-        winner = await self.buffer.claim_message(conversation_id, client_message_id, stream_id)
+        # Create the stream and claim the message in one step: whoever learns the winning id can read
+        # it at once.
+        winner = await self.buffer.create_stream(stream_id, conversation_id, ttl_s, client_message_id)
         if winner != stream_id:
             logger.bind(conversation_id=conversation_id, stream_id=winner).info("duplicate send, first stream returned")
             return Submission(winner, created=False)
@@ -210,8 +210,7 @@ class GenerationManager:
         # The user turn keeps its token count: later prompts read it instead of tokenising it again.
         user_turn = UserTurn(text=text, client_message_id=client_message_id, tokens=prompt.user_tokens)
         turns = (user_turn, AssistantTurn(stream_id=stream_id))
-        for turn in turns:
-            await self.buffer.add_turn(conversation_id, turn)
+        await self.buffer.add_turn(conversation_id, *turns)  # one write for both
         model = brand.model
         request = ReplyRequest(
             brand_id=brand.id,

@@ -67,8 +67,10 @@ class BufferWrapper:
         await self._inner.ping()
 
     # --- stream log -------------------------------------------------------------------------
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
-        await self._inner.create_stream(stream_id, conversation_id, ttl_s)
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
+        return await self._inner.create_stream(stream_id, conversation_id, ttl_s, client_message_id)
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
         await self._inner.append(stream_id, events, expire_after_s=expire_after_s)
@@ -89,8 +91,8 @@ class BufferWrapper:
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         return await self._inner.claim_message(conversation_id, client_message_id, stream_id)
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
-        await self._inner.add_turn(conversation_id, turn)
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
+        await self._inner.add_turn(conversation_id, *turns)
 
     async def finish_reply(
         self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None

@@ -116,8 +116,14 @@ class StreamLog(Protocol):
     Cancelling any coroutine here is safe: reads have no side effects, and a cancelled append may
     still be written (its events are numbered, so a retry cannot duplicate them)."""
 
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
-        """Record a new, empty stream that lives ``ttl_s`` at most unless ended earlier."""
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
+        """Record a new, empty stream that lives ``ttl_s`` at most unless ended earlier.
+
+        With ``client_message_id``, also :meth:`ConversationStore.claim_message` it for this stream,
+        in the same step (one round trip on Redis); returns the stream that won the id (``stream_id``
+        when no id is given)."""
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
         """Append events (already numbered by the single writer) and tell live followers.
@@ -147,8 +153,8 @@ class ConversationStore(Protocol):
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         """Atomically bind a client message id to a stream; returns the stream that won."""
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
-        """Append a turn (a user message, or an assistant reply still streaming)."""
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
+        """Append turns, in order (a user message, an assistant reply still streaming): one write."""
 
     async def finish_reply(
         self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None

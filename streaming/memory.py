@@ -87,9 +87,14 @@ class MemoryBuffer:
             raise StreamExpired(f"stream {stream_id} is not in the buffer (expired or unknown)", stream_id=stream_id)
         return stream
 
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
         now = self._clock()
         self._streams[stream_id] = _Stream(conversation_id, time.time(), now + ttl_s)
+        if client_message_id is None:
+            return stream_id
+        return await self.claim_message(conversation_id, client_message_id, stream_id)
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
         stream = self._stream(stream_id)
@@ -145,8 +150,8 @@ class MemoryBuffer:
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
         return self._conversation(conversation_id).messages.setdefault(client_message_id, stream_id)
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
-        self._conversation(conversation_id).turns.append(turn)
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
+        self._conversation(conversation_id).turns.extend(turns)
 
     async def finish_reply(
         self, conversation_id: str, stream_id: str, text: str, status: ReplyStatus, *, tokens: int | None = None

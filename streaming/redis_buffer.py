@@ -10,6 +10,7 @@ Layout (prefix ``bc:``)::
     bc:s:{stream_id}:l        the producer's lease: its owner id, with a TTL of LEASE_TTL_S
     bc:live                   sorted set: open streams by lease deadline (ms, Redis clock)
     bc:ch:{stream_id}         pub/sub channel: live events, "owner" then one "seq type json" line each
+                              (built by the append script from the lines it was given)
     bc:c:{conv}:msgs          hash: client_message_id -> stream_id (idempotent sends)
     bc:c:{conv}:turns         list of JSON turns
     bc:c:{conv}:replies       hash: stream_id -> {"text", "status"} once the reply ended
@@ -26,10 +27,10 @@ expires, any instance's sweeper (``reply/jobs.py``) may :meth:`take_over` the st
 rewrites ``o`` — and continue it from the last durable seq.
 
 **Durability first, local first.** An append resolves once Redis has it; only then do followers on
-this instance get the events, straight from memory (the pub/sub echo of our own writes is
-skipped). Followers on other instances get them over pub/sub. So every event any client sees is in
-Redis, and a producer that takes over never renumbers a seq some client already saw
-(docs/streaming.md, "Invariants").
+this instance get the events, straight from memory (we do not subscribe to the channels of
+the streams we produce, so Redis sends us no echo of our own writes). Followers on other
+instances get them over pub/sub. So every event any client sees is in Redis, and a producer
+that takes over never renumbers a seq some client already saw (docs/streaming.md, "Invariants").
 
 **Outages.** When Redis is unreachable the instance-wide writer keeps the events in memory and
 retries with backoff; the job's append waits (its followers wait too: no word is lost). When Redis
@@ -42,7 +43,9 @@ health checks and a bounded retry, so no call waits longer than a few seconds.
 
 Live delivery costs one pub/sub connection per instance, not one per follower: the reader task
 subscribes to a stream's channel when its first local follower arrives (ref-counted) and fans
-events out in memory (:mod:`streaming.fanout`). redis-py's asyncio ``PubSub`` allows
+events out in memory (:mod:`streaming.fanout`). A stream this instance produces is not subscribed
+at all (its followers here are fed from memory; the channel would only echo our appends back): its
+followers are subscribed when production moves elsewhere, and re-read the log then. redis-py's asyncio ``PubSub`` allows
 ``subscribe()`` from one task while another awaits ``get_message()`` on the same connection,
 which is what encode/broadcaster relies on too; after a reconnect it re-subscribes every channel
 by itself (``PubSub.on_connect``). A follower reads the log without waiting for the subscription to
@@ -167,10 +170,6 @@ def _ckey(conversation_id: str, part: str) -> str:
     return f"{PREFIX}c:{conversation_id}:{part}"
 
 
-def _encode_live(owner: str, events: Sequence[StoredEvent]) -> str:
-    return owner + "\n" + "\n".join(f"{e.seq} {e.type} {e.data}" for e in events)
-
-
 def _decode_live(payload: str) -> tuple[str, list[StoredEvent]]:
     owner, _, body = payload.partition("\n")
     out = []
@@ -190,11 +189,16 @@ def _event_args(events: Sequence[StoredEvent]) -> list[str | int]:
 # Redis's own clock in ms, so lease deadlines mean the same on every instance.
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
-# Fenced append of the pending events of several streams, in one call. KEYS, five per stream:
-# stream, meta, lease, live, channel. ARGV: owner, lease_ms, then per stream: stream_ttl_s,
-# terminal_expire_s ('' while open), live payload, stream_id, event count, then that many
-# seq/type/data triples. Returns one {status, last durable seq} per stream: ok | fenced (another
-# producer) | gone (Redis lost the stream) | behind (Redis lost the log's tail: resend from last + 1).
+# Fenced append of the pending events of several streams, in one call. KEYS: live. ARGV: owner,
+# lease_ms, then per stream: a header "stream_id count stream_ttl_s terminal_expire_s" (terminal
+# '-' while open), the origin JSON (set with the stream's first events, '' after), then `count`
+# events, each one argument "seq type data" (the live message's own line format). A stream's keys
+# are derived from its id here, not passed: redis-py encodes every argument of every call one by
+# one in Python (several isinstance checks, an encode and a join each), which was the largest
+# Redis cost per word left in the server (three arguments per event plus the live payload again
+# plus ten per stream); now one per event plus two per stream. Returns one {status, last durable
+# seq} per stream: ok | fenced (another producer) | gone (Redis lost the stream) | behind (Redis
+# lost the log's tail: resend from last + 1).
 #
 # One call for every stream the writer has pending, not one per stream: each script call costs
 # Redis a few µs and redis-py tens of µs to pack and parse. The last seq is kept in the meta hash
@@ -205,64 +209,74 @@ _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[
 # says. The lease is set by the first append (and by a takeover or a write-back); after that the
 # renewal timer keeps it (every LEASE_TTL_S / 3), not every append: the producer field o is what
 # fences writes, the lease only says when a sweeper may take the stream over.
-_APPEND = """
-local function append(k, a, count)
-  local m = redis.call('HMGET', KEYS[k + 2], 'o', 'n')
+_APPEND = (
+    f"local P = '{PREFIX}'\n"
+    + """
+local function append(a)
+  local sid, count, ttl, term = string.match(ARGV[a], '^(%S+) (%d+) (%d+) (%S+)$')
+  count = tonumber(count)
+  local skey, mkey = P .. 's:' .. sid, P .. 's:' .. sid .. ':m'
+  local m = redis.call('HMGET', mkey, 'o', 'n')
   local o = m[1]
   if not o then return {'gone', 0} end
   if o ~= ARGV[1] then return {'fenced', 0} end
   local last = tonumber(m[2])
-  if not last or redis.call('EXISTS', KEYS[k + 1]) == 0 then
+  if not last or redis.call('EXISTS', skey) == 0 then
     last = 0
-    local top = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)
+    local top = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
     if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
   end
-  if tonumber(ARGV[a + 5]) > last + 1 then return {'behind', last} end
+  if tonumber(string.match(ARGV[a + 2], '^(%d+)')) > last + 1 then return {'behind', last} end
   local first = last == 0
   local wrote = 0
-  for i = a + 5, a + 2 + 3 * count, 3 do
-    local seq = tonumber(ARGV[i])
+  local lines = {ARGV[1]}
+  for i = a + 2, a + 1 + count do
+    local seq, kind, data = string.match(ARGV[i], '^(%d+) (%S+) (.*)$')
+    seq = tonumber(seq)
+    lines[#lines + 1] = ARGV[i]
     if seq > last then
-      local added = redis.pcall('XADD', KEYS[k + 1], seq .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2])
+      local added = redis.pcall('XADD', skey, seq .. '-0', 't', kind, 'd', data)
       if type(added) == 'table' and added.err then
         -- n was behind the log (a writer that does not keep it wrote since): trust the log
-        if wrote > 0 then redis.call('PUBLISH', KEYS[k + 5], ARGV[a + 2]) end
-        local top = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)
+        if wrote > 0 then redis.call('PUBLISH', P .. 'ch:' .. sid, table.concat(lines, '\\n', 1, #lines - 1)) end
+        local top = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
         local at = tonumber(string.match(top[1][1], '^(%d+)'))
-        redis.call('HSET', KEYS[k + 2], 'n', at)
+        redis.call('HSET', mkey, 'n', at)
         return {'behind', at}
       end
       last = seq
       wrote = wrote + 1
     end
   end
-  if ARGV[a + 1] ~= '' then
-    redis.call('HSET', KEYS[k + 2], 'n', last, 'end', '1', 'last', last)
-    redis.call('EXPIRE', KEYS[k + 1], ARGV[a + 1])
-    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 1])
-    redis.call('DEL', KEYS[k + 3])
-    redis.call('ZREM', KEYS[k + 4], ARGV[a + 3])
+  if ARGV[a + 1] ~= '' then redis.call('HSET', mkey, 'origin', ARGV[a + 1]) end
+  if term ~= '-' then
+    redis.call('HSET', mkey, 'n', last, 'end', '1', 'last', last)
+    redis.call('EXPIRE', skey, term)
+    redis.call('EXPIRE', mkey, term)
+    redis.call('DEL', mkey:sub(1, -2) .. 'l')
+    redis.call('ZREM', KEYS[1], sid)
   elseif wrote > 0 then
-    redis.call('HSET', KEYS[k + 2], 'n', last)
+    redis.call('HSET', mkey, 'n', last)
     if first then
-      redis.call('EXPIRE', KEYS[k + 1], ARGV[a])
+      redis.call('EXPIRE', skey, ttl)
       local t = redis.call('TIME')
-      redis.call('SET', KEYS[k + 3], ARGV[1], 'PX', ARGV[2])
-      redis.call('ZADD', KEYS[k + 4], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[a + 3])
+      redis.call('SET', mkey:sub(1, -2) .. 'l', ARGV[1], 'PX', ARGV[2])
+      redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), sid)
     end
   end
-  if wrote > 0 then redis.call('PUBLISH', KEYS[k + 5], ARGV[a + 2]) end
+  if wrote > 0 then redis.call('PUBLISH', P .. 'ch:' .. sid, table.concat(lines, '\\n')) end
   return {'ok', last}
 end
 local out = {}
 local a = 3
-for k = 0, #KEYS - 1, 5 do
-  local count = tonumber(ARGV[a + 4])
-  out[#out + 1] = append(k, a, count)
-  a = a + 5 + 3 * count
+while a <= #ARGV do
+  local count = tonumber(string.match(ARGV[a], '^%S+ (%d+)'))
+  out[#out + 1] = append(a)
+  a = a + 2 + count
 end
 return out
 """
+)
 
 # Lease renewal between appends. KEYS: meta, lease, live. ARGV: owner, lease_ms, stream_id.
 _RENEW = (
@@ -367,6 +381,7 @@ class _Produced:
     created_at: float
     ttl_s: int
     origin: StreamOrigin | None = None  # set when production starts
+    origin_stored: bool = False  # Redis has the origin (written with the first events)
     events: list[StoredEvent] = field(default_factory=list)
     durable_seq: int = 0
     terminal_expire_s: int | None = None
@@ -381,14 +396,18 @@ class _Produced:
         return self.events[-1].seq if self.events else 0
 
     def undurable(self) -> list[StoredEvent]:
-        return [e for e in self.events if e.seq > self.durable_seq]
+        # From the end: events are in seq order, and only the last few are not durable yet.
+        events, durable, i = self.events, self.durable_seq, len(self.events)
+        while i > 0 and events[i - 1].seq > durable:
+            i -= 1
+        return events[i:]
 
 
 class RedisBuffer:
     def __init__(self, url: str, options: BufferOptions) -> None:
         self.url = url
         self.owner = f"p-{secrets.token_hex(6)}"  # this process as a producer (fencing token)
-        self._own_prefix = self.owner + "\n"  # how our own live messages begin (_encode_live)
+        self._own_prefix = self.owner + "\n"  # how our own live messages begin (the append script's)
         self._conversation_ttl_s = options.conversation_ttl_s
         self._resume_window_s = options.resume_window_s
         self._subscription_maxsize = options.subscription_maxsize
@@ -406,7 +425,8 @@ class RedisBuffer:
         self._restore_script = self._redis.register_script(_RESTORE)
         self._end_abandoned_script = self._redis.register_script(_END_ABANDONED)
         self._fanout = Fanout()
-        self._refs: dict[str, int] = {}
+        self._refs: dict[str, int] = {}  # stream_id -> local followers
+        self._subscribed: set[str] = set()  # streams whose channel we subscribed (or will on reconnect)
         self._sub_lock = asyncio.Lock()
         self._cancel_handler: CancelHandler | None = None
         self._lease_lost_handler: LeaseLostHandler | None = None
@@ -436,6 +456,8 @@ class RedisBuffer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        for handler in list(self._handler_tasks):
+            handler.cancel()
         for produced in self._produced.values():
             _fail_waiters(produced, BufferUnavailable("the Redis buffer is closed", stream_id=produced.stream_id))
         self._produced.clear()
@@ -452,30 +474,38 @@ class RedisBuffer:
             raise _unavailable(exc, None) from exc
 
     # --- streams ------------------------------------------------------------------------------
-    async def create_stream(self, stream_id: str, conversation_id: str, ttl_s: int) -> None:
+    async def create_stream(
+        self, stream_id: str, conversation_id: str, ttl_s: int, client_message_id: str | None = None
+    ) -> str:
         mkey = _mkey(stream_id)
         created_at = time.time()
+        winner = stream_id
         try:
+            # One transaction: the stream exists before anyone can learn it won the message id.
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(mkey, mapping={"c": conversation_id, "at": f"{created_at:.3f}", "o": self.owner})
                 pipe.expire(mkey, ttl_s)
-                await pipe.execute()
+                if client_message_id is not None:
+                    self._claim(pipe, conversation_id, client_message_id, stream_id)
+                results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise _unavailable(exc, stream_id) from exc
+        if client_message_id is not None:
+            winner = str(results[3])
         # Every stream gets the same lifetime (deadline + resume window); the stream key, born on
         # the first append, takes the latest value seen here.
         self._stream_ttl_s = ttl_s
-        self._produced[stream_id] = _Produced(stream_id, conversation_id, created_at, ttl_s)
+        if winner == stream_id:
+            self._produced[stream_id] = _Produced(stream_id, conversation_id, created_at, ttl_s)
+        return winner
 
     async def start_production(self, stream_id: str, origin: StreamOrigin, first: Sequence[StoredEvent]) -> None:
         produced = self._produced.get(stream_id)
         if produced is None:
             raise LeaseLost(stream_id)
         produced.origin = origin
-        try:
-            await self._redis.hset(_mkey(stream_id), "origin", origin.encode())
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc, stream_id) from exc
+        # The origin goes to Redis in the same script call as these first events (no round trip of
+        # its own): no instance can take the stream over before both are there (no lease before).
         await self.append(stream_id, first)
 
     async def append(self, stream_id: str, events: Sequence[StoredEvent], *, expire_after_s: int | None = None) -> None:
@@ -565,35 +595,39 @@ class RedisBuffer:
         if not appends:
             return
         batches: list[list[StoredEvent]] = []
-        keys: list[str] = []
+        with_origin: list[bool] = []
         args: list[str | int] = [self.owner, self._lease_ms]
         for produced in appends:
             pending = produced.undurable()
             batches.append(pending)
-            sid = produced.stream_id
-            terminal = str(produced.terminal_expire_s) if pending[-1].terminal and produced.terminal_expire_s else ""
-            keys += [_skey(sid), _mkey(sid), _lkey(sid), LIVE_KEY, _channel(sid)]
-            args += [produced.ttl_s, terminal, _encode_live(self.owner, pending), sid, len(pending)]
-            args += _event_args(pending)
+            terminal = "-"
+            if pending[-1].terminal and produced.terminal_expire_s:
+                terminal = str(produced.terminal_expire_s)
+            origin = produced.origin.encode() if produced.origin is not None and not produced.origin_stored else ""
+            with_origin.append(bool(origin))
+            args.append(f"{produced.stream_id} {len(pending)} {produced.ttl_s} {terminal}")
+            args.append(origin)
+            args += [f"{e.seq} {e.type} {e.data}" for e in pending]
         try:
             # EVALSHA itself, not the Script object, which costs a SCRIPT EXISTS round trip first
             # whenever it runs in a pipeline.
-            results = await self._redis.evalsha(self._append_script.sha, len(keys), *keys, *args)
+            results = await self._redis.evalsha(self._append_script.sha, 1, LIVE_KEY, *args)
         except NoScriptError:
             # Redis restarted or flushed its scripts: load it and write again (by seq: nothing twice).
             await self._redis.script_load(_APPEND)
             self._write_wake.set()
             return
-        for produced, pending, result in zip(appends, batches, results, strict=True):
+        for produced, pending, stored, result in zip(appends, batches, with_origin, results, strict=True):
             status, last = str(result[0]), int(result[1])
             if status == "ok":
+                produced.origin_stored = produced.origin_stored or stored
                 self._made_durable(produced, last, pending)
             elif status == "fenced":
                 self._lost(produced)
             elif status == "gone":
                 if produced.origin is None:
                     _fail_waiters(produced, StreamExpired(f"stream {produced.stream_id} vanished from Redis"))
-                    self._produced.pop(produced.stream_id, None)
+                    self._forget(produced.stream_id)
                 else:
                     logger.bind(stream_id=produced.stream_id).warning("redis lost the stream; writing it back")
                     produced.needs_restore = True
@@ -685,13 +719,13 @@ class RedisBuffer:
             ],
         )
         produced.needs_restore = False
+        produced.origin_stored = True
         logger.bind(stream_id=sid).info("wrote back a stream redis had lost ({}): {} events", result, len(durable))
         self._write_wake.set()
 
     def _lost(self, produced: _Produced) -> None:
         """Another instance produces this stream now: refuse every write, tell the job."""
-        self._produced.pop(produced.stream_id, None)
-        self._fanout.mark_lagged(produced.stream_id)  # live events come over pub/sub now: re-read the log
+        self._forget(produced.stream_id)
         _fail_waiters(produced, LeaseLost(produced.stream_id))
         logger.bind(stream_id=produced.stream_id).warning(
             "lease lost: another instance took over stream {}", produced.stream_id
@@ -706,7 +740,7 @@ class RedisBuffer:
             for sid in [
                 s for s, p in self._produced.items() if p.origin is None and now - p.created_at > UNSTARTED_FORGET_S
             ]:
-                self._produced.pop(sid, None)  # created, but its client_message_id went to another stream
+                self._forget(sid)  # created, but its client_message_id went to another stream
             started = [p for p in self._produced.values() if p.origin is not None and not p.needs_restore]
             if not started:
                 continue
@@ -751,7 +785,7 @@ class RedisBuffer:
         origin = StreamOrigin.decode(meta["origin"])
         created_at = float(meta.get("at", 0))
         ttl_s = self._stream_ttl_s
-        produced = _Produced(stream_id, origin.conversation_id, created_at, ttl_s, origin, list(events))
+        produced = _Produced(stream_id, origin.conversation_id, created_at, ttl_s, origin, True, list(events))
         produced.durable_seq = produced.delivered_seq = events[-1].seq if events else 0
         self._produced[stream_id] = produced
         logger.bind(stream_id=stream_id).info("took over stream {} at seq {}", stream_id, produced.durable_seq)
@@ -824,9 +858,15 @@ class RedisBuffer:
         keys = [_skey(stream_id), _mkey(stream_id), _channel(stream_id), _lkey(stream_id), LIVE_KEY]
         args = [stream_id, code, message, str(self._resume_window_s)]
         try:
-            await self._end_abandoned_script(keys=keys, args=args)
+            seq = await self._end_abandoned_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc, stream_id) from exc
+        produced = self._produced.get(stream_id)
+        if seq and produced is not None:
+            # Ended under us (we took it over and cannot continue it, or our job is stuck): nothing
+            # more may be written, and our followers read its end from Redis.
+            self._forget(stream_id)
+            _fail_waiters(produced, LeaseLost(stream_id))
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
@@ -840,7 +880,12 @@ class RedisBuffer:
             await self._release_channel(stream_id)
 
     async def _acquire_channel(self, stream_id: str) -> None:
-        """Subscribe to the stream's channel when its first local follower arrives.
+        """Subscribe to the stream's channel when its first local follower arrives, unless this
+        instance produces the stream: its followers get its events from memory once Redis has them
+        (:meth:`_made_durable`), so the channel would only echo our own appends back to us (Redis
+        sending, redis-py parsing and us dropping every event once more). When production moves
+        elsewhere (:meth:`_forget`: a takeover fenced us, the stream never started) the followers
+        still here are subscribed then, and re-read the log.
 
         We do not wait for Redis to confirm: the follower reads the log at once, and when the
         confirmation arrives (:meth:`_dispatch`) every follower of that stream is marked lagged and
@@ -848,16 +893,25 @@ class RedisBuffer:
         hundreds of followers arriving together cost no round trip each. While Redis is down the
         follower is registered anyway (redis-py re-subscribes every channel on reconnect)."""
         async with self._sub_lock:
-            count = self._refs.get(stream_id, 0)
-            self._refs[stream_id] = count + 1
-            if count == 0:
-                try:
-                    await self._pubsub.subscribe(_channel(stream_id))
-                except (RedisError, OSError):
-                    self._pubsub.channels[_channel(stream_id)] = None  # re-subscribed on reconnect
-                except BaseException:
-                    self._drop_ref(stream_id)
-                    raise
+            self._refs[stream_id] = self._refs.get(stream_id, 0) + 1
+            if stream_id in self._subscribed or stream_id in self._produced:
+                return
+            try:
+                await self._subscribe_channel(stream_id)
+            except BaseException:
+                self._drop_ref(stream_id)
+                raise
+
+    async def _subscribe_channel(self, stream_id: str) -> None:
+        """Under ``_sub_lock``."""
+        self._subscribed.add(stream_id)
+        try:
+            await self._pubsub.subscribe(_channel(stream_id))
+        except (RedisError, OSError):
+            self._pubsub.channels[_channel(stream_id)] = None  # re-subscribed on reconnect
+        except BaseException:
+            self._subscribed.discard(stream_id)
+            raise
 
     def _drop_ref(self, stream_id: str) -> int:
         count = self._refs.get(stream_id, 0) - 1
@@ -869,17 +923,42 @@ class RedisBuffer:
 
     async def _release_channel(self, stream_id: str) -> None:
         async with self._sub_lock:
-            if self._drop_ref(stream_id) > 0:
+            if self._drop_ref(stream_id) > 0 or stream_id not in self._subscribed:
                 return
+            self._subscribed.discard(stream_id)
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(_channel(stream_id))
 
+    def _forget(self, stream_id: str) -> None:
+        """This instance no longer produces ``stream_id`` (and it did not end here): followers of it
+        on this instance, unsubscribed while we produced it, follow it over pub/sub from now on.
+        They re-read the log now (from Redis: the stream is no longer ours) and again when the
+        subscription is confirmed, so nothing published in between is missed."""
+        if self._produced.pop(stream_id, None) is None or not self._refs.get(stream_id):
+            return
+        self._fanout.mark_lagged(stream_id)
+        if stream_id not in self._subscribed:
+            task: asyncio.Task[None] = asyncio.create_task(self._subscribe_followed(stream_id))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+
+    async def _subscribe_followed(self, stream_id: str) -> None:
+        async with self._sub_lock:
+            if self._refs.get(stream_id) and stream_id not in self._subscribed and stream_id not in self._produced:
+                await self._subscribe_channel(stream_id)
+
     async def _read_forever(self) -> None:
         backoff = BACKOFF_MIN_S
+        task = asyncio.current_task()
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=READER_POLL_S)
                 backoff = BACKOFF_MIN_S
+                if task is not None and task.cancelling():
+                    # close() cancelled us while redis-py's read timeout expired: on Python 3.11 the
+                    # timeout can swallow that cancel (get_message just returns None), and the loop
+                    # would read on for ever (seen after a pub/sub reconnect).
+                    raise asyncio.CancelledError
             except (RedisError, OSError) as exc:
                 logger.warning("redis reader lost its connection: {!r}; followers will re-read the log", exc)
                 self._mark_remote_lagged()
@@ -931,25 +1010,32 @@ class RedisBuffer:
 
     # --- conversations ------------------------------------------------------------------------
     async def claim_message(self, conversation_id: str, client_message_id: str, stream_id: str) -> str:
-        key = _ckey(conversation_id, "msgs")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(key, client_message_id, stream_id)
-                pipe.hget(key, client_message_id)
-                pipe.expire(key, self._conversation_ttl_s)
+                self._claim(pipe, conversation_id, client_message_id, stream_id)
                 _, winner, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise _unavailable(exc, stream_id) from exc
         produced = self._produced.get(stream_id)
         if produced is not None and winner != stream_id:
-            self._produced.pop(stream_id, None)  # this stream will never start
+            self._forget(stream_id)  # this stream will never start
         return str(winner)
 
-    async def add_turn(self, conversation_id: str, turn: Turn) -> None:
+    def _claim(self, pipe: Any, conversation_id: str, client_message_id: str, stream_id: str) -> None:
+        """Queue the claim of ``client_message_id`` for ``stream_id``: three commands, the second
+        answers the winner."""
+        key = _ckey(conversation_id, "msgs")
+        pipe.hsetnx(key, client_message_id, stream_id)
+        pipe.hget(key, client_message_id)
+        pipe.expire(key, self._conversation_ttl_s)
+
+    async def add_turn(self, conversation_id: str, *turns: Turn) -> None:
+        if not turns:
+            return
         key = _ckey(conversation_id, "turns")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, encode_turn(turn))
+                pipe.rpush(key, *(encode_turn(t) for t in turns))
                 pipe.expire(key, self._conversation_ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:

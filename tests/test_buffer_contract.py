@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from streaming.buffer import StreamBuffer, make_buffer
 from streaming.contract import AssistantTurn, BufferOptions, StreamOrigin, UserTurn, turn_record, turn_to_dict
 from streaming.events import StoredEvent
-from streaming.exceptions import StreamExpired
+from streaming.exceptions import LeaseLost, StreamExpired
 from streaming.follow import follow
 from streaming.log import StreamWriter
 from testkit import T
@@ -156,6 +156,18 @@ async def test_claiming_a_client_message_id_twice_returns_the_first_stream(buffe
     assert await buffer.claim_message("c_2", "m_1", "s_other") == "s_other"
 
 
+async def test_creating_a_stream_can_claim_its_client_message_id_in_the_same_step(buffer: StreamBuffer) -> None:
+    assert await buffer.create_stream("s_1", "c_1", 60) == "s_1"  # no id to claim
+    assert await buffer.create_stream("s_2", "c_1", 60, "m_1") == "s_2"
+    assert await buffer.create_stream("s_3", "c_1", 60, "m_1") == "s_2"  # the first stream keeps the id
+    assert await buffer.claim_message("c_1", "m_1", "s_late") == "s_2"
+    info = await buffer.stream_info("s_2")
+    assert info is not None and info.conversation_id == "c_1" and not info.terminal
+    writer = StreamWriter("s_2", max_events=5_000, max_chars=40_000)
+    await buffer.append("s_2", [writer.start("c_1", "m_1"), writer.done("stop")], expire_after_s=60)
+    assert [e.seq for e in await buffer.read_after("s_2", 0)] == [1, 2]
+
+
 async def test_history_keeps_turns_in_order_with_final_reply_text(buffer: StreamBuffer) -> None:
     await buffer.add_turn("c_1", UserTurn(text="hi", client_message_id="m_1"))
     await buffer.add_turn("c_1", AssistantTurn(stream_id="s_1"))
@@ -171,8 +183,11 @@ async def test_history_keeps_turns_in_order_with_final_reply_text(buffer: Stream
 async def test_each_turn_keeps_the_token_count_it_was_written_with_and_the_wire_shape_leaves_it_out(
     buffer: StreamBuffer,
 ) -> None:
-    await buffer.add_turn("c_1", UserTurn(text="hi there", client_message_id="m_1", tokens=2))
-    await buffer.add_turn("c_1", AssistantTurn(stream_id="s_1"))
+    # Several turns in one call (one write), in order.
+    await buffer.add_turn(
+        "c_1", UserTurn(text="hi there", client_message_id="m_1", tokens=2), AssistantTurn(stream_id="s_1")
+    )
+    await buffer.add_turn("c_1")  # nothing to write
     await buffer.add_turn("c_1", UserTurn(text="an older turn, stored without a count", client_message_id="m_2"))
     await buffer.finish_reply("c_1", "s_1", "hello!", "done", tokens=3)
     turns = await buffer.history("c_1")
@@ -319,12 +334,15 @@ async def test_a_reader_of_a_stream_redis_lost_with_no_producer_is_told_it_expir
 
 
 async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url: str) -> None:
+    # The streams are produced by another instance: followers of a stream produced here need no channel.
+    producer = make_buffer(redis_url, buffer_options())
+    await producer.start()
     buf = make_buffer(redis_url, buffer_options())
     await buf.start()
     raw = aioredis.from_url(redis_url)
     try:
         for i in range(10):
-            await new_stream(buf, f"s_{i}")
+            await new_stream(producer, f"s_{i}")
         followers = [
             asyncio.create_task(
                 collect(follow(buf, f"s_{i % 10}", 0, idle_poll_s=30, unavailable_after_s=10), timeout=20)
@@ -335,12 +353,11 @@ async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url:
             while len(buf._fanout) < 1000:  # type: ignore[attr-defined]
                 await asyncio.sleep(0.01)
         clients = await raw.client_list()
-        pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]
-        assert len(pubsub_clients) == 1
-        assert int(pubsub_clients[0]["sub"]) == 11  # ten stream channels + the cancel channel
-        assert len(clients) <= 66  # the bounded pool (64) + the pub/sub connection + this client
+        subs = sorted(int(c.get("sub", 0)) for c in clients if int(c.get("sub", 0)) > 0)
+        assert subs == [1, 11]  # the producer: the cancel channel; the followers' instance: ten streams + cancel
+        assert len(clients) <= 2 * 66  # per instance: the bounded pool (64) + the pub/sub connection; this client
         for i in range(10):
-            await buf.append(
+            await producer.append(
                 f"s_{i}",
                 [StreamWriter(f"s_{i}", max_events=5_000, max_chars=40_000, seq=1, _started=True).done("stop")],
                 expire_after_s=60,
@@ -350,6 +367,74 @@ async def test_a_thousand_followers_share_one_redis_pubsub_connection(redis_url:
     finally:
         await raw.aclose()
         await buf.close()
+        await producer.close()
+
+
+async def test_followers_of_a_stream_produced_here_get_every_event_without_its_channel(redis_url: str) -> None:
+    """The producing instance does not subscribe to its own streams' channels (Redis would echo every
+    append back to it): its followers are fed from memory once Redis has the events."""
+    buf = make_buffer(redis_url, buffer_options())
+    await buf.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        writer = await new_stream(buf)
+        followers = [
+            asyncio.create_task(collect(follow(buf, "s_1", 0, idle_poll_s=30, unavailable_after_s=10), timeout=10))
+            for _ in range(3)
+        ]
+        async with asyncio.timeout(5 * T):
+            while len(buf._fanout) < 3:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+        assert await raw.pubsub_numsub("bc:ch:s_1") == [(b"bc:ch:s_1", 0)]
+        words = [f"w{i} " for i in range(20)]
+        for word in words:
+            await buf.append("s_1", [writer.delta(word)])
+        await buf.append("s_1", [writer.done("stop")], expire_after_s=60)
+        for events in await asyncio.gather(*followers):
+            assert [e.seq for e in events] == list(range(1, 23))
+            assert "".join(e.payload().get("text", "") for e in events if e.type == "delta") == "".join(words)
+        # Every event is in Redis too (followers were fed only after it was durable).
+        assert len(await raw.xrange("bc:s:s_1")) == 22
+    finally:
+        await raw.aclose()
+        await buf.close()
+
+
+async def test_a_follower_keeps_following_live_when_another_instance_takes_its_stream_over(redis_url: str) -> None:
+    """A follows the stream it produces (from memory, no channel); B takes it over: A's follower
+    re-reads the log, subscribes, and gets B's events live up to the terminal."""
+    a = make_buffer(redis_url, buffer_options())
+    b = make_buffer(redis_url, buffer_options())
+    await a.start()
+    await b.start()
+    raw = aioredis.from_url(redis_url)
+    try:
+        await a.create_stream("s_1", "c_1", 60)
+        writer = StreamWriter("s_1", max_events=5_000, max_chars=40_000)
+        origin = StreamOrigin("c_1", "m_1", (UserTurn("hi", "m_1"), AssistantTurn("s_1")), job="{}")
+        await a.start_production("s_1", origin, [writer.start("c_1", "m_1")])
+        await a.append("s_1", [writer.delta("from A ")])
+        it = follow(a, "s_1", 0, idle_poll_s=30, unavailable_after_s=10)
+        assert [(await anext(it)).seq for _ in range(2)] == [1, 2]
+        assert await raw.pubsub_numsub("bc:ch:s_1") == [(b"bc:ch:s_1", 0)]
+        await raw.delete("bc:s:s_1:l")  # A's lease ran out (it was paused, say)
+        orphan = await b.take_over("s_1")
+        assert orphan is not None
+        with pytest.raises(LeaseLost):  # A learns it lost the stream at its next write
+            await a.append("s_1", [writer.delta("zombie ")])
+        async with asyncio.timeout(5 * T):
+            while await raw.pubsub_numsub("bc:ch:s_1") != [(b"bc:ch:s_1", 1)]:
+                await asyncio.sleep(0.01)
+        b_writer = StreamWriter("s_1", max_events=5_000, max_chars=40_000, seq=orphan.events[-1].seq, _started=True)
+        await b.append("s_1", [b_writer.delta("from B")])
+        await b.append("s_1", [b_writer.done("stop")], expire_after_s=60)
+        rest = await collect(it, timeout=5)
+        assert [e.seq for e in rest] == list(range(3, b_writer.seq + 1))
+        assert rest[-2].payload()["text"] == "from B" and rest[-1].type == "done"
+    finally:
+        await raw.aclose()
+        await a.close()
+        await b.close()
 
 
 @pytest.fixture

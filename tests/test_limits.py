@@ -15,7 +15,7 @@ import openai
 import pytest
 import websockets
 
-from api.limit_store import MemoryLimitStore, RedisLimitStore
+from api.limit_store import LimitStore, MemoryLimitStore, RedisLimitStore, ReplyCheck
 from api.limits import client_address, parse_networks
 from api.settings import Settings
 from testkit import T
@@ -410,5 +410,32 @@ async def test_the_redis_store_keeps_the_same_rules_with_ttls_on_every_key(redis
         raw = store._redis
         keys = await raw.keys("bc:limit:*")
         assert keys and all([await raw.pttl(k) > 0 for k in keys])
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_replys_places_are_taken_in_one_step_and_a_refusal_holds_nothing(kind: str, redis_url: str) -> None:
+    """``begin``: the conversation's claim, the address's rate, then the brand's place, as one step (one
+    Redis call); whatever refuses it, nothing stays held. ``give_back`` returns place and claim at once."""
+    store: LimitStore = MemoryLimitStore() if kind == "memory" else RedisLimitStore(redis_url)
+
+    def check(cmid: str, member: str, *, rate: str = "r", busy: bool = False, conv: str | None = "conv") -> ReplyCheck:
+        return ReplyCheck(conv, cmid, 30, rate, 2, 60, busy, "brand", member, 1, 30)
+
+    try:
+        assert await store.begin(check("m1", "a")) == ("ok", None)
+        assert await store.begin(check("m2", "b")) == ("claimed", "m1")  # the conversation is busy
+        assert await store.begin(check("m2", "b", conv="other")) == ("full", None)  # the brand's one place
+        assert await store.claim("other", "m9", 30) is None, "a refusal lets go of the claim it made"
+        status, wait_ms = await store.begin(check("m3", "c", conv="third"))
+        assert status == "rate" and isinstance(wait_ms, int) and wait_ms > 0  # the address's 2 per minute
+        assert await store.claim("third", "m9", 30) is None
+        await store.give_back(("brand", "a"), ("conv", "m1"))
+        assert await store.claim("conv", "m2", 30) is None, "the claim was given back"
+        assert await store.begin(check("m4", "d", rate="r2", busy=True, conv="fourth")) == ("busy", None)
+        assert await store.claim("fourth", "m9", 30) is None
+        assert await store.begin(check("m5", "e", rate="r2", conv=None)) == ("ok", None)  # the place was given back
+        await store.give_back(None, None)
     finally:
         await store.close()

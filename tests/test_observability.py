@@ -128,7 +128,8 @@ async def test_a_chat_turn_emits_connection_stream_latency_and_buffer_metrics_ta
     async with asyncio.timeout(5 * T):
         while statsd.find(full_name("connections.active"), transport="websocket")[-1]["value"] != 0:
             await asyncio.sleep(0.02)
-    for op in ("create_stream", "claim_message", "append", "read_after"):
+    # A send's claim of its client_message_id is timed with create_stream: one step since session 4.
+    for op in ("create_stream", "add_turn", "append", "read_after"):
         await statsd.wait_for(full_name("buffer.latency_ms"), op=op, backend="memory")
 
 
