@@ -449,8 +449,44 @@ def brand_vocabulary(brand: Brand) -> set[str]:
     for snippet in brand.knowledge:
         texts += [snippet.topic, snippet.text, *snippet.keywords]
     for example in brand.examples:
-        texts += [example.user, example.assistant, *example.tags]
-    return term_set(texts)
+        texts += [example.assistant, *example.tags]
+        if OFF_TOPIC_TAGS.isdisjoint(t.lower() for t in example.tags):  # a deflected question is not the domain
+            texts.append(example.user)
+    return term_set(texts) | SERVICE_TERMS
+
+
+# Examples tagged as off-topic deflections: their question is, by definition, not the brand's domain.
+OFF_TOPIC_TAGS = frozenset({"off-topic", "off_topic", "offtopic"})
+
+# Words that say nothing about a domain either way, left out of a reply's terms before it is scored:
+# calendar words and units (like the numbers already left out: "8 till 2 on Saturdays"), and generic
+# verbs and adjectives of any conversation ("ask", "help", "happy", "try", "start", "back").
+NEUTRAL_TERMS = term_set(
+    [
+        "monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays thursdays fridays"
+        " saturdays sundays weekday weekdays weekend weekends today tomorrow tonight yesterday morning afternoon"
+        " evening night till until second seconds minute minutes hour hours day days week weeks month months year"
+        " years time times am pm",
+        "ask asked asking help helps helped helping happy glad love loved lovely try tried trying start started"
+        " starting back use used using every never always often usually happen happens happened thing things"
+        " lot lots bit little big great good nice fine right left new old first last next keep kept put done"
+        " sound sounds feel feels think thought hope mean means work works worked call calls come comes came"
+        " going gone enjoy best better also anything something everything nothing else whether",
+    ]
+)
+
+# Customer-service words that are on topic for every brand: orders, payments, the customer's account,
+# contact, and the professionals a good refusal points to ("ask your doctor", "a regulated adviser").
+SERVICE_TERMS = term_set(
+    [
+        "order orders ordering account accounts payment payments pay paying card cards checkout website site app"
+        " email emails message contact phone telephone support customer customers price prices cost costs fee"
+        " fees refund refunds delivery deliveries parcel tracking address login password details detail secure"
+        " security privacy data receipt invoice",
+        "advice advise adviser advisor doctor midwife pharmacist gp accountant lawyer solicitor professional"
+        " expert medical legal financial question questions",
+    ]
+)
 
 
 COVERAGE_CHARS = 4_000  # a reply is judged on its first 4,000 characters (and each context text on its first)
@@ -468,13 +504,13 @@ def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[flo
     (a football reply to a football question scores as football). ``None`` when the reply has fewer
     than ``off_topic.min_terms`` content terms (nothing to judge)."""
     check = brand.guard.off_topic
-    terms = content_terms(reply, COVERAGE_CHARS)
+    terms = [t for t in content_terms(reply, COVERAGE_CHARS) if t not in NEUTRAL_TERMS]
     if not terms or len(terms) < check.min_terms:
         return None
     vocabulary = compile_rules(brand).vocabulary
     weak: set[str] = set()
     for text in context:
-        known = content_terms(text, COVERAGE_CHARS)
+        known = [t for t in content_terms(text, COVERAGE_CHARS) if t not in NEUTRAL_TERMS]
         if known and sum(1 for t in known if t in vocabulary) / len(known) >= check.threshold:
             weak.update(known)
     score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)

@@ -50,8 +50,15 @@ def holding(brand: Brand, **hold: str) -> Brand:
     return brand.model_copy(update={"guard": guard})
 
 
-# The demo, releasing whole sentences only: the holdback behaviour every brand had before issue 10.
-SENTENCES = holding(DEMO, rules="sentence", length="sentence")
+def logging_off_topic(brand: Brand) -> Brand:
+    """``brand`` noting off-topic replies without replacing them (tests of other checks on generic text)."""
+    guard = brand.guard.model_copy(update={"off_topic": brand.guard.off_topic.model_copy(update={"action": "log"})})
+    return brand.model_copy(update={"guard": guard})
+
+
+# The demo, releasing whole sentences only: the holdback behaviour every brand had before issue 10
+# (noting off-topic replies only: its generic "word0 word1 …" is not about coffee).
+SENTENCES = holding(logging_off_topic(DEMO), rules="sentence", length="sentence")
 
 CLEAN = (
     "We roast on Mondays and Thursdays and ship within 24 hours of roasting. Orders over $35 ship free "
@@ -241,14 +248,15 @@ OFF_TOPIC = (
 
 
 def test_an_off_topic_reply_is_noted_for_a_log_brand_and_replaced_for_a_fallback_brand() -> None:
-    released, steps = stream(DEMO, [OFF_TOPIC], question="What should I cook tonight?")
+    released, steps = stream(logging_off_topic(DEMO), [OFF_TOPIC], question="What should I cook tonight?")
     assert released == OFF_TOPIC
     note = steps[-1].notes[0]
     assert note.event == "off_topic" and note.fields["action"] == "log"
     assert note.fields["score"] < note.fields["threshold"] == 0.2
-    _, steps = stream(BANK, [OFF_TOPIC], question="What should I cook tonight?")
-    assert steps[-1].violation == "off_topic" and replacement(BANK, steps[-1]) == BANK.fallbacks.off_topic
-    assert steps[-1].notes[0].fields["action"] == "fallback"
+    for brand in (BANK, DEMO):  # the demo replaces off-topic replies too since the neutral-term coverage
+        _, steps = stream(brand, [OFF_TOPIC], question="What should I cook tonight?")
+        assert steps[-1].violation == "off_topic" and replacement(brand, steps[-1]) == brand.fallbacks.off_topic
+        assert steps[-1].notes[0].fields["action"] == "fallback"
 
 
 @pytest.mark.parametrize("brand_id", ["demo", "meridian"])
@@ -601,7 +609,7 @@ def test_a_character_limit_ends_on_the_last_whole_sentence_retracting_a_streamed
 
 @pytest.mark.parametrize("brand_id", ["demo", "meridian"])
 def test_a_list_longer_than_the_brand_allows_ends_after_its_last_allowed_item(brand_id: str) -> None:
-    brand = shaped(BRANDS[brand_id], max_list_items=2, max_sentences=10)
+    brand = shaped(logging_off_topic(BRANDS[brand_id]), max_list_items=2, max_sentences=10)
     intro = "Here are the options:\n"
     text = intro + "- Easy Saver\n- Fixed Saver\n- Cash ISA\n"
     guard = BrandGuard(brand)
