@@ -303,8 +303,9 @@ def test_only_the_beginning_of_a_phrase_is_held_and_it_goes_out_once_it_cannot_m
 
 def test_a_pattern_holds_from_where_a_match_could_still_start() -> None:
     guard = BrandGuard(DEMO)  # the promise family "guarantee" (persona/families.py)
-    assert guard.feed("Beans are guaranteed ").release == "Beans are "
-    assert guard.feed("fresh.").release == "guaranteed fresh."
+    # ("are guaranteed safe" would be a guarantee too: held from "are")
+    assert guard.feed("Beans are guaranteed ").release == "Beans "
+    assert guard.feed("fresh.").release == "are guaranteed fresh."
     assert guard.feed(" Your bag will definitely arr").release == " "
     assert guard.feed("ive Friday.").violation == "promise"
 
@@ -507,6 +508,10 @@ def could_still_match(brand: Brand, fed: str, start: int) -> bool:
     match = rules.regex.match(fed, start, partial=True)
     if match is not None and match.partial:
         return True
+    # A complete match that ends on a word character at the end of the text is confirmed by the next one
+    # ("bro" of "broad": the end of the text satisfies a closing \b).
+    if match is not None and match.end() == len(fed) and (fed[-1].isalnum() or fed[-1] == "_"):
+        return True
     ws = words(fed[start:])
     return bool(ws and (tuple(ws) in rules.leak_prefixes or tuple(ws) in rules.leak_partials))
 
@@ -661,7 +666,8 @@ def test_no_prefix_of_text_past_the_length_policy_is_ever_released_for_random_sh
     data: st.DataObject, sentences: int, chars: int | None, items: int | None, action: str, hold: str, cuts: list[int]
 ) -> None:
     brand = holding(
-        shaped(DEMO, max_sentences=sentences, max_chars=chars, max_list_items=items, action=action), rules=hold
+        shaped(logging_off_topic(DEMO), max_sentences=sentences, max_chars=chars, max_list_items=items, action=action),
+        rules=hold,
     )
     parts = st.lists(st.tuples(st.sampled_from(SHAPE_TOKENS), st.sampled_from(SHAPE_SEPARATORS)), max_size=30)
     text = "Sure. " + data.draw(parts.map(lambda ps: "".join(w + s for w, s in ps)))
