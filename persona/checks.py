@@ -362,7 +362,7 @@ def _compile(brand: Brand) -> CompiledRules:
     names, negatable, pattern, plain = _combined(alternatives, excusable)
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
-    shingles = _grams(instruction_texts(brand)) - _grams(public_texts(brand))
+    shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
     return CompiledRules(
         literals=literals,
         regex=pattern,
@@ -458,6 +458,17 @@ def catches(rule: DontRule, text: str) -> bool:
     while match is not None and rule.unless_negated and negated(text, match.start()):
         match = pattern.search(text, match.start() + 1)
     return match is not None
+
+
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm")
+
+
+def encoded_grams(grams: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The instructions' n-grams as written, in rot13, and reversed (the text spelt backwards: each
+    word reversed, in reverse order), so the leak check sees those recitals word by word like a plain one."""
+    rot13 = {tuple(w.translate(_ROT13) for w in gram) for gram in grams}
+    backwards = {tuple(w[::-1] for w in reversed(gram)) for gram in grams}
+    return grams | rot13 | backwards
 
 
 def _grams(texts: Iterable[str]) -> set[tuple[str, ...]]:

@@ -69,6 +69,7 @@ from persona.checks import (
     off_topic,
     vocabulary_language,
 )
+from persona.encoded import EncodedScanner
 from persona.facts import FactScanner, grounding
 from persona.language import LanguageGate, Verdict, reply_language
 from persona.length import LengthScanner
@@ -177,6 +178,7 @@ class BrandGuard:
         self._run = ""  # lower-cased trailing run of word characters ([a-z0-9'])
         self._run_at = 0
         self._length = LengthScanner(brand.length)
+        self._encoded = EncodedScanner()  # base64 / hex runs that decode to text (persona.encoded)
         self._stopped = False
         # Grounded facts: the grounding is built once per reply (the brand's part once per brand).
         facts = brand.guard.facts
@@ -204,7 +206,13 @@ class BrandGuard:
             return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
-        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text) or self._fact(text, at)
+        finding = (
+            self._phrases(text, at)
+            or self._leak(text, at)
+            or self._patterns(text)
+            or self._fact(text, at)
+            or self._encoded.feed(text, at)
+        )
         if finding is not None:
             return self._violate(finding)
         if self._language is not None and self._language.pending:
@@ -256,7 +264,11 @@ class BrandGuard:
             if kept:
                 self._held.append(kept)
                 finding = (
-                    self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept) or self._fact(kept, at)
+                    self._phrases(kept, at)
+                    or self._leak(kept, at)
+                    or self._patterns(kept)
+                    or self._fact(kept, at)
+                    or self._encoded.feed(kept, at)
                 )
                 if finding is not None:
                     return self._violate(finding)
@@ -474,6 +486,8 @@ class BrandGuard:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if found is None and self._facts is not None:
             found = self._judged_fact(self._facts.finish(self._fed))
+        if found is None:
+            found = self._encoded.finish()
         return found
 
     def _fact(self, text: str, at: int) -> Finding | None:
@@ -507,6 +521,7 @@ class BrandGuard:
             self._leak_held_from(),
             self._length.held_from(),
             self._facts.held_from() if self._facts is not None else None,
+            self._encoded.held_from(),
         ):
             if start is not None and start < cut:
                 cut = start
