@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 
 from persona.checks import Finding
@@ -40,10 +41,8 @@ def decoded_text(run: str) -> str | None:
     if _B64.fullmatch(run):
         body = run.rstrip("=")
         body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
-        try:
+        with contextlib.suppress(binascii.Error, ValueError):
             candidates.append(base64.b64decode(body + "=" * (-len(body) % 4)))
-        except (binascii.Error, ValueError):
-            pass
     for raw in candidates:
         text = raw.decode("utf-8", errors="replace")
         printable = sum(1 for c in text if c.isprintable() or c in "\n\t")

@@ -100,7 +100,7 @@ BUREAUCRATIC: Final[str] = _words(
 #: website", "not that hard.", "did you even read …", "… af". Literal phrases, so they are walked in the
 #: guard's phrase trie (a constant cost per character) instead of the pattern (a cost per alternative).
 CONDESCENDING_PHRASES: Final[tuple[str, ...]] = (
-    *"ugh ughh duh smh pfft sheesh jeez geez af".split(),
+    *["ugh", "ughh", "duh", "smh", "pfft", "sheesh", "jeez", "geez", "af"],
     "obviously,",
     *(f"{lead} i {verb}" for lead in ("as", "like") for verb in (
         "said", "already said", "just said", "told you", "already told you", "mentioned", "already mentioned",

@@ -414,7 +414,7 @@ class BrandGuard:
             word = match.group()
             self._recent.append((word, start))
             prefixes = self.rules.leak_prefixes
-            live = [(ws + (word,), at) for ws, at in self._leak_live if ws + (word,) in prefixes]
+            live = [((*ws, word), at) for ws, at in self._leak_live if (*ws, word) in prefixes]
             if (word,) in prefixes:
                 live.append(((word,), start))
             self._leak_live = live
