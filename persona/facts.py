@@ -156,6 +156,8 @@ _FACT = re.compile(
     | (?P<pa>{_NUM})\s?(?:%|per\s?cent{_END}|percent{_END})
     | (?:between\s+)?(?P<qa>{_NUM})(?:\s*(?P<qsep>-|\u2013|\u2014|to|or|and)\s*(?P<qb>{_NUM}))?
       (?:\s*-\s*|\s*)(?P<qu>{_alternation(_UNIT_OF)}){_END}
+    | (?P<freq>every\s+(?:other\s+)?(?P<fu>week|fortnight|month|year){_END}
+      |(?P<fa>weekly|fortnightly|monthly|quarterly|annually|yearly){_END})
     | (?P<an>\d{{1,5}})\s+
       (?P<ast>(?-i:(?:[A-Z][a-z]+\s+){{0,3}}(?:Lane|Street|St|Road|Rd|Avenue|Ave|Way|Square|Place|Drive|Court|Boulevard)))(?!\w)
     | (?P<week>weekdays?|weekends?){_END}
@@ -197,10 +199,22 @@ def _money(kind_text: str, currency: str, amount: float) -> Fact:
     return Fact("money", kind_text, (("money", currency, amount),), ("money", currency))
 
 
-def _quantity(text: str, unit: str, lo: float, hi: float) -> Fact:
+# How often, in the base units of _BASE_UNIT: "weekly", "every month", "every other week". Not "daily" or
+# "every day": those are more often the customer's habit ("if you brew daily") than a fact of the brand.
+_FREQUENCY: dict[str, tuple[str, float]] = {
+    "day": ("minute", 1440.0), "daily": ("minute", 1440.0), "week": ("minute", 10080.0), "weekly": ("minute", 10080.0),
+    "fortnight": ("minute", 20160.0), "fortnightly": ("minute", 20160.0), "month": ("month", 1.0),
+    "monthly": ("month", 1.0), "quarterly": ("month", 3.0), "year": ("month", 12.0), "annually": ("month", 12.0),
+    "yearly": ("month", 12.0),
+}  # fmt: skip
+
+
+def _quantity(text: str, unit: str, lo: float, hi: float, every: bool = False) -> Fact:
     base, factor = _BASE_UNIT.get(unit, (unit, 1.0))  # "two weeks" is "14 days", "one year" "12 months"
     nlo, nhi = round(lo * factor, 4), round(hi * factor, 4)
     keys: list[tuple[object, ...]] = [("quantity", base, nlo, nhi)]
+    if every and lo == hi:
+        keys.append(("frequency", base, nlo))
     if lo == hi:  # a single value: also an end of a range ("up to four working days")
         keys.append(("quantity_end", base, nlo))
         if unit == "day":  # "3 days" restates "three working days"
@@ -276,13 +290,19 @@ def extract(text: str) -> Iterator[Fact]:
             unit = _UNIT_OF[re.sub(r"\s+", " ", g["qu"].lower())]
             lo = number(g["qa"])
             sep = (g["qsep"] or "").lower()
+            every = text[max(0, m.start() - 6) : m.start()].lower() == "every "  # "every two weeks": a frequency
             if not g["qb"]:
-                yield _quantity(written, unit, lo, lo)
+                yield _quantity(written, unit, lo, lo, every)
             elif sep in ("or", "and") and not written.lower().startswith("between"):
-                yield _quantity(written, unit, lo, lo)
-                yield _quantity(written, unit, number(g["qb"]), number(g["qb"]))
+                yield _quantity(written, unit, lo, lo, every)
+                yield _quantity(written, unit, number(g["qb"]), number(g["qb"]), every)
             else:
                 yield _quantity(written, unit, lo, number(g["qb"]))
+        elif g["freq"]:
+            word = (g["fu"] or g["fa"]).lower()
+            base, value = _FREQUENCY[word]
+            value *= 2 if "other" in written.lower() else 1
+            yield Fact("quantity", written, (("frequency", base, value),), ("frequency", base))
         elif g["an"]:
             street = " ".join(g["ast"].lower().split())
             yield Fact("name", written, (("address", int(g["an"]), street),), ("address",))
@@ -358,6 +378,23 @@ def _subruns(runs: Iterable[tuple[str, ...]]) -> frozenset[tuple[str, ...]]:
     return frozenset(run[i:j] for run in runs for i in range(len(run)) for j in range(i + 1, len(run) + 1))
 
 
+# Coffee-, tea- and cocoa-growing countries, regions and their adjectives: a capitalised name with one of
+# these ("Kenyan AA", "Guatemalan Antigua", "Sumatra Mandheling") presents an origin as a product.
+_ORIGINS = frozenset(
+    _norm(_w)
+    for _w in """
+    Ethiopia Ethiopian Kenya Kenyan Colombia Colombian Brazil Brazilian Guatemala Guatemalan Honduras Honduran
+    Nicaragua Nicaraguan Salvador Salvadoran Panama Panamanian Mexico Mexican Peru Peruvian Bolivia Bolivian
+    Ecuador Ecuadorian Rwanda Rwandan Burundi Burundian Tanzania Tanzanian Uganda Ugandan Yemen Yemeni India
+    Indian Indonesia Indonesian Sumatra Sumatran Java Javanese Sulawesi Papua Vietnam Vietnamese Jamaica
+    Jamaican Hawaii Hawaiian Kona Rica Rican Congo Congolese Malawi Malawian Zambia Zambian Cuba Cuban
+    Haiti Haitian Dominican Venezuela Venezuelan Laos Thai Myanmar Timor Ghana Ivory Sidamo Harrar Huehuetenango
+    Antigua Tarrazu Nyeri Kiambu Cauca Narino Nariño Huila Chiapas Veracruz Oaxaca Cerrado Sul Minas Bourbon Geisha
+    Gesha Typica Caturra Pacamara Mandheling Toraja
+    """.split()
+)
+
+
 @dataclass(frozen=True)
 class Grounding:
     """What a reply may state: fact keys, their categories, and the names it may use."""
@@ -366,6 +403,7 @@ class Grounding:
     categories: frozenset[tuple[object, ...]]
     names: frozenset[tuple[str, ...]]  # every contiguous part of every known name
     name_words: frozenset[str]  # words only the brand's names use (never written in lower case)
+    plain_words: frozenset[str] = frozenset()  # words the brand writes in lower case ("press", "coffee")
 
     def verdict(self, fact: Fact) -> str | None:
         """None when grounded; else ``contradicts`` (the grounding has a different value of the same
@@ -376,7 +414,10 @@ class Grounding:
 
     def name_verdict(self, words: tuple[str, ...]) -> str | None:
         """A run of capitalised words: None when it uses no name word or is made of known names."""
-        if not any(w in self.name_words for w in words):
+        others = [w for w in words if w not in _ORIGINS]
+        # "Kenyan AA", "Guatemalan Antigua"; not "Colombian Coffee" (an origin and the brand's own words)
+        origin = len(words) > 1 and len(others) < len(words) and not (others and all(w in self.plain_words for w in others))
+        if not origin and not any(w in self.name_words for w in words):
             return None
         # Made of known names end to end ("Meridian" + "Easy Saver"), at most a few words long.
         reach = [True] + [False] * len(words)
@@ -397,6 +438,7 @@ class Grounding:
             self.categories | frozenset(f.category for f in facts),
             self.names | _subruns(runs),
             self.name_words,
+            self.plain_words,
         )
 
 
@@ -404,6 +446,7 @@ def _keys(facts: Iterable[Fact]) -> frozenset[tuple[object, ...]]:
     keys: set[tuple[object, ...]] = set()
     for fact in facts:
         keys.update(fact.keys[:1])
+        keys.update(k for k in fact.keys[1:] if k[0] == "frequency")
         key = fact.keys[0]
         if key[0] == "quantity" and key[2] != key[3]:  # a range grounds its ends as single values
             keys.update({("quantity_end", key[1], key[2]), ("quantity_end", key[1], key[3])})
@@ -443,7 +486,8 @@ def _brand_grounding(texts: tuple[str, ...], proper: tuple[str, ...]) -> Groundi
     lower = _lowercase_words(texts) | {w for run in brand_runs for w in run}
     name_words = frozenset(w for run in runs for w in run if w not in lower and not w.isdigit())
     runs += brand_runs
-    return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words)
+    plain = _lowercase_words(texts)
+    return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words, plain)
 
 
 def grounding(brand: Brand, context: Sequence[str] = ()) -> Grounding:
@@ -476,14 +520,17 @@ _LEAD = "(\"'\u201c\u2018[*_"
 _TRAIL = ".,;:!?)\"'\u201d\u2019]*_"
 _CLAUSE_END = frozenset(".,;:!?)")
 _TRIGGER_CHARS = frozenset("0123456789$£€+#")
+_FREQUENCY_WORDS = frozenset(("every", "weekly", "fortnightly", "monthly", "quarterly", "annually", "yearly"))
 _CONTINUE = frozenset(
-    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "-", "\u2013", "\u2014", "between", "per", "cent",
+    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "other", "fortnight", *_FREQUENCY_WORDS, "-", "\u2013", "\u2014", "between", "per", "cent",
      "percent", "am", "pm", "a.m.", "p.m.", "a.m", "p.m", "noon", "midday", "midnight", "o'clock", "&",
      "thousand", "million", "billion", "k", "bn", "dollars", "dollar", "pounds", "pound", "euros", "euro",
      "pence", "cents", "cent", "quid", "bucks"]
 )  # fmt: skip
 _CONTINUE_PREFIXES = frozenset(w[:i] for w in _CONTINUE for i in range(1, len(w) + 1))
-_PREFIXES = frozenset(w[:i] for w in (*_NUMBER_WORDS, "http", "https", "www") for i in range(1, len(w) + 1))
+# Lower-case words that open a region: number words and frequencies ("every week", "monthly").
+_LOWER_TRIGGERS = frozenset(_NUMBER_WORDS) | _FREQUENCY_WORDS
+_PREFIXES = frozenset(w[:i] for w in (*_LOWER_TRIGGERS, "http", "https", "www") for i in range(1, len(w) + 1))
 _CAL_PREFIXES = frozenset(w[:i] for w in _CALENDAR for i in range(1, len(w) + 1))
 
 
@@ -591,7 +638,7 @@ class FactScanner:
         if start is None:
             return None
         core = self._tail[start - self._tail_at : end - self._tail_at].lstrip(_LEAD)
-        if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _NUMBER_WORDS:
+        if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _LOWER_TRIGGERS:
             return None  # the common case: an ordinary lower-case word, no fact under way
         stripped = core.rstrip(_TRAIL)
         low = stripped.lower().replace("\u2019", "'")
@@ -615,7 +662,7 @@ class FactScanner:
         if word[0].isupper():
             return (self.names and low not in STOP_CAPS) or (self.calendar and low in _CALENDAR)
         # "three", "three-minute", "twenty-four", "https://…", "www.…"
-        return low in _NUMBER_WORDS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
+        return low in _LOWER_TRIGGERS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
 
     def _could_start(self, partial: str) -> bool:
         """Could this unfinished word still become a word that opens a region?"""
