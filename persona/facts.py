@@ -55,13 +55,15 @@ only (capped at :data:`MAX_REGION` characters), so the cost per token is flat.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from persona.brand import Brand
-from persona.checks import Finding
+from persona.checks import NEUTRAL_TERMS, SERVICE_TERMS, Finding
+from persona.text import content_terms, split_sentences
 
 ALL_KINDS: tuple[str, ...] = ("money", "percent", "quantity", "time", "date", "phone", "email", "url", "name")
 MAX_REGION = 240  # a region (or a word) longer than this is checked as it stands and closed
@@ -387,11 +389,11 @@ _ORIGINS = frozenset(
     Nicaragua Nicaraguan Salvador Salvadoran Panama Panamanian Mexico Mexican Peru Peruvian Bolivia Bolivian
     Ecuador Ecuadorian Rwanda Rwandan Burundi Burundian Tanzania Tanzanian Uganda Ugandan Yemen Yemeni India
     Indian Indonesia Indonesian Sumatra Sumatran Java Javanese Sulawesi Papua Vietnam Vietnamese Jamaica
-    Jamaican Hawaii Hawaiian Kona Rica Rican Congo Congolese Malawi Malawian Zambia Zambian Cuba Cuban
-    Haiti Haitian Dominican Venezuela Venezuelan Laos Thai Myanmar Timor Ghana Ivory Sidamo Harrar Huehuetenango
-    Antigua Tarrazu Nyeri Kiambu Cauca Narino Nariño Huila Chiapas Veracruz Oaxaca Cerrado Sul Minas Bourbon Geisha
-    Gesha Typica Caturra Pacamara Mandheling Toraja
-    """.split()
+    Jamaican Hawaii Hawaiian Kona Rica Rican Congo Congolese Malawi Malawian Zambia Zambian Cuba Cuban Haiti
+    Haitian Dominican Venezuela Venezuelan Laos Thai Myanmar Timor Ghana Ivory Sidamo Harrar Huehuetenango
+    Antigua Tarrazu Nyeri Kiambu Cauca Narino Nariño Huila Chiapas Veracruz Oaxaca Cerrado Sul Minas Bourbon
+    Geisha Gesha Typica Caturra Pacamara Mandheling Toraja
+    """.split()  # noqa: SIM905
 )
 
 
@@ -404,6 +406,25 @@ class Grounding:
     names: frozenset[tuple[str, ...]]  # every contiguous part of every known name
     name_words: frozenset[str]  # words only the brand's names use (never written in lower case)
     plain_words: frozenset[str] = frozenset()  # words the brand writes in lower case ("press", "coffee")
+    # Quantities and frequencies the brand states only about something: key → the topic words of each
+    # sentence that states it (its words, the snippet's topic and keywords, the example's question).
+    bound: tuple[tuple[tuple[object, ...], frozenset[str]], ...] = ()
+    subjects: tuple[frozenset[str], ...] = ()  # the topic words of each snippet and example
+
+    def unbound(self, fact: Fact, terms: frozenset[str]) -> bool:
+        """Whether ``fact`` is grounded only by knowledge about something else: every key of it that the
+        grounding has is bound to sentences that share no topic word with ``terms`` (the reply's)."""
+        found = [key for key in fact.keys if key in self.keys]
+        if not found or not self.bound:
+            return False
+        topics: dict[tuple[object, ...], list[frozenset[str]]] = {}
+        for key, words_ in self.bound:
+            topics.setdefault(key, []).append(words_)
+        if not all(key in topics and not any(t & terms for t in topics[key]) for key in found):
+            return False
+        # ... and the reply (or its question) is about another part of the knowledge: without such evidence
+        # ("Within three working days.") it is not judged.
+        return any(t & terms for t in self.subjects)
 
     def verdict(self, fact: Fact) -> str | None:
         """None when grounded; else ``contradicts`` (the grounding has a different value of the same
@@ -416,7 +437,9 @@ class Grounding:
         """A run of capitalised words: None when it uses no name word or is made of known names."""
         others = [w for w in words if w not in _ORIGINS]
         # "Kenyan AA", "Guatemalan Antigua"; not "Colombian Coffee" (an origin and the brand's own words)
-        origin = len(words) > 1 and len(others) < len(words) and not (others and all(w in self.plain_words for w in others))
+        origin = (
+            len(words) > 1 and len(others) < len(words) and not (others and all(w in self.plain_words for w in others))
+        )
         if not origin and not any(w in self.name_words for w in words):
             return None
         # Made of known names end to end ("Meridian" + "Easy Saver"), at most a few words long.
@@ -490,10 +513,58 @@ def _brand_grounding(texts: tuple[str, ...], proper: tuple[str, ...]) -> Groundi
     return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words, plain)
 
 
-def grounding(brand: Brand, context: Sequence[str] = ()) -> Grounding:
-    """The brand's grounding (computed once per brand version) plus ``context``."""
+_BINDABLE = ("quantity", "quantity_end", "frequency")
+
+
+def topic_terms(text: str) -> frozenset[str]:
+    """The words of ``text`` that say what it is about (no units, calendar or generic words)."""
+    return frozenset(t for t in content_terms(text) if t not in NEUTRAL_TERMS)
+
+
+@functools.lru_cache(maxsize=64)
+def _bindings(
+    sources: tuple[tuple[str, str], ...], free_texts: tuple[str, ...], topics: int
+) -> tuple[tuple[tuple[object, ...], frozenset[str]], ...]:
+    """``sources``: (text, what it is about) for each knowledge snippet and example; a quantity stated
+    anywhere else the brand speaks (``free_texts``) is not bound. The first ``topics`` sources are the
+    knowledge snippets, one topic each (the examples repeat their topics)."""
+    free = {k for t in free_texts for f in extract(t) for k in _keys([f]) if k[0] in _BINDABLE}
+    # Words of more than one source ("bag", "beans" for a roaster) say nothing about which it is.
+    spread: dict[str, int] = {}
+    for text, about in sources[:topics]:
+        for term in topic_terms(text) | topic_terms(about):
+            spread[term] = spread.get(term, 0) + 1
+    out: list[tuple[tuple[object, ...], frozenset[str]]] = []
+    for text, about in sources:
+        extra = topic_terms(about)
+        for sentence in split_sentences(text):
+            keys = {k for f in extract(sentence) for k in _keys([f]) if k[0] in _BINDABLE} - free
+            if keys:
+                words_ = frozenset(t for t in topic_terms(sentence) | extra if spread.get(t, 0) <= 1)
+                out += [(k, words_) for k in sorted(keys, key=repr)]
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _subjects(sources: tuple[tuple[str, str], ...]) -> tuple[frozenset[str], ...]:
+    """Each knowledge snippet's topic words that no other snippet has."""
+    # (customer-service words, "order", "account", "phone", are every topic's: no evidence of one)
+    sets = [(topic_terms(text) | topic_terms(about)) - SERVICE_TERMS for text, about in sources]
+    return tuple(t - frozenset().union(*(o for j, o in enumerate(sets) if j != i)) for i, t in enumerate(sets))
+
+
+def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> Grounding:
+    """The brand's grounding (computed once per brand version) plus ``context`` (and ``question``),
+    with the quantities its knowledge and examples state bound to what they are about."""
     base = _brand_grounding(brand_texts(brand), (brand.name, brand.persona_name))
-    return base.merged(context) if context else base
+    sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
+    sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
+    known = {text for text, _ in sources}
+    free = tuple(t for t in (*brand_texts(brand), question, *context) if t and t not in known)
+    bound = _bindings(tuple(sources), free, len(brand.knowledge))
+    texts = [t for t in (question, *context) if t]
+    merged = base.merged(texts) if texts else base
+    return dataclasses.replace(merged, bound=bound, subjects=_subjects(tuple(sources[: len(brand.knowledge)])))
 
 
 def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS)) -> list[Fact]:
@@ -522,7 +593,8 @@ _CLAUSE_END = frozenset(".,;:!?)")
 _TRIGGER_CHARS = frozenset("0123456789$£€+#")
 _FREQUENCY_WORDS = frozenset(("every", "weekly", "fortnightly", "monthly", "quarterly", "annually", "yearly"))
 _CONTINUE = frozenset(
-    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "other", "fortnight", *_FREQUENCY_WORDS, "-", "\u2013", "\u2014", "between", "per", "cent",
+    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "other", "fortnight", *_FREQUENCY_WORDS,
+     "-", "\u2013", "\u2014", "between", "per", "cent",
      "percent", "am", "pm", "a.m.", "p.m.", "a.m", "p.m", "noon", "midday", "midnight", "o'clock", "&",
      "thousand", "million", "billion", "k", "bn", "dollars", "dollar", "pounds", "pound", "euros", "euro",
      "pence", "cents", "cent", "quid", "bucks"]
@@ -534,6 +606,9 @@ _PREFIXES = frozenset(w[:i] for w in (*_LOWER_TRIGGERS, "http", "https", "www") 
 _CAL_PREFIXES = frozenset(w[:i] for w in _CALENDAR for i in range(1, len(w) + 1))
 
 
+_ABOUT_CHARS = 200  # the reply text before a quantity (its sentence, roughly) that says what it is about
+
+
 class FactScanner:
     """Holds a reply's possible facts while they are written; reports the first ungrounded one.
 
@@ -542,8 +617,10 @@ class FactScanner:
     With ``hold=False`` (``guard.facts.action: log``) nothing is held: findings are only reported.
     """
 
-    def __init__(self, ground: Grounding, kinds: Iterable[str], *, hold: bool = True) -> None:
+    def __init__(self, ground: Grounding, kinds: Iterable[str], *, hold: bool = True, question: str = "") -> None:
         self.ground = ground
+        self._question_terms = topic_terms(question) if ground.bound else frozenset()
+        self._recent_text = ""  # the last characters of the reply: what a quantity in it is about
         self.kinds = frozenset(kinds)
         self.hold = hold
         self.names = "name" in self.kinds and bool(ground.name_words)
@@ -555,6 +632,8 @@ class FactScanner:
         self._word_holds = False  # it could still become a word that opens a region
 
     def feed(self, text: str, at: int) -> Finding | None:
+        if self.ground.bound:
+            self._recent_text = (self._recent_text + text)[-_ABOUT_CHARS:]
         simple = _SIMPLE.fullmatch(text) if self._region_at is None else None
         if simple is not None:  # the common token, " word": no fact under way, nothing to scan
             lead = simple.end(1)
@@ -683,6 +762,11 @@ class FactScanner:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
         facts = unsupported(region, self.ground, self.kinds)
+        if not facts and self.ground.bound:
+            terms = topic_terms(self._recent_text) | self._question_terms
+            for fact in extract(region):
+                if fact.kind in self.kinds and self.ground.unbound(fact, terms):
+                    return Finding("unsupported_fact", f"{fact.kind} {fact.text!r} (stated for something else)")
         if not facts:
             return None
         fact = facts[0]

@@ -185,8 +185,10 @@ class BrandGuard:
         self._facts: FactScanner | None = None
         self._fact_notes: list[GuardNote] = []  # action: log — reported with the next step
         if facts.check:
-            ground = grounding(brand, (self.context.question, *self.context.context))
-            self._facts = FactScanner(ground, facts.kinds, hold=facts.action == "fallback")
+            ground = grounding(brand, self.context.context, self.context.question)
+            self._facts = FactScanner(
+                ground, facts.kinds, hold=facts.action == "fallback", question=self.context.question
+            )
         # The reply's language, judged after its first sentence or so (persona.language).
         check = brand.guard.language
         self._language = (
