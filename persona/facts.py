@@ -411,7 +411,7 @@ class Grounding:
     bound: tuple[tuple[tuple[object, ...], frozenset[str]], ...] = ()
     subjects: tuple[frozenset[str], ...] = ()  # the topic words of each snippet and example
 
-    def unbound(self, fact: Fact, terms: frozenset[str]) -> bool:
+    def unbound(self, fact: Fact, terms: frozenset[str], reply: frozenset[str] | None = None) -> bool:
         """Whether ``fact`` is grounded only by knowledge about something else: every key of it that the
         grounding has is bound to sentences that share no topic word with ``terms`` (the reply's)."""
         found = [key for key in fact.keys if key in self.keys]
@@ -422,9 +422,11 @@ class Grounding:
             topics.setdefault(key, []).append(words_)
         if not all(key in topics and not any(t & terms for t in topics[key]) for key in found):
             return False
-        # ... and the reply (or its question) is about another part of the knowledge: without such evidence
-        # ("Within three working days.") it is not judged.
-        return any(t & terms for t in self.subjects)
+        # ... and the reply itself (``reply``, else ``terms``) is about another part of the knowledge: without
+        # such evidence ("Within three working days.") it is not judged; the question alone is not enough
+        # ("How often does it ship?" of the subscription).
+        evidence = terms if reply is None else reply
+        return any(t & evidence for t in self.subjects)
 
     def verdict(self, fact: Fact) -> str | None:
         """None when grounded; else ``contradicts`` (the grounding has a different value of the same
@@ -763,9 +765,10 @@ class FactScanner:
         region = self._tail[start - self._tail_at : end - self._tail_at]
         facts = unsupported(region, self.ground, self.kinds)
         if not facts and self.ground.bound:
-            terms = topic_terms(self._recent_text) | self._question_terms
+            said = topic_terms(self._recent_text)
+            terms = said | self._question_terms
             for fact in extract(region):
-                if fact.kind in self.kinds and self.ground.unbound(fact, terms):
+                if fact.kind in self.kinds and self.ground.unbound(fact, terms, said):
                     return Finding("unsupported_fact", f"{fact.kind} {fact.text!r} (stated for something else)")
         if not facts:
             return None
