@@ -608,6 +608,7 @@ _PREFIXES = frozenset(w[:i] for w in (*_LOWER_TRIGGERS, "http", "https", "www") 
 _CAL_PREFIXES = frozenset(w[:i] for w in _CALENDAR for i in range(1, len(w) + 1))
 
 
+_SENTENCE_BREAK = re.compile(r"[.!?\u2026]+[\"')\]]*\s+|\n")
 _ABOUT_CHARS = 200  # the reply text before a quantity (its sentence, roughly) that says what it is about
 
 
@@ -765,7 +766,10 @@ class FactScanner:
         region = self._tail[start - self._tail_at : end - self._tail_at]
         facts = unsupported(region, self.ground, self.kinds)
         if not facts and self.ground.bound:
-            said = topic_terms(self._recent_text)
+            recent = self._recent_text
+            at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`
+            ends = [m.end() for m in _SENTENCE_BREAK.finditer(recent, 0, max(0, at))]
+            said = topic_terms(recent[ends[-1] if ends else 0 :])  # its sentence, up to what came so far
             terms = said | self._question_terms
             for fact in extract(region):
                 if fact.kind in self.kinds and self.ground.unbound(fact, terms, said):

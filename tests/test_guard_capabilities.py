@@ -236,3 +236,14 @@ def test_facts_stated_for_something_else_invented_origins_and_unit_less_frequenc
 )
 def test_restated_facts_and_honest_dont_knows_pass(brand_id: str, text: str, question: str) -> None:
     assert fired(brand_id, text, question) is None
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_the_brands_whole_knowledge_in_one_reply_passes(brand_id: str) -> None:
+    """A fact's topic is read in its own sentence: the sentence before it (another topic) is no evidence."""
+    brand = BRANDS[brand_id].model_copy(
+        update={"length": BRANDS[brand_id].length.model_copy(update={"max_sentences": 100, "max_chars": None})}
+    )
+    text = " ".join(snippet.text for snippet in brand.knowledge)
+    released, step = run(brand, text, "Tell me everything")
+    assert step is None and released == text
