@@ -624,6 +624,7 @@ class FactScanner:
         self.ground = ground
         self._question_terms = topic_terms(question) if ground.bound else frozenset()
         self._recent_text = ""  # the last characters of the reply: what a quantity in it is about
+        self._bound_keys = frozenset(key for key, _ in ground.bound)
         self.kinds = frozenset(kinds)
         self.hold = hold
         self.names = "name" in self.kinds and bool(ground.name_words)
@@ -758,6 +759,11 @@ class FactScanner:
             return self.names or (self.calendar and low in _CAL_PREFIXES)
         return low in _PREFIXES or low.split("-", 1)[0] in _NUMBER_WORDS
 
+    def _bindable(self, region: str) -> bool:
+        """Cheap test before the topic check: does the region state a quantity the knowledge binds?"""
+        keys = self._bound_keys
+        return any(key in keys for fact in extract(region) for key in fact.keys)
+
     def _close(self, end: int) -> Finding | None:
         """Check the region ``[_region_at, end)`` and close it."""
         start, self._region_at = self._region_at, None
@@ -765,7 +771,7 @@ class FactScanner:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
         facts = unsupported(region, self.ground, self.kinds)
-        if not facts and self.ground.bound:
+        if not facts and self.ground.bound and self._bindable(region):
             recent = self._recent_text
             at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`
             ends = [m.end() for m in _SENTENCE_BREAK.finditer(recent, 0, max(0, at))]

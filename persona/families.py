@@ -285,24 +285,37 @@ INSTRUCTIONS: Final[str] = _words(
     r"(?:say|says|tell|asks?|requires?)\b"
 )
 #: Talk about its own instructions in the brand's other languages (es, fr, de, pt, it).
-TRANSLATED_INSTRUCTIONS: Final[str] = _words(
-    r"\bmis (?:instrucciones|indicaciones|reglas|directrices|órdenes) (?:dicen|son|me piden|indican|establecen"
-    r"|me dicen|incluyen)\b|\bme (?:han|ha) (?:indicado|configurado|programado|instruido)\b"
-    r"|\bestoy (?:configurad[oa]|programad[oa]|instruid[oa]) para\b|\bsegún mis (?:instrucciones|reglas|directrices)\b"
-    r"|\bmi (?:prompt|mensaje) (?:del|de) sistema\b"
-    r"|\bmes (?:instructions|consignes|règles|directives) (?:disent|sont|me demandent|indiquent|précisent|stipulent"
-    r"|prévoient)\b|\bon m'a (?:demandé|configuré|programmé|chargé)\b"
-    r"|\bje suis (?:configurée?|programmée?|paramétrée?|censée?) (?:pour|de|à)\b"
-    r"|\bselon mes (?:instructions|consignes|règles)\b|\bmon (?:prompt|message) (?:système|initial)\b"
-    r"|\bmeine (?:anweisungen|anleitungen|regeln|vorgaben|richtlinien|instruktionen) (?:sagen|lauten|besagen|sind"
-    r"|verlangen)\b|\bich (?:wurde|bin) (?:angewiesen|programmiert|konfiguriert|instruiert)\b"
-    r"|\b(?:laut|gemäß|nach) meinen (?:anweisungen|regeln|vorgaben)\b|\bmein (?:system-?prompt|prompt)\b"
-    r"|\bminhas (?:instruções|regras|diretrizes|orientações) (?:dizem|são|pedem|indicam|mandam)\b"
-    r"|\bfui (?:instruíd|programad|configurad)[oa]\b|\bestou (?:configurad|programad)[oa] para\b"
-    r"|\bde acordo com as minhas (?:instruções|regras)\b"
-    r"|\ble mie (?:istruzioni|regole|direttive) (?:dicono|sono|chiedono|prevedono)\b"
-    r"|\bsono stat[oa] (?:istruit|programmat|configurat)[oa]\b"
-)
+#: Talk about its own instructions in other languages (es, fr, de, pt, it): every brand runs them all, since
+#: a short reply in a language the brand does not speak is not always judged by the language check.
+TRANSLATED: Final[dict[str, str]] = {
+    "es": _words(
+        r"\bmis (?:instrucciones|indicaciones|reglas|directrices|órdenes) (?:dicen|son|me piden|indican|establecen"
+        r"|me dicen|incluyen)\b|\bme (?:han|ha) (?:indicado|configurado|programado|instruido)\b"
+        r"|\bestoy (?:configurad[oa]|programad[oa]|instruid[oa]) para\b"
+        r"|\bsegún mis (?:instrucciones|reglas|directrices)\b|\bmi (?:prompt|mensaje) (?:del|de) sistema\b"
+    ),
+    "fr": _words(
+        r"\bmes (?:instructions|consignes|règles|directives) (?:disent|sont|me demandent|indiquent|précisent|stipulent"
+        r"|prévoient)\b|\bon m'a (?:demandé|configuré|programmé|chargé)\b"
+        r"|\bje suis (?:configurée?|programmée?|paramétrée?|censée?) (?:pour|de|à)\b"
+        r"|\bselon mes (?:instructions|consignes|règles)\b|\bmon (?:prompt|message) (?:système|initial)\b"
+    ),
+    "de": _words(
+        r"\bmeine (?:anweisungen|anleitungen|regeln|vorgaben|richtlinien|instruktionen) (?:sagen|lauten|besagen|sind"
+        r"|verlangen)\b|\bich (?:wurde|bin) (?:angewiesen|programmiert|konfiguriert|instruiert)\b"
+        r"|\b(?:laut|gemäß|nach) meinen (?:anweisungen|regeln|vorgaben)\b|\bmein (?:system-?prompt|prompt)\b"
+    ),
+    "pt": _words(
+        r"\bminhas (?:instruções|regras|diretrizes|orientações) (?:dizem|são|pedem|indicam|mandam)\b"
+        r"|\bfui (?:instruíd|programad|configurad)[oa]\b|\bestou (?:configurad|programad)[oa] para\b"
+        r"|\bde acordo com as minhas (?:instruções|regras)\b"
+    ),
+    "it": _words(
+        r"\ble mie (?:istruzioni|regole|direttive) (?:dicono|sono|chiedono|prevedono)\b"
+        r"|\bsono stat[oa] (?:istruit|programmat|configurat)[oa]\b"
+    ),
+}
+TRANSLATED_INSTRUCTIONS: Final[str] = "|".join(TRANSLATED.values())
 _FIELD = (
     r"(?:persona|brand|voice|tone|register|formality|languages?|topics|allowed topics|traits|banned phrases|rules"
     r"|dos|don'?ts|fallbacks?|emoji(?: policy)?|sign[- ]off|length|max sentences)"
