@@ -303,9 +303,8 @@ def test_only_the_beginning_of_a_phrase_is_held_and_it_goes_out_once_it_cannot_m
 
 def test_a_pattern_holds_from_where_a_match_could_still_start() -> None:
     guard = BrandGuard(DEMO)  # the promise family "guarantee" (persona/families.py)
-    # ("are guaranteed safe" would be a guarantee too: held from "are")
-    assert guard.feed("Beans are guaranteed ").release == "Beans "
-    assert guard.feed("fresh.").release == "are guaranteed fresh."
+    assert guard.feed("Beans are guaranteed ").release == "Beans are "
+    assert guard.feed("fresh.").release == "guaranteed fresh."
     assert guard.feed(" Your bag will definitely arr").release == " "
     assert guard.feed("ive Friday.").violation == "promise"
 
