@@ -136,7 +136,7 @@ GUARANTEE: Final[str] = _words(
     r"|\b100\s?% (?:guaranteed|safe|secure|risk[- ]free|refund|money[- ]back|satisfaction)"
     r"|\brisk[- ]free\b|\b(?:can(?:'t|not| not) lose|no risk at all|zero risk)\b"
     r"|\b(?:completely|totally|perfectly|absolutely|entirely|guaranteed) (?:safe|secure|harmless|risk[- ]free)\b"
-    r"|\byou have my (?:word|promise)\b|\b(?:i|we) give you (?:my|our) word\b|[,;:\u2014\u2013-]\s?guaranteed\s?[.!]"
+    r"|\byou have my (?:word|promise)\b|\b(?:i|we) give you (?:my|our) word\b|\bguaranteed\s?[.!]"
     r"|\b(?:on your doorstep|at your door|in your hands|in your (?:mail|letter)box) "
     r"(?:by )?(?:first thing )?(?:tomorrow|today|tonight|this (?:week|weekend|afternoon|evening)|next (?:week|day)"
     r"|(?:on |by )?(?:mon|tues|wednes|thurs|fri|satur|sun)day)\b"
