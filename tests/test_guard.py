@@ -25,6 +25,7 @@ from persona.checks import (
     off_topic,
     policy_findings,
 )
+from persona.encoded import EncodedScanner
 from persona.families import META, PROMISE, TONE
 from persona.filler import FAMILIES
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
@@ -510,6 +511,11 @@ def could_still_match(brand: Brand, fed: str, start: int) -> bool:
     # A complete match that ends on a word character at the end of the text is confirmed by the next one
     # ("bro" of "broad": the end of the text satisfies a closing \b).
     if match is not None and match.end() == len(fed) and (fed[-1].isalnum() or fed[-1] == "_"):
+        return True
+    # An unfinished run that looks encoded (base64/hex, persona.encoded) could still decode to a recital.
+    encoded = EncodedScanner()
+    encoded.feed(fed, 0)
+    if encoded.held_from() == start:
         return True
     ws = words(fed[start:])
     return bool(ws and (tuple(ws) in rules.leak_prefixes or tuple(ws) in rules.leak_partials))
