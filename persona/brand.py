@@ -33,9 +33,17 @@ FillerFamily = Literal[
     "happy_to_help", "worth_noting", "in_conclusion", "cliche",
 ]  # fmt: skip
 # The families of off-brand replies beyond filler (persona/families.py), by the rule they fire.
-ToneFamily = Literal["slang", "chummy", "contractions", "legalese", "corporate"]
-PromiseFamily = Literal["guarantee", "invented_offer", "financial_advice", "tax_legal_advice", "health_advice"]
-MetaFamily = Literal["instructions", "configuration"]
+ToneFamily = Literal["slang", "chummy", "contractions", "legalese", "corporate", "bureaucratic", "condescending"]
+PromiseFamily = Literal[
+    "guarantee",
+    "invented_offer",
+    "account_action",
+    "asks_for_secrets",
+    "financial_advice",
+    "tax_legal_advice",
+    "health_advice",
+]
+MetaFamily = Literal["instructions", "configuration", "translated_instructions", "persona_summary"]
 
 
 class _Strict(BaseModel):

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -68,7 +68,7 @@ import regex
 
 from persona.brand import Brand, DontRule
 from persona.companies import competitor_names
-from persona.families import families
+from persona.families import families, tone_phrases
 from persona.filler import BUILTIN_FILLER, filler_patterns
 from persona.text import STOP, content_terms, count_sentences, term_set, words
 
@@ -86,6 +86,7 @@ REFUSALS = (
 # before (the negation is only known to excuse it once it is complete).
 _NEGATORS = (
     "never not no cannot can't won't don't doesn't didn't isn't aren't wasn't shouldn't wouldn't without nor neither"
+    " nunca jamás jamais pas nicht nie niemals kein keine keinen não mai"  # es, fr, de, pt, it
 )
 NEGATED_BEFORE = regex.compile(
     r"\b(?:%s)\b[^.!?\n,;:]{0,48}\Z" % "|".join(w.replace("'", "['\u2019]") for w in _NEGATORS.split()),  # noqa: UP031
@@ -341,6 +342,7 @@ def _compile(brand: Brand) -> CompiledRules:
     literals = [_Literal("prompt_leak", canary(brand), cased=False)]
     phrases = [normalise(p).strip() for p in brand.banned_phrases]
     literals += [_Literal("banned_phrase", p, cased=False) for p in phrases if p]
+    literals += [_Literal("tone", normalise(p).strip(), cased=False) for p in tone_phrases(brand)]
     # Case-sensitive: a competitor is a proper noun ("Chase"), the word may be a verb ("chase"). The
     # brand's own list, then the gazetteer's companies of its industries (persona.companies).
     names_ = [normalise(n, lower=False).strip() for n in competitor_names(brand)]
@@ -357,19 +359,10 @@ def _compile(brand: Brand) -> CompiledRules:
     for family in families(brand):
         alternatives.append((family.rule, family.pattern))
         excusable.append(family.negatable)
-    names = {f"r{i}": rule for i, (rule, _) in enumerate(alternatives)}
-    negatable = frozenset(f"r{i}" for i, excused in enumerate(excusable) if excused)
-    # V0: the same syntax and case folding as `re` (brand files are validated with `re`).
-    pattern = regex.compile(
-        "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives)), regex.IGNORECASE | regex.V0
-    )
-    plain = regex.compile(
-        "|".join(f"(?P<r{i}>{rx})" for i, (_, rx) in enumerate(alternatives) if f"r{i}" not in negatable),
-        regex.IGNORECASE | regex.V0,
-    )
+    names, negatable, pattern, plain = _combined(alternatives, excusable)
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
-    shingles = _grams(instruction_texts(brand)) - _grams(public_texts(brand))
+    shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
     return CompiledRules(
         literals=literals,
         regex=pattern,
@@ -388,6 +381,71 @@ def _compile(brand: Brand) -> CompiledRules:
     )
 
 
+def _combined(
+    alternatives: list[tuple[str, str]], excusable: list[bool]
+) -> tuple[dict[str, str], frozenset[str], _Pattern, _Pattern | None]:
+    """One pattern for every rule: its group names → rules, the negatable groups, the pattern, and the
+    pattern of the groups that are not negatable (same names).
+
+    Most alternatives begin on a word boundary (``\\b(?:…)``). They are gathered under one leading
+    ``\\b``, so at the three positions in four that are inside a word the engine rejects them all with a
+    single test instead of one per alternative (the guard searches every position it is fed; this halves
+    the pattern's cost per token). A rule's alternatives that do not start with ``\\b`` keep a group of
+    their own (``s<i>``) beside its ``r<i>`` group."""
+    names: dict[str, str] = {}
+    negatable: set[str] = set()
+    free: list[tuple[str, str]] = []  # (group name, pattern)
+    bounded: list[tuple[str, str]] = []
+    for i, ((rule, rx), excused) in enumerate(zip(alternatives, excusable, strict=True)):
+        parts = split_alternatives(rx)
+        at_word = [p[2:] for p in parts if p.startswith("\\b") and not p.startswith("\\b{")]
+        rest = [p for p in parts if not (p.startswith("\\b") and not p.startswith("\\b{"))]
+        for name, group, out in ((f"r{i}", at_word, bounded), (f"s{i}", rest, free)):
+            if group:
+                names[name] = rule
+                if excused:
+                    negatable.add(name)
+                out.append((name, "|".join(group)))
+
+    def build(keep: Callable[[str], bool]) -> str:
+        head = [f"(?P<{n}>{rx})" for n, rx in free if keep(n)]
+        tail = [f"(?P<{n}>{rx})" for n, rx in bounded if keep(n)]
+        if tail:
+            head.append("\\b(?:" + "|".join(tail) + ")")
+        return "|".join(head)
+
+    flags = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as `re` (brand files use `re`)
+    pattern = regex.compile(build(lambda n: True), flags)
+    plain_rx = build(lambda n: n not in negatable)
+    return names, frozenset(negatable), pattern, regex.compile(plain_rx, flags) if plain_rx else None
+
+
+def split_alternatives(rx: str) -> list[str]:
+    """The top-level alternatives of a pattern (``a|b(?:c|d)|[|]`` → ``a``, ``b(?:c|d)``, ``[|]``)."""
+    parts: list[str] = []
+    depth, start, i = 0, 0, 0
+    while i < len(rx):
+        char = rx[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":  # a class: up to its closing bracket (a "]" first in it is literal)
+            i += 2 if rx.startswith("[^", i) else 1
+            i += 1 if i < len(rx) and rx[i] == "]" else 0
+            while i < len(rx) and rx[i] != "]":
+                i += 2 if rx[i] == "\\" else 1
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(rx[start:i])
+            start = i + 1
+        i += 1
+    parts.append(rx[start:])
+    return parts
+
+
 def dont_pattern(rule: DontRule) -> str:
     """A don't-rule's pattern as the guard compiles it."""
     return f"(?:{rule.pattern})"
@@ -400,6 +458,17 @@ def catches(rule: DontRule, text: str) -> bool:
     while match is not None and rule.unless_negated and negated(text, match.start()):
         match = pattern.search(text, match.start() + 1)
     return match is not None
+
+
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm")
+
+
+def encoded_grams(grams: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The instructions' n-grams as written, in rot13, and reversed (the text spelt backwards: each
+    word reversed, in reverse order), so the leak check sees those recitals word by word like a plain one."""
+    rot13 = {tuple(w.translate(_ROT13) for w in gram) for gram in grams}
+    backwards = {tuple(w[::-1] for w in reversed(gram)) for gram in grams}
+    return grams | rot13 | backwards
 
 
 def _grams(texts: Iterable[str]) -> set[tuple[str, ...]]:
@@ -449,8 +518,44 @@ def brand_vocabulary(brand: Brand) -> set[str]:
     for snippet in brand.knowledge:
         texts += [snippet.topic, snippet.text, *snippet.keywords]
     for example in brand.examples:
-        texts += [example.user, example.assistant, *example.tags]
-    return term_set(texts)
+        texts += [example.assistant, *example.tags]
+        if OFF_TOPIC_TAGS.isdisjoint(t.lower() for t in example.tags):  # a deflected question is not the domain
+            texts.append(example.user)
+    return term_set(texts) | SERVICE_TERMS
+
+
+# Examples tagged as off-topic deflections: their question is, by definition, not the brand's domain.
+OFF_TOPIC_TAGS = frozenset({"off-topic", "off_topic", "offtopic"})
+
+# Words that say nothing about a domain either way, left out of a reply's terms before it is scored:
+# calendar words and units (like the numbers already left out: "8 till 2 on Saturdays"), and generic
+# verbs and adjectives of any conversation ("ask", "help", "happy", "try", "start", "back").
+NEUTRAL_TERMS = term_set(
+    [
+        "monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays thursdays fridays"
+        " saturdays sundays weekday weekdays weekend weekends today tomorrow tonight yesterday morning afternoon"
+        " evening night till until second seconds minute minutes hour hours day days week weeks month months year"
+        " years time times am pm",
+        "ask asked asking help helps helped helping happy glad love loved lovely try tried trying start started"
+        " starting back use used using every never always often usually happen happens happened thing things"
+        " lot lots bit little big great good nice fine right left new old first last next keep kept put done"
+        " sound sounds feel feels think thought hope mean means work works worked call calls come comes came"
+        " going gone enjoy best better also anything something everything nothing else whether",
+    ]
+)
+
+# Customer-service words that are on topic for every brand: orders, payments, the customer's account,
+# contact, and the professionals a good refusal points to ("ask your doctor", "a regulated adviser").
+SERVICE_TERMS = term_set(
+    [
+        "order orders ordering account accounts payment payments pay paying card cards checkout website site app"
+        " email emails message contact phone telephone support customer customers price prices cost costs fee"
+        " fees refund refunds delivery deliveries parcel tracking address login password details detail secure"
+        " security privacy data receipt invoice",
+        "advice advise adviser advisor doctor midwife pharmacist gp accountant lawyer solicitor professional"
+        " expert medical legal financial question questions",
+    ]
+)
 
 
 COVERAGE_CHARS = 4_000  # a reply is judged on its first 4,000 characters (and each context text on its first)
@@ -468,13 +573,13 @@ def coverage(brand: Brand, reply: str, context: Iterable[str] = ()) -> tuple[flo
     (a football reply to a football question scores as football). ``None`` when the reply has fewer
     than ``off_topic.min_terms`` content terms (nothing to judge)."""
     check = brand.guard.off_topic
-    terms = content_terms(reply, COVERAGE_CHARS)
+    terms = [t for t in content_terms(reply, COVERAGE_CHARS) if t not in NEUTRAL_TERMS]
     if not terms or len(terms) < check.min_terms:
         return None
     vocabulary = compile_rules(brand).vocabulary
     weak: set[str] = set()
     for text in context:
-        known = content_terms(text, COVERAGE_CHARS)
+        known = [t for t in content_terms(text, COVERAGE_CHARS) if t not in NEUTRAL_TERMS]
         if known and sum(1 for t in known if t in vocabulary) / len(known) >= check.threshold:
             weak.update(known)
     score = sum(1.0 if t in vocabulary else CONTEXT_WEIGHT if t in weak else 0.0 for t in terms)

@@ -55,13 +55,15 @@ only (capped at :data:`MAX_REGION` characters), so the cost per token is flat.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from persona.brand import Brand
-from persona.checks import Finding
+from persona.checks import NEUTRAL_TERMS, SERVICE_TERMS, Finding
+from persona.text import content_terms, split_sentences
 
 ALL_KINDS: tuple[str, ...] = ("money", "percent", "quantity", "time", "date", "phone", "email", "url", "name")
 MAX_REGION = 240  # a region (or a word) longer than this is checked as it stands and closed
@@ -156,6 +158,8 @@ _FACT = re.compile(
     | (?P<pa>{_NUM})\s?(?:%|per\s?cent{_END}|percent{_END})
     | (?:between\s+)?(?P<qa>{_NUM})(?:\s*(?P<qsep>-|\u2013|\u2014|to|or|and)\s*(?P<qb>{_NUM}))?
       (?:\s*-\s*|\s*)(?P<qu>{_alternation(_UNIT_OF)}){_END}
+    | (?P<freq>every\s+(?:other\s+)?(?P<fu>week|fortnight|month|year){_END}
+      |(?P<fa>weekly|fortnightly|monthly|quarterly|annually|yearly){_END})
     | (?P<an>\d{{1,5}})\s+
       (?P<ast>(?-i:(?:[A-Z][a-z]+\s+){{0,3}}(?:Lane|Street|St|Road|Rd|Avenue|Ave|Way|Square|Place|Drive|Court|Boulevard)))(?!\w)
     | (?P<week>weekdays?|weekends?){_END}
@@ -197,10 +201,22 @@ def _money(kind_text: str, currency: str, amount: float) -> Fact:
     return Fact("money", kind_text, (("money", currency, amount),), ("money", currency))
 
 
-def _quantity(text: str, unit: str, lo: float, hi: float) -> Fact:
+# How often, in the base units of _BASE_UNIT: "weekly", "every month", "every other week". Not "daily" or
+# "every day": those are more often the customer's habit ("if you brew daily") than a fact of the brand.
+_FREQUENCY: dict[str, tuple[str, float]] = {
+    "day": ("minute", 1440.0), "daily": ("minute", 1440.0), "week": ("minute", 10080.0), "weekly": ("minute", 10080.0),
+    "fortnight": ("minute", 20160.0), "fortnightly": ("minute", 20160.0), "month": ("month", 1.0),
+    "monthly": ("month", 1.0), "quarterly": ("month", 3.0), "year": ("month", 12.0), "annually": ("month", 12.0),
+    "yearly": ("month", 12.0),
+}  # fmt: skip
+
+
+def _quantity(text: str, unit: str, lo: float, hi: float, every: bool = False) -> Fact:
     base, factor = _BASE_UNIT.get(unit, (unit, 1.0))  # "two weeks" is "14 days", "one year" "12 months"
     nlo, nhi = round(lo * factor, 4), round(hi * factor, 4)
     keys: list[tuple[object, ...]] = [("quantity", base, nlo, nhi)]
+    if every and lo == hi:
+        keys.append(("frequency", base, nlo))
     if lo == hi:  # a single value: also an end of a range ("up to four working days")
         keys.append(("quantity_end", base, nlo))
         if unit == "day":  # "3 days" restates "three working days"
@@ -276,13 +292,19 @@ def extract(text: str) -> Iterator[Fact]:
             unit = _UNIT_OF[re.sub(r"\s+", " ", g["qu"].lower())]
             lo = number(g["qa"])
             sep = (g["qsep"] or "").lower()
+            every = text[max(0, m.start() - 6) : m.start()].lower() == "every "  # "every two weeks": a frequency
             if not g["qb"]:
-                yield _quantity(written, unit, lo, lo)
+                yield _quantity(written, unit, lo, lo, every)
             elif sep in ("or", "and") and not written.lower().startswith("between"):
-                yield _quantity(written, unit, lo, lo)
-                yield _quantity(written, unit, number(g["qb"]), number(g["qb"]))
+                yield _quantity(written, unit, lo, lo, every)
+                yield _quantity(written, unit, number(g["qb"]), number(g["qb"]), every)
             else:
                 yield _quantity(written, unit, lo, number(g["qb"]))
+        elif g["freq"]:
+            word = (g["fu"] or g["fa"]).lower()
+            base, value = _FREQUENCY[word]
+            value *= 2 if "other" in written.lower() else 1
+            yield Fact("quantity", written, (("frequency", base, value),), ("frequency", base))
         elif g["an"]:
             street = " ".join(g["ast"].lower().split())
             yield Fact("name", written, (("address", int(g["an"]), street),), ("address",))
@@ -358,6 +380,23 @@ def _subruns(runs: Iterable[tuple[str, ...]]) -> frozenset[tuple[str, ...]]:
     return frozenset(run[i:j] for run in runs for i in range(len(run)) for j in range(i + 1, len(run) + 1))
 
 
+# Coffee-, tea- and cocoa-growing countries, regions and their adjectives: a capitalised name with one of
+# these ("Kenyan AA", "Guatemalan Antigua", "Sumatra Mandheling") presents an origin as a product.
+_ORIGINS = frozenset(
+    _norm(_w)
+    for _w in """
+    Ethiopia Ethiopian Kenya Kenyan Colombia Colombian Brazil Brazilian Guatemala Guatemalan Honduras Honduran
+    Nicaragua Nicaraguan Salvador Salvadoran Panama Panamanian Mexico Mexican Peru Peruvian Bolivia Bolivian
+    Ecuador Ecuadorian Rwanda Rwandan Burundi Burundian Tanzania Tanzanian Uganda Ugandan Yemen Yemeni India
+    Indian Indonesia Indonesian Sumatra Sumatran Java Javanese Sulawesi Papua Vietnam Vietnamese Jamaica
+    Jamaican Hawaii Hawaiian Kona Rica Rican Congo Congolese Malawi Malawian Zambia Zambian Cuba Cuban Haiti
+    Haitian Dominican Venezuela Venezuelan Laos Thai Myanmar Timor Ghana Ivory Sidamo Harrar Huehuetenango
+    Antigua Tarrazu Nyeri Kiambu Cauca Narino Nariño Huila Chiapas Veracruz Oaxaca Cerrado Sul Minas Bourbon
+    Geisha Gesha Typica Caturra Pacamara Mandheling Toraja
+    """.split()  # noqa: SIM905
+)
+
+
 @dataclass(frozen=True)
 class Grounding:
     """What a reply may state: fact keys, their categories, and the names it may use."""
@@ -366,6 +405,28 @@ class Grounding:
     categories: frozenset[tuple[object, ...]]
     names: frozenset[tuple[str, ...]]  # every contiguous part of every known name
     name_words: frozenset[str]  # words only the brand's names use (never written in lower case)
+    plain_words: frozenset[str] = frozenset()  # words the brand writes in lower case ("press", "coffee")
+    # Quantities and frequencies the brand states only about something: key → the topic words of each
+    # sentence that states it (its words, the snippet's topic and keywords, the example's question).
+    bound: tuple[tuple[tuple[object, ...], frozenset[str]], ...] = ()
+    subjects: tuple[frozenset[str], ...] = ()  # the topic words of each snippet and example
+
+    def unbound(self, fact: Fact, terms: frozenset[str], reply: frozenset[str] | None = None) -> bool:
+        """Whether ``fact`` is grounded only by knowledge about something else: every key of it that the
+        grounding has is bound to sentences that share no topic word with ``terms`` (the reply's)."""
+        found = [key for key in fact.keys if key in self.keys]
+        if not found or not self.bound:
+            return False
+        topics: dict[tuple[object, ...], list[frozenset[str]]] = {}
+        for key, words_ in self.bound:
+            topics.setdefault(key, []).append(words_)
+        if not all(key in topics and not any(t & terms for t in topics[key]) for key in found):
+            return False
+        # ... and the reply itself (``reply``, else ``terms``) is about another part of the knowledge: without
+        # such evidence ("Within three working days.") it is not judged; the question alone is not enough
+        # ("How often does it ship?" of the subscription).
+        evidence = terms if reply is None else reply
+        return any(t & evidence for t in self.subjects)
 
     def verdict(self, fact: Fact) -> str | None:
         """None when grounded; else ``contradicts`` (the grounding has a different value of the same
@@ -376,7 +437,12 @@ class Grounding:
 
     def name_verdict(self, words: tuple[str, ...]) -> str | None:
         """A run of capitalised words: None when it uses no name word or is made of known names."""
-        if not any(w in self.name_words for w in words):
+        others = [w for w in words if w not in _ORIGINS]
+        # "Kenyan AA", "Guatemalan Antigua"; not "Colombian Coffee" (an origin and the brand's own words)
+        origin = (
+            len(words) > 1 and len(others) < len(words) and not (others and all(w in self.plain_words for w in others))
+        )
+        if not origin and not any(w in self.name_words for w in words):
             return None
         # Made of known names end to end ("Meridian" + "Easy Saver"), at most a few words long.
         reach = [True] + [False] * len(words)
@@ -397,6 +463,7 @@ class Grounding:
             self.categories | frozenset(f.category for f in facts),
             self.names | _subruns(runs),
             self.name_words,
+            self.plain_words,
         )
 
 
@@ -404,6 +471,7 @@ def _keys(facts: Iterable[Fact]) -> frozenset[tuple[object, ...]]:
     keys: set[tuple[object, ...]] = set()
     for fact in facts:
         keys.update(fact.keys[:1])
+        keys.update(k for k in fact.keys[1:] if k[0] == "frequency")
         key = fact.keys[0]
         if key[0] == "quantity" and key[2] != key[3]:  # a range grounds its ends as single values
             keys.update({("quantity_end", key[1], key[2]), ("quantity_end", key[1], key[3])})
@@ -443,13 +511,62 @@ def _brand_grounding(texts: tuple[str, ...], proper: tuple[str, ...]) -> Groundi
     lower = _lowercase_words(texts) | {w for run in brand_runs for w in run}
     name_words = frozenset(w for run in runs for w in run if w not in lower and not w.isdigit())
     runs += brand_runs
-    return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words)
+    plain = _lowercase_words(texts)
+    return Grounding(_keys(facts), frozenset(f.category for f in facts), _subruns(runs), name_words, plain)
 
 
-def grounding(brand: Brand, context: Sequence[str] = ()) -> Grounding:
-    """The brand's grounding (computed once per brand version) plus ``context``."""
+_BINDABLE = ("quantity", "quantity_end", "frequency")
+
+
+def topic_terms(text: str) -> frozenset[str]:
+    """The words of ``text`` that say what it is about (no units, calendar or generic words)."""
+    return frozenset(t for t in content_terms(text) if t not in NEUTRAL_TERMS)
+
+
+@functools.lru_cache(maxsize=64)
+def _bindings(
+    sources: tuple[tuple[str, str], ...], free_texts: tuple[str, ...], topics: int
+) -> tuple[tuple[tuple[object, ...], frozenset[str]], ...]:
+    """``sources``: (text, what it is about) for each knowledge snippet and example; a quantity stated
+    anywhere else the brand speaks (``free_texts``) is not bound. The first ``topics`` sources are the
+    knowledge snippets, one topic each (the examples repeat their topics)."""
+    free = {k for t in free_texts for f in extract(t) for k in _keys([f]) if k[0] in _BINDABLE}
+    # Words of more than one source ("bag", "beans" for a roaster) say nothing about which it is.
+    spread: dict[str, int] = {}
+    for text, about in sources[:topics]:
+        for term in topic_terms(text) | topic_terms(about):
+            spread[term] = spread.get(term, 0) + 1
+    out: list[tuple[tuple[object, ...], frozenset[str]]] = []
+    for text, about in sources:
+        extra = topic_terms(about)
+        for sentence in split_sentences(text):
+            keys = {k for f in extract(sentence) for k in _keys([f]) if k[0] in _BINDABLE} - free
+            if keys:
+                words_ = frozenset(t for t in topic_terms(sentence) | extra if spread.get(t, 0) <= 1)
+                out += [(k, words_) for k in sorted(keys, key=repr)]
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _subjects(sources: tuple[tuple[str, str], ...]) -> tuple[frozenset[str], ...]:
+    """Each knowledge snippet's topic words that no other snippet has."""
+    # (customer-service words, "order", "account", "phone", are every topic's: no evidence of one)
+    sets = [(topic_terms(text) | topic_terms(about)) - SERVICE_TERMS for text, about in sources]
+    return tuple(t - frozenset().union(*(o for j, o in enumerate(sets) if j != i)) for i, t in enumerate(sets))
+
+
+def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> Grounding:
+    """The brand's grounding (computed once per brand version) plus ``context`` (and ``question``),
+    with the quantities its knowledge and examples state bound to what they are about."""
     base = _brand_grounding(brand_texts(brand), (brand.name, brand.persona_name))
-    return base.merged(context) if context else base
+    sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
+    sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
+    known = {text for text, _ in sources}
+    free = tuple(t for t in (*brand_texts(brand), question, *context) if t and t not in known)
+    bound = _bindings(tuple(sources), free, len(brand.knowledge))
+    texts = [t for t in (question, *context) if t]
+    merged = base.merged(texts) if texts else base
+    return dataclasses.replace(merged, bound=bound, subjects=_subjects(tuple(sources[: len(brand.knowledge)])))
 
 
 def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS)) -> list[Fact]:
@@ -476,15 +593,23 @@ _LEAD = "(\"'\u201c\u2018[*_"
 _TRAIL = ".,;:!?)\"'\u201d\u2019]*_"
 _CLAUSE_END = frozenset(".,;:!?)")
 _TRIGGER_CHARS = frozenset("0123456789$£€+#")
+_FREQUENCY_WORDS = frozenset(("every", "weekly", "fortnightly", "monthly", "quarterly", "annually", "yearly"))
 _CONTINUE = frozenset(
-    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "-", "\u2013", "\u2014", "between", "per", "cent",
+    [*_UNIT_OF, "business", "working", "banking", "to", "or", "and", "other", "fortnight", *_FREQUENCY_WORDS,
+     "-", "\u2013", "\u2014", "between", "per", "cent",
      "percent", "am", "pm", "a.m.", "p.m.", "a.m", "p.m", "noon", "midday", "midnight", "o'clock", "&",
      "thousand", "million", "billion", "k", "bn", "dollars", "dollar", "pounds", "pound", "euros", "euro",
      "pence", "cents", "cent", "quid", "bucks"]
 )  # fmt: skip
 _CONTINUE_PREFIXES = frozenset(w[:i] for w in _CONTINUE for i in range(1, len(w) + 1))
-_PREFIXES = frozenset(w[:i] for w in (*_NUMBER_WORDS, "http", "https", "www") for i in range(1, len(w) + 1))
+# Lower-case words that open a region: number words and frequencies ("every week", "monthly").
+_LOWER_TRIGGERS = frozenset(_NUMBER_WORDS) | _FREQUENCY_WORDS
+_PREFIXES = frozenset(w[:i] for w in (*_LOWER_TRIGGERS, "http", "https", "www") for i in range(1, len(w) + 1))
 _CAL_PREFIXES = frozenset(w[:i] for w in _CALENDAR for i in range(1, len(w) + 1))
+
+
+_SENTENCE_BREAK = re.compile(r"[.!?\u2026]+[\"')\]]*\s+|\n")
+_ABOUT_CHARS = 200  # the reply text before a quantity (its sentence, roughly) that says what it is about
 
 
 class FactScanner:
@@ -495,8 +620,11 @@ class FactScanner:
     With ``hold=False`` (``guard.facts.action: log``) nothing is held: findings are only reported.
     """
 
-    def __init__(self, ground: Grounding, kinds: Iterable[str], *, hold: bool = True) -> None:
+    def __init__(self, ground: Grounding, kinds: Iterable[str], *, hold: bool = True, question: str = "") -> None:
         self.ground = ground
+        self._question_terms = topic_terms(question) if ground.bound else frozenset()
+        self._recent_text = ""  # the last characters of the reply: what a quantity in it is about
+        self._bound_keys = frozenset(key for key, _ in ground.bound)
         self.kinds = frozenset(kinds)
         self.hold = hold
         self.names = "name" in self.kinds and bool(ground.name_words)
@@ -508,6 +636,8 @@ class FactScanner:
         self._word_holds = False  # it could still become a word that opens a region
 
     def feed(self, text: str, at: int) -> Finding | None:
+        if self.ground.bound:
+            self._recent_text = (self._recent_text + text)[-_ABOUT_CHARS:]
         simple = _SIMPLE.fullmatch(text) if self._region_at is None else None
         if simple is not None:  # the common token, " word": no fact under way, nothing to scan
             lead = simple.end(1)
@@ -591,7 +721,7 @@ class FactScanner:
         if start is None:
             return None
         core = self._tail[start - self._tail_at : end - self._tail_at].lstrip(_LEAD)
-        if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _NUMBER_WORDS:
+        if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _LOWER_TRIGGERS:
             return None  # the common case: an ordinary lower-case word, no fact under way
         stripped = core.rstrip(_TRAIL)
         low = stripped.lower().replace("\u2019", "'")
@@ -615,7 +745,7 @@ class FactScanner:
         if word[0].isupper():
             return (self.names and low not in STOP_CAPS) or (self.calendar and low in _CALENDAR)
         # "three", "three-minute", "twenty-four", "https://…", "www.…"
-        return low in _NUMBER_WORDS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
+        return low in _LOWER_TRIGGERS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
 
     def _could_start(self, partial: str) -> bool:
         """Could this unfinished word still become a word that opens a region?"""
@@ -629,6 +759,11 @@ class FactScanner:
             return self.names or (self.calendar and low in _CAL_PREFIXES)
         return low in _PREFIXES or low.split("-", 1)[0] in _NUMBER_WORDS
 
+    def _bindable(self, region: str) -> bool:
+        """Cheap test before the topic check: does the region state a quantity the knowledge binds?"""
+        keys = self._bound_keys
+        return any(key in keys for fact in extract(region) for key in fact.keys)
+
     def _close(self, end: int) -> Finding | None:
         """Check the region ``[_region_at, end)`` and close it."""
         start, self._region_at = self._region_at, None
@@ -636,6 +771,15 @@ class FactScanner:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
         facts = unsupported(region, self.ground, self.kinds)
+        if not facts and self.ground.bound and self._bindable(region):
+            recent = self._recent_text
+            at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`
+            ends = [m.end() for m in _SENTENCE_BREAK.finditer(recent, 0, max(0, at))]
+            said = topic_terms(recent[ends[-1] if ends else 0 :])  # its sentence, up to what came so far
+            terms = said | self._question_terms
+            for fact in extract(region):
+                if fact.kind in self.kinds and self.ground.unbound(fact, terms, said):
+                    return Finding("unsupported_fact", f"{fact.kind} {fact.text!r} (stated for something else)")
         if not facts:
             return None
         fact = facts[0]

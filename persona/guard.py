@@ -69,6 +69,7 @@ from persona.checks import (
     off_topic,
     vocabulary_language,
 )
+from persona.encoded import EncodedScanner
 from persona.facts import FactScanner, grounding
 from persona.language import LanguageGate, Verdict, reply_language
 from persona.length import LengthScanner
@@ -171,17 +172,23 @@ class BrandGuard:
         self._rx_held: int | None = None
         # Recited instructions: the last words with their raw offsets, and the word still being written.
         self._recent: deque[tuple[str, int]] = deque(maxlen=LEAK_N)
+        # The suffixes of those words that begin a run of the instructions (earliest first), kept as each
+        # word completes, so what the leak check holds is known without rebuilding them on every piece.
+        self._leak_live: list[tuple[tuple[str, ...], int]] = []
         self._run = ""  # lower-cased trailing run of word characters ([a-z0-9'])
         self._run_at = 0
         self._length = LengthScanner(brand.length)
+        self._encoded = EncodedScanner()  # base64 / hex runs that decode to text (persona.encoded)
         self._stopped = False
         # Grounded facts: the grounding is built once per reply (the brand's part once per brand).
         facts = brand.guard.facts
         self._facts: FactScanner | None = None
         self._fact_notes: list[GuardNote] = []  # action: log — reported with the next step
         if facts.check:
-            ground = grounding(brand, (self.context.question, *self.context.context))
-            self._facts = FactScanner(ground, facts.kinds, hold=facts.action == "fallback")
+            ground = grounding(brand, self.context.context, self.context.question)
+            self._facts = FactScanner(
+                ground, facts.kinds, hold=facts.action == "fallback", question=self.context.question
+            )
         # The reply's language, judged after its first sentence or so (persona.language).
         check = brand.guard.language
         self._language = (
@@ -201,7 +208,13 @@ class BrandGuard:
             return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
-        finding = self._phrases(text, at) or self._leak(text, at) or self._patterns(text) or self._fact(text, at)
+        finding = (
+            self._phrases(text, at)
+            or self._leak(text, at)
+            or self._patterns(text)
+            or self._fact(text, at)
+            or self._encoded.feed(text, at)
+        )
         if finding is not None:
             return self._violate(finding)
         if self._language is not None and self._language.pending:
@@ -253,7 +266,11 @@ class BrandGuard:
             if kept:
                 self._held.append(kept)
                 finding = (
-                    self._phrases(kept, at) or self._leak(kept, at) or self._patterns(kept) or self._fact(kept, at)
+                    self._phrases(kept, at)
+                    or self._leak(kept, at)
+                    or self._patterns(kept)
+                    or self._fact(kept, at)
+                    or self._encoded.feed(kept, at)
                 )
                 if finding is not None:
                     return self._violate(finding)
@@ -396,7 +413,13 @@ class BrandGuard:
         self._run, self._run_at = lowered[cut:], at + cut if exact else at
         for match in WORD.finditer(done):
             start = base + match.start() if exact else base  # lower() changed lengths: hold more
-            self._recent.append((match.group(), start))
+            word = match.group()
+            self._recent.append((word, start))
+            prefixes = self.rules.leak_prefixes
+            live = [((*ws, word), at) for ws, at in self._leak_live if (*ws, word) in prefixes]
+            if (word,) in prefixes:
+                live.append(((word,), start))
+            self._leak_live = live
             if len(self._recent) == LEAK_N:
                 gram = tuple(w for w, _ in self._recent)
                 if gram in self.rules.shingles:
@@ -407,17 +430,17 @@ class BrandGuard:
         """The earliest raw offset from which the words so far could still become a leak."""
         if not self.rules.shingles:
             return None
-        recent = list(self._recent)[-(LEAK_N - 1) :]
+        if not self._run:
+            return self._leak_live[0][1] if self._leak_live else None
         run = WORD.findall(self._run)
-        if self._run and len(run) != 1:
-            return min([self._run_at, *(at for _, at in recent[:1])])  # odd apostrophes: hold, it is short
-        for i in range(len(recent)):
-            words_ = tuple(w for w, _ in recent[i:])
-            if ((*words_, run[0]) in self.rules.leak_partials) if run else (words_ in self.rules.leak_prefixes):
-                return recent[i][1]
-        if run and (run[0],) in self.rules.leak_partials:
-            return self._run_at
-        return None
+        if len(run) != 1:  # odd apostrophes: hold, it is short
+            recent = list(self._recent)[-(LEAK_N - 1) :]
+            return min([self._run_at, *(at for _, at in recent[:1])])
+        partials = self.rules.leak_partials
+        for words_, at in self._leak_live:
+            if (*words_, run[0]) in partials:
+                return at
+        return self._run_at if (run[0],) in partials else None
 
     def _patterns(self, text: str) -> Finding | None:
         """Don't-patterns, refusals, emoji: a complete match is a violation; a partial one (the text
@@ -429,8 +452,20 @@ class BrandGuard:
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
         match = self.rules.find(self._scan, floor - self._scan_at, partial=True)
         if match is not None and not match.partial:
-            return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
-        if match is None or match.start() + self._scan_at >= self._fed:
+            if match.end() < len(self._scan) or not _continues_word(self._scan):
+                return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
+            # A match that ends on a word character at the end of the text so far ("bro" of "broad", a
+            # `\b` the end of the buffer satisfies) is complete only once the next character is known:
+            # held like a partial match, confirmed by the next piece or by the end of the reply. The regex
+            # engine prefers a complete match to an earlier partial one: held from the earliest of them.
+            start = match.start()
+            for at in range(floor - self._scan_at, start):
+                early = pattern.match(self._scan, at, partial=True)
+                if early is not None:
+                    start = at
+                    break
+            self._rx_from = self._rx_held = start + self._scan_at
+        elif match is None or match.start() + self._scan_at >= self._fed:
             self._rx_from, self._rx_held = self._fed, None
         else:
             self._rx_from = self._rx_held = match.start() + self._scan_at
@@ -453,6 +488,8 @@ class BrandGuard:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if found is None and self._facts is not None:
             found = self._judged_fact(self._facts.finish(self._fed))
+        if found is None:
+            found = self._encoded.finish()
         return found
 
     def _fact(self, text: str, at: int) -> Finding | None:
@@ -486,6 +523,7 @@ class BrandGuard:
             self._leak_held_from(),
             self._length.held_from(),
             self._facts.held_from() if self._facts is not None else None,
+            self._encoded.held_from(),
         ):
             if start is not None and start < cut:
                 cut = start
@@ -538,6 +576,12 @@ class BrandGuard:
         # The cut sentence was partly out already: withdraw it, keep the whole sentences.
         self._stopped = True
         return GuardStep(violation="truncated", replacement=full[:end].rstrip())
+
+
+def _continues_word(text: str) -> bool:
+    """Whether the next character could still be part of the last word of ``text``."""
+    last = text[-1]
+    return last.isalnum() or last == "_"
 
 
 def brand_guard(brand: Brand, context: GuardContext | None = None, /) -> ReplyGuard:

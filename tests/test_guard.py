@@ -25,6 +25,7 @@ from persona.checks import (
     off_topic,
     policy_findings,
 )
+from persona.encoded import EncodedScanner
 from persona.families import META, PROMISE, TONE
 from persona.filler import FAMILIES
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
@@ -50,8 +51,15 @@ def holding(brand: Brand, **hold: str) -> Brand:
     return brand.model_copy(update={"guard": guard})
 
 
-# The demo, releasing whole sentences only: the holdback behaviour every brand had before issue 10.
-SENTENCES = holding(DEMO, rules="sentence", length="sentence")
+def logging_off_topic(brand: Brand) -> Brand:
+    """``brand`` noting off-topic replies without replacing them (tests of other checks on generic text)."""
+    guard = brand.guard.model_copy(update={"off_topic": brand.guard.off_topic.model_copy(update={"action": "log"})})
+    return brand.model_copy(update={"guard": guard})
+
+
+# The demo, releasing whole sentences only: the holdback behaviour every brand had before issue 10
+# (noting off-topic replies only: its generic "word0 word1 …" is not about coffee).
+SENTENCES = holding(logging_off_topic(DEMO), rules="sentence", length="sentence")
 
 CLEAN = (
     "We roast on Mondays and Thursdays and ship within 24 hours of roasting. Orders over $35 ship free "
@@ -241,14 +249,15 @@ OFF_TOPIC = (
 
 
 def test_an_off_topic_reply_is_noted_for_a_log_brand_and_replaced_for_a_fallback_brand() -> None:
-    released, steps = stream(DEMO, [OFF_TOPIC], question="What should I cook tonight?")
+    released, steps = stream(logging_off_topic(DEMO), [OFF_TOPIC], question="What should I cook tonight?")
     assert released == OFF_TOPIC
     note = steps[-1].notes[0]
     assert note.event == "off_topic" and note.fields["action"] == "log"
     assert note.fields["score"] < note.fields["threshold"] == 0.2
-    _, steps = stream(BANK, [OFF_TOPIC], question="What should I cook tonight?")
-    assert steps[-1].violation == "off_topic" and replacement(BANK, steps[-1]) == BANK.fallbacks.off_topic
-    assert steps[-1].notes[0].fields["action"] == "fallback"
+    for brand in (BANK, DEMO):  # the demo replaces off-topic replies too since the neutral-term coverage
+        _, steps = stream(brand, [OFF_TOPIC], question="What should I cook tonight?")
+        assert steps[-1].violation == "off_topic" and replacement(brand, steps[-1]) == brand.fallbacks.off_topic
+        assert steps[-1].notes[0].fields["action"] == "fallback"
 
 
 @pytest.mark.parametrize("brand_id", ["demo", "meridian"])
@@ -499,6 +508,15 @@ def could_still_match(brand: Brand, fed: str, start: int) -> bool:
     match = rules.regex.match(fed, start, partial=True)
     if match is not None and match.partial:
         return True
+    # A complete match that ends on a word character at the end of the text is confirmed by the next one
+    # ("bro" of "broad": the end of the text satisfies a closing \b).
+    if match is not None and match.end() == len(fed) and (fed[-1].isalnum() or fed[-1] == "_"):
+        return True
+    # An unfinished run that looks encoded (base64/hex, persona.encoded) could still decode to a recital.
+    encoded = EncodedScanner()
+    encoded.feed(fed, 0)
+    if encoded.held_from() == start:
+        return True
     ws = words(fed[start:])
     return bool(ws and (tuple(ws) in rules.leak_prefixes or tuple(ws) in rules.leak_partials))
 
@@ -601,7 +619,7 @@ def test_a_character_limit_ends_on_the_last_whole_sentence_retracting_a_streamed
 
 @pytest.mark.parametrize("brand_id", ["demo", "meridian"])
 def test_a_list_longer_than_the_brand_allows_ends_after_its_last_allowed_item(brand_id: str) -> None:
-    brand = shaped(BRANDS[brand_id], max_list_items=2, max_sentences=10)
+    brand = shaped(logging_off_topic(BRANDS[brand_id]), max_list_items=2, max_sentences=10)
     intro = "Here are the options:\n"
     text = intro + "- Easy Saver\n- Fixed Saver\n- Cash ISA\n"
     guard = BrandGuard(brand)
@@ -653,7 +671,8 @@ def test_no_prefix_of_text_past_the_length_policy_is_ever_released_for_random_sh
     data: st.DataObject, sentences: int, chars: int | None, items: int | None, action: str, hold: str, cuts: list[int]
 ) -> None:
     brand = holding(
-        shaped(DEMO, max_sentences=sentences, max_chars=chars, max_list_items=items, action=action), rules=hold
+        shaped(logging_off_topic(DEMO), max_sentences=sentences, max_chars=chars, max_list_items=items, action=action),
+        rules=hold,
     )
     parts = st.lists(st.tuples(st.sampled_from(SHAPE_TOKENS), st.sampled_from(SHAPE_SEPARATORS)), max_size=30)
     text = "Sure. " + data.draw(parts.map(lambda ps: "".join(w + s for w, s in ps)))

@@ -98,7 +98,11 @@ def test_a_partner_the_brand_allows_is_not_a_competitor_under_any_of_its_names()
 
 
 def test_a_brand_without_industries_has_only_its_own_list() -> None:
-    plain = guarded(DEMO, competition=DEMO.guard.competition.model_copy(update={"industries": []}))
+    plain = guarded(
+        DEMO,
+        competition=DEMO.guard.competition.model_copy(update={"industries": []}),
+        off_topic=DEMO.guard.off_topic.model_copy(update={"action": "log"}),  # "flat white": not the brand's words
+    )
     assert competitor_names(plain) == DEMO.guard.competitors
     assert run(plain, "Costa Coffee does a decent flat white.")[1] is None
 

@@ -91,22 +91,22 @@ async def test_a_violation_mid_sentence_retracts_only_the_words_before_it_for_a_
     assert events[-2]["reason"] == "competitor" and events[-1]["text"] == fallback
 
 
-async def test_an_off_topic_reply_is_counted_for_the_demo_and_replaced_for_the_bank(
-    fake: FakeOpenAI, server: RunningServer
-) -> None:
+async def test_an_off_topic_reply_is_replaced_for_both_brands(fake: FakeOpenAI, server: RunningServer) -> None:
+    # (the demo only counted off-topic replies until the issue 12 follow-up made its check precise enough)
     lasagna = (
         "Lasagna is layered with pasta sheets, ricotta, marinara and mozzarella. Bake it slowly "
         "until the cheese bubbles and browns."
     )
     fake.enqueue(Reply(text=lasagna), Reply(text=lasagna))
     demo = await ws_turn(server.ws_url, await negotiate(server.base_url), "What should I cook tonight?")
-    assert demo[-1]["finish_reason"] == "stop" and demo[-1]["text"] == lasagna
+    assert demo[-1]["finish_reason"] == "fallback"
+    assert demo[-1]["text"] == server.runtime.brands["demo"].fallbacks.off_topic
     bank = await ws_turn(server.ws_url, await negotiate(server.base_url, "meridian"), "What should I cook tonight?")
     assert bank[-1]["finish_reason"] == "fallback"
     assert bank[-1]["text"] == server.runtime.brands["meridian"].fallbacks.off_topic
     assert bank[-2]["type"] == "retract" and bank[-2]["reason"] == "off_topic"
     noted = [(f["brand"], f["action"]) for event, f in RECORDED if event == "off_topic"]
-    assert noted == [("demo", "log"), ("meridian", "fallback")]
+    assert noted == [("demo", "fallback"), ("meridian", "fallback")]
     assert all(f["score"] < f["threshold"] for event, f in RECORDED if event == "off_topic")
 
 

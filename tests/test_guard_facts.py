@@ -238,7 +238,7 @@ WRONG = {
         "The cafe is at 14 Foundry Lane.",
         "We roast on Tuesdays and Fridays.",
         "Try our Ethiopian Sidamo, it's lovely.",
-        "Use the code BEANS10 for 10% off.",
+        "Our spring sale takes 10% off.",
         "Email us at hello@emberandoak.com any time.",
         "Visit https://emberandoak.example/shop for more.",
     ],

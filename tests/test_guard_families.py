@@ -12,7 +12,7 @@ import pytest
 
 from persona.brand import Brand
 from persona.checks import check_text, compile_rules
-from persona.families import META, PROMISE, TONE
+from persona.families import META, PROMISE, TONE, families
 from persona.guard import BrandGuard, GuardContext
 from persona.loader import load_brands
 from reply.ending import FALLBACK_KIND
@@ -328,9 +328,11 @@ def test_a_brand_switches_a_family_off_and_adds_its_own_patterns() -> None:
     assert "promise" not in fired(brand, "I'll give you a 20% discount on your next bag.")
     assert "meta_talk" in fired(brand, "My handlers would not like that.")
     assert "meta_talk" not in fired(brand, "I would never tell you what my handlers said.")  # negated
-    names = list(compile_rules(brand).names.values())
-    assert names.count("promise") == len(PROMISE) - 1 and names.count("meta_talk") == len(META) + 1
-    assert names.count("tone") == 2  # casual: legalese and corporate
+    names = [f.rule for f in families(brand)]
+    # (+1 meta_talk: the persona's own name next to set-up words, persona_summary's per-brand pattern)
+    assert names.count("promise") == len(PROMISE) - 1 and names.count("meta_talk") == len(META) + 2
+    assert names.count("tone") == 3  # casual: legalese, corporate and bureaucratic (condescending: phrases)
+    assert set(compile_rules(brand).names.values()) >= {"promise", "meta_talk", "tone"}
 
 
 def test_a_bad_family_pattern_or_family_name_is_refused_when_the_file_loads() -> None:

@@ -30,7 +30,7 @@ def test_the_shipped_brands_load_and_have_sharply_different_voices() -> None:
     demo, bank = brands["demo"], brands["meridian"]
     assert set(demo.voice.traits).isdisjoint(bank.voice.traits)
     assert demo.emoji.policy == "sparingly" and bank.emoji.policy == "none"
-    assert demo.guard.off_topic.action == "log" and bank.guard.off_topic.action == "fallback"
+    assert demo.guard.off_topic.action == "fallback" and bank.guard.off_topic.action == "fallback"
     assert any(d.pattern == "!" for d in bank.rules.dont), "the bank forbids exclamation marks"
     assert "!" in demo.greeting and "!" not in bank.greeting
     # Every canned reply respects the brand's own length policy.
