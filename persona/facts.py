@@ -74,24 +74,53 @@ _NUMBER_WORDS: dict[str, int] = {
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
     "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
 }  # fmt: skip
+# The brand languages' number words, where they cannot be mistaken for an article or an English word
+# (no "un", "una", "ein", "once", "elf", "sept"): "dos semanas", "deux jours", "zwei Wochen".
+_NUMBER_WORDS_ELSEWHERE: dict[str, int] = {
+    "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8, "nueve": 9, "diez": 10,
+    "doce": 12, "catorce": 14, "quince": 15, "veinte": 20, "treinta": 30,
+    "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "huit": 8, "neuf": 9, "dix": 10, "douze": 12,
+    "quatorze": 14, "quinze": 15, "vingt": 20, "trente": 30,
+    "zwei": 2, "drei": 3, "vier": 4, "fünf": 5, "sechs": 6, "sieben": 7, "acht": 8, "neun": 9, "zehn": 10,
+    "zwölf": 12, "vierzehn": 14, "fünfzehn": 15, "zwanzig": 20, "dreißig": 30,
+}  # fmt: skip
+_NUMBER_WORDS.update(_NUMBER_WORDS_ELSEWHERE)
 _TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _UNITS: dict[str, tuple[str, ...]] = {
-    "second": ("seconds", "second", "secs", "sec"),
-    "minute": ("minutes", "minute", "mins", "min"),
-    "hour": ("hours", "hour", "hrs", "hr"),
-    "working_day": ("business days", "business day", "working days", "working day", "banking days", "banking day"),
-    "day": ("days", "day"),
-    "week": ("weeks", "week"),
-    "month": ("months", "month"),
-    "year": ("years", "year"),
-    "gram": ("grams", "gram", "g"),
+    # English first, then Spanish, French and German forms (the languages a brand may answer in).
+    "second": ("seconds", "second", "secs", "sec", "segundos", "secondes", "sekunden"),
+    "minute": ("minutes", "minute", "mins", "min", "minutos", "minuto", "minuten"),
+    "hour": ("hours", "hour", "hrs", "hr", "horas", "hora", "heures", "heure", "stunden", "stunde"),
+    "working_day": (
+        "business days",
+        "business day",
+        "working days",
+        "working day",
+        "banking days",
+        "banking day",
+        "días hábiles",
+        "dias habiles",
+        "días laborables",
+        "dias laborables",
+        "jours ouvrés",
+        "jours ouvrables",
+        "werktage",
+        "werktagen",
+        "arbeitstage",
+        "arbeitstagen",
+    ),
+    "day": ("days", "day", "días", "dias", "día", "dia", "jours", "jour", "tage", "tagen", "tag"),
+    "week": ("weeks", "week", "semanas", "semana", "semaines", "semaine", "wochen", "woche"),
+    "month": ("months", "month", "meses", "mes", "mois", "monate", "monaten", "monat"),
+    "year": ("years", "year", "años", "año", "années", "année", "jahre", "jahren", "jahr"),
+    "gram": ("grams", "gram", "g", "gramos", "gramo", "grammes", "gramme", "gramm"),
     "kilogram": ("kilograms", "kilogram", "kilos", "kilo", "kg"),
     "ounce": ("ounces", "ounce", "oz"),
     "pound_weight": ("lbs", "lb"),
-    "millilitre": ("millilitres", "milliliters", "millilitre", "milliliter", "ml"),
-    "litre": ("litres", "liters", "litre", "liter"),
-    "cup": ("cups", "cup"),
-    "bag": ("bags", "bag"),
+    "millilitre": ("millilitres", "milliliters", "millilitre", "milliliter", "ml", "mililitros"),
+    "litre": ("litres", "liters", "litre", "liter", "litros", "litro"),
+    "cup": ("cups", "cup", "tazas", "taza", "tasses", "tasse", "tassen"),
+    "bag": ("bags", "bag", "bolsas", "bolsa", "sachets", "sachet", "beutel", "tüten", "tüte"),
     "degree": ("degrees", "degree", "°c", "°f"),
     "mile": ("miles", "mile"),
     "kilometre": ("kilometres", "kilometers", "km"),
@@ -108,7 +137,11 @@ _CURRENCY = {
     "$": "USD", "£": "GBP", "€": "EUR", "usd": "USD", "gbp": "GBP", "eur": "EUR", "dollar": "USD",
     "dollars": "USD", "bucks": "USD", "pound": "GBP", "pounds": "GBP", "quid": "GBP", "euro": "EUR",
     "euros": "EUR", "cent": "USD", "cents": "USD", "pence": "GBP", "p": "GBP",
+    "dólares": "USD", "dolares": "USD", "dólar": "USD", "dolar": "USD", "libras": "GBP", "libra": "GBP",
+    "livres": "GBP", "livre sterling": "GBP", "pfund": "GBP",
 }  # fmt: skip
+# The currency words of other languages, and a sign written after the amount ("35 $", "18,50 €").
+_CURRENCY_AFTER = ("dólares", "dolares", "dólar", "dolar", "libras", "libra", "livres", "pfund", "€", "$", "£")
 _MULTIPLIER = {"k": 1_000, "thousand": 1_000, "m": 1_000_000, "million": 1_000_000, "bn": 10**9, "billion": 10**9}
 _MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -129,7 +162,7 @@ def _alternation(forms: Iterable[str]) -> str:
 # Below a hundred: "twenty-four", "fifteen"; then "two hundred and fifty", "a hundred" left as "hundred".
 _SMALLNUM = rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:one|two|three|four|five|six|seven|eight|nine)(?![a-z]))?|{_alternation(w for w in _NUMBER_WORDS if w not in _TENS and w != 'hundred')})(?![a-z])"  # noqa: E501
 _WORDNUM = rf"(?:(?:{_SMALLNUM}\s+)?hundred(?:\s+(?:and\s+)?{_SMALLNUM})?(?![a-z])|{_SMALLNUM})"
-_DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{1,2}(?!\d)|\d+(?:\.\d+)?"  # "18,50": a decimal comma
 _NUM = rf"(?:{_DIGITS}|{_WORDNUM})"
 _MONTH = rf"(?-i:{_alternation([*_MONTHS, *(m[:3] for m in _MONTHS if m != 'May'), 'Sept'])})\.?"
 _END = r"(?![\w'\u2019])"
@@ -148,14 +181,16 @@ _FACT = re.compile(
       (?P<phone>(?:\+\d{{1,3}}[\s.-]?)?(?:\(\d{{2,5}}\)[\s.-]?)?\d{{2,5}}(?:[\s.-]\d{{2,5}}){{1,4}})(?!\d|[.,]\d)
     | (?P<ratio>\d+(?:\.\d+)?\s?:\s?\d+\.\d+|\d+\s?:\s?\d+(?=\s+ratio))
     | (?P<th>\d{{1,2}})(?:[:.](?P<tm>\d{{2}}))?\s?(?P<tap>[ap])\.?\s?m\.?(?!\w)
+    | (?P<uh>\d{{1,2}})(?:[:.](?P<um>\d{{2}}))?\s?(?-i:Uhr){_END}
+    | (?P<hh>\d{{1,2}})\s?h(?:\s?(?P<hm>\d{{2}}))?{_END}
     | (?P<t2h>\d{{1,2}}):(?P<t2m>\d{{2}})(?!\d|\.\d)
     | (?P<tn>noon|midday|midnight){_END}
     | (?P<cur>[$£€])\s?(?P<ma>{_DIGITS})(?:\s?(?P<mm>k|m|bn|thousand|million|billion){_END})?
     | (?P<mc>USD|GBP|EUR)\s?(?P<md>{_DIGITS})
     | (?P<pence>\d+)p{_END}
     | (?P<mb>{_NUM})(?:\s?(?P<mm2>k|thousand|million|billion))?\s*
-      (?P<cw>dollars?|bucks|pounds?|quid|euros?|cents?|pence|usd|gbp|eur){_END}
-    | (?P<pa>{_NUM})\s?(?:%|per\s?cent{_END}|percent{_END})
+      (?P<cw>dollars?|bucks|pounds?|quid|euros?|cents?|pence|usd|gbp|eur|{_alternation(_CURRENCY_AFTER)})(?![\w'\u2019])
+    | (?P<pa>{_NUM})\s?(?:%|per\s?cent{_END}|percent{_END}|por\s+ciento{_END}|pour\s+cent{_END}|prozent{_END})
     | (?:between\s+)?(?P<qa>{_NUM})(?:\s*(?P<qsep>-|\u2013|\u2014|to|or|and)\s*(?P<qb>{_NUM}))?
       (?:\s*-\s*|\s*)(?P<qu>{_alternation(_UNIT_OF)}){_END}
     | (?P<freq>every\s+(?:other\s+)?(?P<fu>week|fortnight|month|year){_END}
@@ -186,6 +221,8 @@ def number(text: str) -> float:
     """``"25,000"`` → 25000.0, ``"twenty-four"`` → 24.0, ``"two hundred and fifty"`` → 250.0."""
     text = text.lower()
     if text[0].isdigit():
+        if re.fullmatch(r"\d+,\d{1,2}", text):  # "18,50" (a decimal comma), not "18,500"
+            return float(text.replace(",", "."))
         return float(text.replace(",", ""))
     value = 0
     for word in re.split(r"[\s-]+", text):
@@ -243,6 +280,9 @@ def _year(text: str | None) -> int:
     return year + 2000 if year < 100 else year
 
 
+_EVERY = re.compile(r"(?<![\w'\u2019])(?:every|cada|alle|tous\s+les|toutes\s+les)\s+\Z", re.IGNORECASE)
+
+
 def extract(text: str) -> Iterator[Fact]:
     """The facts in ``text`` (names excepted: see :class:`Names`)."""
     for m in _FACT.finditer(text):
@@ -268,6 +308,16 @@ def extract(text: str) -> Iterator[Fact]:
         elif g["th"]:
             hour = int(g["th"]) % 12 + (12 if g["tap"].lower() == "p" else 0)
             yield _time(written, hour * 60 + int(g["tm"] or 0))
+        elif g["uh"]:  # "16 Uhr", "16.30 Uhr": the 24-hour clock
+            hour, minute = int(g["uh"]), int(g["um"] or 0)
+            if hour < 24 and minute < 60:
+                yield _time(written, hour * 60 + minute)
+        elif g["hh"]:  # "16 h", "16h30": a clock time in French or Spanish, or "24 h", a duration
+            hour, minute = int(g["hh"]), int(g["hm"] or 0)
+            keys: list[tuple[object, ...]] = [("quantity", "minute", hour * 60.0, hour * 60.0)] if not g["hm"] else []
+            if hour <= 24 and minute < 60:
+                keys.append(("time", (hour * 60 + minute) % 1440))
+            yield Fact("time", written, tuple(keys), ("time",))
         elif g["t2h"]:
             hour, minute = int(g["t2h"]), int(g["t2m"])
             if hour < 24 and minute < 60:
@@ -292,7 +342,7 @@ def extract(text: str) -> Iterator[Fact]:
             unit = _UNIT_OF[re.sub(r"\s+", " ", g["qu"].lower())]
             lo = number(g["qa"])
             sep = (g["qsep"] or "").lower()
-            every = text[max(0, m.start() - 6) : m.start()].lower() == "every "  # "every two weeks": a frequency
+            every = _EVERY.search(text, 0, m.start()) is not None  # "every two weeks" / "cada dos semanas"
             if not g["qb"]:
                 yield _quantity(written, unit, lo, lo, every)
             elif sep in ("or", "and") and not written.lower().startswith("between"):
@@ -599,7 +649,9 @@ _CONTINUE = frozenset(
      "-", "\u2013", "\u2014", "between", "per", "cent",
      "percent", "am", "pm", "a.m.", "p.m.", "a.m", "p.m", "noon", "midday", "midnight", "o'clock", "&",
      "thousand", "million", "billion", "k", "bn", "dollars", "dollar", "pounds", "pound", "euros", "euro",
-     "pence", "cents", "cent", "quid", "bucks"]
+     "pence", "cents", "cent", "quid", "bucks", "uhr", "h", "por", "ciento", "pour", "prozent", "cada", "alle",
+     "tous", "toutes", "les", "a", "à", "de", "bis", "y", "et", "und", "o", "ou", "oder",
+     *(word for form in _UNIT_OF for word in form.split()), *_CURRENCY_AFTER]
 )  # fmt: skip
 _CONTINUE_PREFIXES = frozenset(w[:i] for w in _CONTINUE for i in range(1, len(w) + 1))
 # Lower-case words that open a region: number words and frequencies ("every week", "monthly").

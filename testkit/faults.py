@@ -135,8 +135,11 @@ class InstanceProcess:
         assert self.proc is not None, "not started"
         return self.proc.pid
 
-    async def start(self, timeout: float = 20.0) -> InstanceProcess:
-        """Spawn the process and wait until ``GET /healthz`` answers (at most ``timeout`` * T seconds)."""
+    async def start(self, timeout: float = 40.0) -> InstanceProcess:
+        """Spawn the process and wait until ``GET /healthz`` answers (at most ``timeout`` * T seconds).
+
+        Start-up costs ~6 s of CPU (the guard's pattern families compiled by ``regex``, the language
+        detector's models): two instances starting together on a busy 2-core machine took over 20 s."""
         assert self.proc is None, "already started"
         with self.log_path.open("ab") as log:
             # Popen returns once the child is forked (no wait on it); its handle is what signals need.

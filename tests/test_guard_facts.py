@@ -353,7 +353,7 @@ def test_a_grounded_fact_goes_out_as_soon_as_the_next_character_shows_it_is_comp
 ) -> None:
     fact = data.draw(st.sampled_from(GROUNDED[brand_id]))
     head = f"{prefix}it is {fact}"
-    text = head + " just for you"  # no unit, number or name begins with "j": " j" completes the fact
+    text = head + " right for you"  # no unit, number or name begins with "r": " r" completes the fact
     brand = holding_rules_by_match(BRANDS[brand_id])
     guard = BrandGuard(brand)
     released = fed = ""
