@@ -512,3 +512,32 @@ def test_a_number_in_words_past_a_hundred_is_read_whole() -> None:
     text = "Use fifteen grams of coffee to two hundred and fifty grams of water."
     released, steps = stream(DEMO, words(text))
     assert not any(step.violation for step in steps) and released == text + " "
+
+
+@pytest.mark.parametrize(
+    ("text", "unsupported_facts"),
+    [
+        # The roaster answers in Spanish, French and German: its English facts ground the same facts
+        # written in those languages, and a different figure in them is caught.
+        ("La cafetería abre de 7 a 16 h entre semana.", []),
+        ("La cafetería abre de 9 a 20 h entre semana.", ["20 h"]),
+        ("Le café ouvre de 8 h à 14 h le week-end.", []),
+        ("Le café ouvre de 9 h à 20 h en semaine.", ["9 h", "20 h"]),
+        ("Das Café hat werktags von 7 bis 16 Uhr geöffnet.", []),
+        ("Das Café hat werktags von 9 bis 20 Uhr geöffnet.", ["20 Uhr"]),
+        ("El envío es gratis a partir de 35 dólares.", []),
+        ("El envío es gratis a partir de 50 dólares.", ["50 dólares"]),
+        ("La livraison est offerte dès 35 $.", []),
+        ("Ab 50 Dollar ist der Versand kostenlos.", ["50 Dollar"]),
+        ("Puedes recibirla cada dos semanas o cada cuatro.", []),
+        ("Puedes recibir la suscripción cada tres semanas.", ["tres semanas"]),
+        ("Du kannst das Abo alle zwei oder vier Wochen bekommen.", []),
+        ("Nous expédions sous 24 heures.", []),
+        ("Wir versenden innerhalb von 48 Stunden.", ["48 Stunden"]),
+        ("Tienes 30 días para avisarnos.", []),
+        ("Cuesta 18,50 €.", ["18,50 €"]),
+    ],
+)
+def test_facts_written_in_the_brands_other_languages_are_checked_too(text: str, unsupported_facts: list[str]) -> None:
+    ground = grounding(BRANDS["demo"])
+    assert [f.text for f in unsupported(text, ground)] == unsupported_facts
