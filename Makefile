@@ -128,6 +128,12 @@ image:
 image-test: $(VENV)/.dev image
 	IMAGE=$(IMAGE) $(PY) -m pytest -m image tests/image $(IMAGE_TEST_ARGS)
 
+## make test-properties: the guard's property tests (no prefix of a violation ever released, facts held only
+## while open) with twice their full example counts; `make test` draws half (PROPERTY_SCALE, testkit/__init__.py)
+.PHONY: test-properties
+test-properties: $(VENV)/.dev
+	PROPERTY_SCALE=$${PROPERTY_SCALE:-2} $(PY) -m pytest tests/test_guard.py tests/test_guard_facts.py -o timeout=1200
+
 ## make fuzz: the fuzzing pass of `make test` (WebSocket frames, every HTTP route), long
 .PHONY: fuzz
 fuzz: $(VENV)/.dev

@@ -15,3 +15,12 @@ import os
 
 T = float(os.environ.get("TEST_TIME_SCALE", "1.0"))
 """The time unit of tests, in seconds: 1.0 unless ``TEST_TIME_SCALE`` says otherwise."""
+
+PROPERTY_SCALE = float(os.environ.get("PROPERTY_SCALE", "0.5"))
+"""How many examples the guard's property tests draw, as a share of each test's full count: half in
+``make test`` (its 10-minute budget on 2 cores), twice the full count in ``make test-properties``."""
+
+
+def examples(full: int) -> int:
+    """A property test's ``max_examples``: ``full`` scaled by ``PROPERTY_SCALE`` (never under 20)."""
+    return max(20, round(full * PROPERTY_SCALE))

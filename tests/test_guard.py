@@ -32,6 +32,7 @@ from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import BrandFileError, load_brands, parse_brand
 from persona.text import WORD, count_sentences, split_sentences, words
 from reply.ending import fallback_text
+from testkit import examples
 
 
 def without_facts(brand: Brand) -> Brand:
@@ -101,7 +102,7 @@ def violation(steps: list[GuardStep]) -> GuardStep | None:
 # --- clean text and the holdback window ---------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=60))
 def test_clean_text_comes_out_exactly_as_it_went_in_however_it_is_chunked(cuts: list[int]) -> None:
     released, steps = stream(DEMO, chunks(CLEAN, cuts), question="shipping")
@@ -137,7 +138,7 @@ PREFIXES = ["", "Sure. ", "We roast on Mondays and ship within a day. ", "Our be
 SAFE_WORDS = st.sampled_from(["beans", "roast", "ship", "the", "grind", "fresh", "and", "Monday.", "a", "bag"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     prefix=st.sampled_from(PREFIXES),
     phrase=st.sampled_from(["valued customer", "As an AI language model", "I hope this helps", "Starbucks"]),
@@ -475,7 +476,7 @@ def occurrences(brand: Brand, text: str) -> list[int]:
 
 # Hundreds of gazetteer names in the brute-force oracle since issue 12: ~35 s here, more on a busy CI.
 @pytest.mark.timeout(240)
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
 def test_no_prefix_of_any_violation_is_ever_released_for_random_rules_texts_and_chunkings(
     data: st.DataObject, brand: Brand, cuts: list[int]
@@ -523,7 +524,7 @@ def could_still_match(brand: Brand, fed: str, start: int) -> bool:
 
 # Hundreds of gazetteer names in the brute-force oracle since issue 12: ~35 s here, more on a busy CI.
 @pytest.mark.timeout(240)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.data(), brand=rule_sets(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=40))
 def test_text_is_held_only_while_a_rule_could_still_match_through_it(
     data: st.DataObject, brand: Brand, cuts: list[int]
@@ -543,7 +544,7 @@ def test_text_is_held_only_while_a_rule_could_still_match_through_it(
             assert released == fed
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=60))
 def test_a_long_reply_costs_the_same_per_piece_however_long_it_gets(cuts: list[int]) -> None:
     """Flat cost, asserted without a clock: what the guard keeps stays bounded however much went through."""
@@ -657,7 +658,7 @@ def first_past_limit(brand: Brand, text: str) -> int | None:
     return min(candidates, default=None)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     data=st.data(),
     sentences=st.integers(min_value=1, max_value=5),

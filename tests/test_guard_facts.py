@@ -18,7 +18,7 @@ from persona.facts import MAX_REGION, FactScanner, extract, grounding, unsupport
 from persona.guard import ABORTED, BrandGuard, GuardContext, GuardStep
 from persona.loader import load_brands
 from reply.ending import fallback_text
-from testkit import T
+from testkit import T, examples
 from testkit.clients import assert_well_formed, joined_text, negotiate, ws_turn
 from testkit.fake_openai import FakeOpenAI, Reply
 from testkit.server import ServerFactory
@@ -323,7 +323,7 @@ GROUNDED = {
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     brand_id=st.sampled_from(["demo", "meridian"]),
     data=st.data(),
@@ -341,7 +341,7 @@ def test_no_prefix_of_an_unsupported_fact_ever_reaches_a_client_however_it_is_ch
     assert len(released) <= len(prefix) + len("it is "), f"released {released!r} past the start of {fact!r}"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     brand_id=st.sampled_from(["demo", "meridian"]),
     data=st.data(),
@@ -463,7 +463,7 @@ FUZZ_WORDS += ["p", "£25,000", "0800 123 4567", "a.m.", "\u2013", "\u2019"]
 FUZZ_ALPHABET = st.sampled_from([*"0123456789$£€%+-:.,;@/ ()'\"\n", *FUZZ_WORDS])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     brand_id=st.sampled_from(["demo", "meridian"]),
     parts=st.lists(FUZZ_ALPHABET, max_size=40),
