@@ -197,20 +197,21 @@ class MemoryLimitStore:
 # Redis time in milliseconds, inside a script (allowed since Redis 5: scripts replicate effects).
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
-_HIT = (
-    _NOW
-    + """
-local interval = tonumber(ARGV[2]) / tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - window
-if allow_at > now then return math.max(1, math.ceil(allow_at - now)) end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
-return 0
+# GCRA on one key: 0 and the hit counted, else the ms until one would be allowed (nothing counted).
+_GCRA = """
+local function gcra(key, limit, window_ms)
+  local interval = window_ms / limit
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - window_ms
+  if allow_at > now then return math.max(1, math.ceil(allow_at - now)) end
+  redis.call('SET', key, tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+  return 0
+end
 """
-)
+
+_HIT = _NOW + _GCRA + "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 
 _ACQUIRE = (
     _NOW
@@ -246,6 +247,7 @@ return 0
 # place limit, place lease ms. Returns {status, value}.
 _BEGIN = (
     _NOW
+    + _GCRA
     + """
 local claiming = ARGV[1] ~= ''
 if claiming and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -257,14 +259,8 @@ local function refuse(status, value)
   if claiming and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
   return {status, value}
 end
-local interval = tonumber(ARGV[4]) / tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[2]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - window
-if allow_at > now then return refuse('rate', math.max(1, math.ceil(allow_at - now))) end
-redis.call('SET', KEYS[2], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+local wait = gcra(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+if wait > 0 then return refuse('rate', wait) end
 if ARGV[5] == '1' then return refuse('busy', 0) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if not redis.call('ZSCORE', KEYS[3], ARGV[6]) and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then

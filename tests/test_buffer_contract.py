@@ -409,10 +409,7 @@ async def test_a_follower_keeps_following_live_when_another_instance_takes_its_s
     await b.start()
     raw = aioredis.from_url(redis_url)
     try:
-        await a.create_stream("s_1", "c_1", 60)
-        writer = StreamWriter("s_1", max_events=5_000, max_chars=40_000)
-        origin = StreamOrigin("c_1", "m_1", (UserTurn("hi", "m_1"), AssistantTurn("s_1")), job="{}")
-        await a.start_production("s_1", origin, [writer.start("c_1", "m_1")])
+        writer = await _started(a)
         await a.append("s_1", [writer.delta("from A ")])
         it = follow(a, "s_1", 0, idle_poll_s=30, unavailable_after_s=10)
         assert [(await anext(it)).seq for _ in range(2)] == [1, 2]
