@@ -70,6 +70,7 @@ from persona.brand import Brand, DontRule
 from persona.companies import competitor_names
 from persona.families import families, tone_phrases
 from persona.filler import BUILTIN_FILLER, filler_patterns
+from persona.leads import Leads, combined_leads
 from persona.text import STOP, content_terms, count_sentences, term_set, words
 
 REFUSALS = (
@@ -266,6 +267,7 @@ class CompiledRules:
     leak_partials: frozenset[tuple[str, ...]]  # a proper prefix + the beginning of the shingle's next word
     negatable: frozenset[str]  # regex groups of don't-rules with unless_negated
     plain: _Pattern | None  # the alternatives that are not negatable (same group names)
+    leads: Leads | None = None  # where a match of `regex` could start (None: anywhere; persona.leads)
 
     def find(self, text: str, pos: int = 0, *, partial: bool = False) -> _Match | None:
         """The first pattern match from ``pos`` that is not excused by a negation before it
@@ -359,7 +361,7 @@ def _compile(brand: Brand) -> CompiledRules:
     for family in families(brand):
         alternatives.append((family.rule, family.pattern))
         excusable.append(family.negatable)
-    names, negatable, pattern, plain = _combined(alternatives, excusable)
+    names, negatable, pattern, plain, starts = _combined(alternatives, excusable)
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
     shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
@@ -378,14 +380,16 @@ def _compile(brand: Brand) -> CompiledRules:
         ),
         negatable=negatable,
         plain=plain,
+        leads=starts,
     )
 
 
 def _combined(
     alternatives: list[tuple[str, str]], excusable: list[bool]
-) -> tuple[dict[str, str], frozenset[str], _Pattern, _Pattern | None]:
-    """One pattern for every rule: its group names → rules, the negatable groups, the pattern, and the
-    pattern of the groups that are not negatable (same names).
+) -> tuple[dict[str, str], frozenset[str], _Pattern, _Pattern | None, Leads | None]:
+    """One pattern for every rule: its group names → rules, the negatable groups, the pattern, the
+    pattern of the groups that are not negatable (same names), and where a match could start
+    (:mod:`persona.leads`).
 
     Most alternatives begin on a word boundary (``\\b(?:…)``). They are gathered under one leading
     ``\\b``, so at the three positions in four that are inside a word the engine rejects them all with a
@@ -417,7 +421,8 @@ def _combined(
     flags = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as `re` (brand files use `re`)
     pattern = regex.compile(build(lambda n: True), flags)
     plain_rx = build(lambda n: n not in negatable)
-    return names, frozenset(negatable), pattern, regex.compile(plain_rx, flags) if plain_rx else None
+    starts = combined_leads([(rx, False) for _, rx in free] + [(rx, True) for _, rx in bounded])
+    return names, frozenset(negatable), pattern, regex.compile(plain_rx, flags) if plain_rx else None, starts
 
 
 def split_alternatives(rx: str) -> list[str]:

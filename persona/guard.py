@@ -450,7 +450,11 @@ class BrandGuard:
             return None
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
-        match = self.rules.find(self._scan, floor - self._scan_at, partial=True)
+        # No match, complete or partial, starts before the first lead of the pattern (persona.leads): the
+        # search starts there, or is not needed (the partial search would find an empty match at the end).
+        leads = self.rules.leads
+        first = leads.first(self._scan, floor - self._scan_at) if leads is not None else floor - self._scan_at
+        match = self.rules.find(self._scan, first, partial=True) if first is not None else None
         if match is not None and not match.partial:
             if match.end() < len(self._scan) or not _continues_word(self._scan):
                 return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
