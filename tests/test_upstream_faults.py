@@ -467,7 +467,8 @@ async def test_a_reply_keeps_generating_after_the_websocket_drops_and_resumes_ov
     fake: FakeOpenAI, start: ServerFactory
 ) -> None:
     server = await start()
-    text = " ".join(f"piece{i}" for i in range(12))
+    # Words the demo brand's guard lets through (it replaces off-topic replies: "piece0 piece1 …" is one).
+    text = "Our beans are roasted fresh, and the pour-over guide walks you through brewing them."
     fake.enqueue(Reply(text=text, delay_s=0.05 * T))
     n = await negotiate(server.base_url)
     async with WsClient.connect(server.ws_url, n["token"]) as client:
