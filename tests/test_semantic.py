@@ -130,7 +130,10 @@ def semantic_brands_dir() -> Path:
     for name in ("meridian.yaml", "demo.yaml"):
         path = directory / name
         text = path.read_text()
-        path.write_text(text.replace("\nguard:\n", "\nguard:\n  semantic:\n    enabled: true\n", 1))
+        text = text.replace("\nguard:\n", "\nguard:\n  semantic:\n    enabled: true\n", 1)
+        # The lexical off-topic check only notes, so what replaces an off-domain reply here is the semantic one.
+        text = text.replace("  off_topic:\n    action: fallback\n", "  off_topic:\n    action: log\n", 1)
+        path.write_text(text)
     return directory
 
 
@@ -160,7 +163,7 @@ async def test_a_reply_that_paraphrases_the_instructions_is_retracted(server: Ru
 
 
 async def test_an_off_domain_reply_is_retracted_at_its_end(server: RunningServer, fake: FakeOpenAI) -> None:
-    # The demo brand only logs lexical off-topic replies; the semantic check replaces this one.
+    # The lexical off-topic check only logs here (semantic_brands_dir); the semantic check replaces this one.
     events = await turn(server, fake, "demo", " ".join(OFF_DOMAIN_PLAIN))
     fallback = server.runtime.brands["demo"].fallbacks.off_topic
     assert [e["type"] for e in events[-2:]] == ["retract", "done"]
