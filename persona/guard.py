@@ -208,13 +208,7 @@ class BrandGuard:
             return self._over_length(text, at, over)
         self._fed += len(text)
         self._held.append(text)
-        finding = (
-            self._phrases(text, at)
-            or self._leak(text, at)
-            or self._patterns(text)
-            or self._fact(text, at)
-            or self._encoded.feed(text, at)
-        )
+        finding = self._check(text, at)
         if finding is not None:
             return self._violate(finding)
         if self._language is not None and self._language.pending:
@@ -265,13 +259,7 @@ class BrandGuard:
             self._fed += len(kept)
             if kept:
                 self._held.append(kept)
-                finding = (
-                    self._phrases(kept, at)
-                    or self._leak(kept, at)
-                    or self._patterns(kept)
-                    or self._fact(kept, at)
-                    or self._encoded.feed(kept, at)
-                )
+                finding = self._check(kept, at)
                 if finding is not None:
                     return self._violate(finding)
         finding = self._end_findings()
@@ -364,6 +352,16 @@ class BrandGuard:
         return language is None or language == vocabulary_language(self.brand) or not spoken
 
     # --- the three streaming checks -------------------------------------------------------------------
+    def _check(self, text: str, at: int) -> Finding | None:
+        """The streaming checks on the next ``text`` (raw offset ``at``), in order; the first finding."""
+        return (
+            self._phrases(text, at)
+            or self._leak(text, at)
+            or self._patterns(text)
+            or self._fact(text, at)
+            or self._encoded.feed(text, at)
+        )
+
     def _phrases(self, text: str, at: int) -> Finding | None:
         """Banned phrases, filler, competitors, the canary: normalised one character at a time."""
         folded, cased = self._folded, self._cased

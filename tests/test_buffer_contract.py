@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -498,11 +497,10 @@ async def test_a_producer_whose_redis_stops_answering_feeds_its_followers_from_m
             assert (await anext(it)).seq == 1
             link.blackhole()
             appended = asyncio.create_task(buf.append("s_1", [writer.delta("still here")]))
-            started = time.monotonic()
+            # Before the write could fail (two socket timeouts): the stall after STALL_S delivered it.
+            assert STALL_S < SOCKET_TIMEOUT_S
             event = await asyncio.wait_for(anext(it), SOCKET_TIMEOUT_S * T)
-            waited = time.monotonic() - started
             assert (event.seq, event.payload()["text"]) == (2, "still here")
-            assert waited < SOCKET_TIMEOUT_S * T, f"the follower waited {waited:.2f} s (stall after {STALL_S} s)"
             await asyncio.wait_for(appended, 1.0 * T)  # the job goes on too, from memory
             info = await buf.stream_info("s_1")
             assert info is not None and not info.terminal
