@@ -43,11 +43,15 @@ HELDOUT_DIR = Path(__file__).resolve().parent / "heldout"
 # A second held-out set, written blind to the guard's rules, to docs/prompting.md and to both sets above
 # (the first held-out set has since been partly read); ``python -m eval --set heldout2``.
 HELDOUT2_DIR = Path(__file__).resolve().parent / "heldout2"
+# A third, written blind like the second, with 116 good replies per brand so that a false-positive rate can
+# be told apart from 5 % (``python -m eval --set heldout3``).
+HELDOUT3_DIR = Path(__file__).resolve().parent / "heldout3"
 # The sets ``python -m eval --set`` knows, by name: (directory, title in the output).
 SETS: dict[str, tuple[Path, str]] = {
     "labelled": (LABELLED_DIR, "Labelled replies"),
     "heldout": (HELDOUT_DIR, "Held-out set"),
     "heldout2": (HELDOUT2_DIR, "Second held-out set"),
+    "heldout3": (HELDOUT3_DIR, "Third held-out set"),
 }
 
 # Every kind of off-brand reply the guard is meant to stop (issue 12).
