@@ -3,8 +3,9 @@
 Two sections: the multi-turn scenarios (exit status 1 when a check fails) and the labelled replies
 through the streaming guard (precision, recall and false-positive rate per brand and per kind, and
 the guard's cost per token; measurements, they never fail the run). ``--set`` picks the labelled set:
-``eval/labelled/`` (default), the held-out ``eval/heldout/``, the second and third held-out ``eval/heldout2/`` and ``eval/heldout3/``, or all
-of them, one after the other (the JSON then has one object per set, by name)."""
+``eval/labelled/`` (default), the held-out ``eval/heldout/``, the second and third held-out
+``eval/heldout2/`` and ``eval/heldout3/``, or all of them, one after the other (the JSON then has
+one object per set, by name)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def main(argv: list[str]) -> int:
         dest="labelled_set",
         choices=(*SETS, "all"),
         default="labelled",
-        help="labelled: which set (eval/labelled/ by default, eval/heldout/, eval/heldout2/, eval/heldout3/, or all of them)",
+        help="labelled: which set (eval/labelled/ by default, eval/heldout/, eval/heldout2/, eval/heldout3/, or all)",
     )
     parser.add_argument("--misses", action="store_true", help="labelled: list every missed or wrongly flagged reply")
     args = parser.parse_args(argv)

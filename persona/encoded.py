@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import contextlib
 import re
+import string
 
 from persona.checks import Finding
 
@@ -49,6 +51,29 @@ def decoded_text(run: str) -> str | None:
         if text and printable / len(text) >= 0.95 and len(_TEXT_WORD.findall(text)) >= MIN_WORDS:
             return text
     return None
+
+
+def _printable_prefix(raw: bytes) -> bool:
+    """Whether ``raw`` can begin UTF-8 text (printable characters and line breaks; it may stop mid-character)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\n\r\t" for c in text)
+
+
+def _could_begin_text(quad: str) -> bool:
+    """Could a base64 or hex run that encodes text begin with ``quad`` (its first one to four characters)?"""
+    if len(quad) < 2:
+        return True
+    hexed = quad[: len(quad) - len(quad) % 2]
+    if all(c in string.hexdigits for c in hexed) and _printable_prefix(bytes.fromhex(hexed)):
+        return True
+    try:
+        raw = base64.b64decode(quad + "=" * (-len(quad) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return _printable_prefix(raw)
 
 
 class EncodedScanner:
@@ -89,9 +114,16 @@ class EncodedScanner:
 
     def held_from(self) -> int | None:
         run = self._run
-        if not run or len(run) >= MAX_RUN or not _B64.fullmatch(run.lstrip("\"'([<*_`")):
+        body = run.lstrip("\"'([<*_`")
+        if not body or len(run) >= MAX_RUN or not _B64.fullmatch(body):
             return None
-        return self._at if len(run) >= 16 or _LOOKS.search(run) else None
+        if not (len(run) >= 16 or _LOOKS.search(run)):
+            return None
+        # A first quad that no encoding of text begins with ("Ref7", "ORD7", "V60") goes out: the run
+        # is held from its second quad on, which is where a recital behind such a prefix would start.
+        skip = 0 if _could_begin_text(body[:4]) else 4
+        at = self._at + len(run) - len(body) + skip
+        return at if at < self._at + len(run) else None
 
     def finish(self) -> Finding | None:
         found = self._judge()

@@ -44,12 +44,15 @@ repeat the customer's order number); that also means a reply may repeat a wrong 
 asserted.
 
 Streaming (:class:`FactScanner`): text is read word by word. Ordinary words go straight out; a word
-that could start a fact — a digit, a currency sign, a number word, a capitalised word that is not a
-function word ("The", "We"), ``http``/``www``, an ``@`` — opens a *region* that is held while the
-next words could continue the fact (units, "to", "or", "and", "per cent", "am", more capitalised
-words), then checked the moment a word that cannot continue it arrives, and released at once if
-every fact in it is grounded. The unfinished last word of a piece is held only while it could still
-become such a word ("fo" of "four", "1", "Th"). Each step looks at the new text and the open region
+that could start a fact — a digit, a currency sign, a number word, a weekday or month, one of the
+brand's name words or an origin ("Saver", "Yirgacheffe", "Kenyan"), ``http``/``www``, an ``@`` — opens
+a *region* that is held while the next words could continue the fact (units, "to", "or", "and", "per
+cent", "am", more capitalised words), then checked the moment a word that cannot continue it arrives,
+and released at once if every fact in it is grounded. The unfinished last word of a piece is held only
+while it could still become such a word ("fo" of "four", "1", "Sav"). Other capitalised words ("Sure",
+"Ref7", "Fixed") go out at once: they make no name without a name word. The run of them just before a
+name word is judged with it ("Everyday Saver" is unsupported, "Fixed Saver" grounded), so such a word
+can reach a client before the name it begins is replaced; the name itself never does. Each step looks at the new text and the open region
 only (capped at :data:`MAX_REGION` characters), so the cost per token is flat.
 """
 
@@ -619,11 +622,14 @@ def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> 
     return dataclasses.replace(merged, bound=bound, subjects=_subjects(tuple(sources[: len(brand.knowledge)])))
 
 
-def unsupported(text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS)) -> list[Fact]:
-    """The facts in ``text`` (a whole reply, or a region of one) its grounding does not support."""
+def unsupported(
+    text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS), *, lead: str = ""
+) -> list[Fact]:
+    """The facts in ``text`` (a whole reply, or a region of one) its grounding does not support.
+    ``lead``: the capitalised words just before the region (already out), judged with a name it opens."""
     found = [f for f in extract(text) if f.kind in kinds and ground.verdict(f) is not None]
     if "name" in kinds:
-        for written, words, _ in name_runs(text):
+        for written, words, _ in name_runs(lead + text if lead else text):
             if ground.name_verdict(words) is not None:
                 found.append(Fact("name", written, (("name", *words),), ("name",)))
     return found
@@ -660,6 +666,13 @@ _PREFIXES = frozenset(w[:i] for w in (*_LOWER_TRIGGERS, "http", "https", "www") 
 _CAL_PREFIXES = frozenset(w[:i] for w in _CALENDAR for i in range(1, len(w) + 1))
 
 
+@functools.lru_cache(maxsize=64)
+def _name_openers(name_words: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The words that open a name region (the brand's name words and the origins), and their prefixes."""
+    words = name_words | _ORIGINS
+    return words, frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
 _SENTENCE_BREAK = re.compile(r"[.!?\u2026]+[\"')\]]*\s+|\n")
 _ABOUT_CHARS = 200  # the reply text before a quantity (its sentence, roughly) that says what it is about
 
@@ -680,7 +693,13 @@ class FactScanner:
         self.kinds = frozenset(kinds)
         self.hold = hold
         self.names = "name" in self.kinds and bool(ground.name_words)
+        self._name_words, self._name_prefixes = _name_openers(ground.name_words)
         self.calendar = "date" in self.kinds
+        # The run of capitalised words just before the current word (out already: a capitalised word
+        # opens a region only if it is a name word or an origin), judged with a name that follows it:
+        # "Fixed Saver Plus" holds from "Saver" and is judged as a whole.
+        self._lead: list[str] = []
+        self._region_lead = ""
         self._tail = ""  # raw text from `_tail_at`: the open region and the unfinished word
         self._tail_at = 0
         self._region_at: int | None = None
@@ -736,7 +755,7 @@ class FactScanner:
             if text[-1] in _CLAUSE_END and not _DIGIT_OR_AT.search(word) and not _WEB.match(word):
                 # "Mondays." or "Saver," is complete already; "9." or "£35," may go on ("9.5", "£35,000").
                 found = self._end_word(end)
-            elif self._region_at is not None and word.lower() not in _CONTINUE_PREFIXES and not self._could_start(word):
+            elif self._region_at is not None and not self._could_continue(word):
                 # "four minutes w" may go on ("weeks"); "four minutes wi" may not: check it now.
                 found = self._close(self._word_at)
             else:
@@ -765,6 +784,7 @@ class FactScanner:
             found = self._close(end)
         self._region_at = self._word_at = None
         self._word_holds = False
+        self._lead = []
         return found
 
     def _end_word(self, end: int) -> Finding | None:
@@ -774,6 +794,7 @@ class FactScanner:
             return None
         core = self._tail[start - self._tail_at : end - self._tail_at].lstrip(_LEAD)
         if self._region_at is None and core[:1].islower() and core.isalpha() and core not in _LOWER_TRIGGERS:
+            self._lead = []
             return None  # the common case: an ordinary lower-case word, no fact under way
         stripped = core.rstrip(_TRAIL)
         low = stripped.lower().replace("\u2019", "'")
@@ -781,10 +802,17 @@ class FactScanner:
             stripped, low = stripped + ".", low + "."
         trigger = self._is_trigger(stripped, low)
         found = None
-        if self._region_at is not None and not trigger and low not in _CONTINUE:
+        if self._region_at is not None and not trigger and low not in _CONTINUE and not self._in_name(stripped, low):
             found = self._close(start)
-        if found is None and self._region_at is None and trigger:
-            self._region_at = start
+        if found is None and self._region_at is None:
+            if trigger:
+                self._region_at = start
+                self._region_lead = " ".join(self._lead) + " " if self._lead and stripped[:1].isupper() else ""
+                self._lead = []
+            elif self._in_name(stripped, low) and core == stripped:
+                self._lead.append(stripped)  # may begin a name whose name word comes next
+            else:
+                self._lead = []
         if found is None and self._region_at is not None and not _CLAUSE_END.isdisjoint(core[len(stripped) :]):
             found = self._close(end)
         return found
@@ -795,7 +823,7 @@ class FactScanner:
         if word[0] in _TRIGGER_CHARS or _INNER_TRIGGER.search(word):
             return True
         if word[0].isupper():
-            return (self.names and low not in STOP_CAPS) or (self.calendar and low in _CALENDAR)
+            return (self.names and _norm(low) in self._name_words) or (self.calendar and low in _CALENDAR)
         # "three", "three-minute", "twenty-four", "https://…", "www.…"
         return low in _LOWER_TRIGGERS or low.split("-", 1)[0] in _NUMBER_WORDS or _WEB.match(low) is not None
 
@@ -808,8 +836,25 @@ class FactScanner:
             return True
         low = word.lower()
         if word[0].isupper():
-            return self.names or (self.calendar and low in _CAL_PREFIXES)
+            return (self.names and self._could_name(low)) or (self.calendar and low in _CAL_PREFIXES)
         return low in _PREFIXES or low.split("-", 1)[0] in _NUMBER_WORDS
+
+    def _could_name(self, low: str) -> bool:
+        """Could this unfinished capitalised word still become a name word or an origin?"""
+        low = low.replace("\u2019", "'")
+        names = self._name_words
+        return low in self._name_prefixes or _norm(low) in names or _norm(low.rstrip("'")) in names
+
+    def _in_name(self, word: str, low: str) -> bool:
+        """A capitalised word that may be part of a name run (not a function or calendar word)."""
+        return self.names and word[:1].isupper() and low not in STOP_CAPS and low not in _CALENDAR
+
+    def _could_continue(self, partial: str) -> bool:
+        """Could this unfinished word still continue the open region?"""
+        word = partial.lstrip(_LEAD)
+        return (
+            partial.lower() in _CONTINUE_PREFIXES or self._could_start(partial) or (self.names and word[:1].isupper())
+        )
 
     def _bindable(self, region: str) -> bool:
         """Cheap test before the topic check: does the region state a quantity the knowledge binds?"""
@@ -822,7 +867,8 @@ class FactScanner:
         if start is None:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
-        facts = unsupported(region, self.ground, self.kinds)
+        lead, self._region_lead = self._region_lead, ""
+        facts = unsupported(region, self.ground, self.kinds, lead=lead)
         if not facts and self.ground.bound and self._bindable(region):
             recent = self._recent_text
             at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from persona.guard import BrandGuard
 from persona.loader import load_brands
 from tests.guard_helpers import run
 
@@ -75,6 +76,30 @@ def test_rot13_and_reversed_recitals_are_leaks() -> None:
                                          "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM"))  # fmt: skip
     assert fired("demo", f"Here you go: {rot13}") == "prompt_leak"
     assert fired("demo", f"Here you go: {rule[::-1]}") == "prompt_leak"
+
+
+@pytest.mark.parametrize("first", ["Ref7", "ORD7731", "V60"])
+def test_a_word_no_encoding_of_text_could_begin_with_is_not_held_as_a_possible_recital(first: str) -> None:
+    # Base64 of text begins with a quad that decodes to printable UTF-8 ("QW5z" is "Ans"), hex with
+    # printable bytes; "Ref7" decodes to b"E\xe7\xfb", so a recital could only start after it.
+    from persona.encoded import EncodedScanner
+
+    scanner = EncodedScanner()
+    assert scanner.feed(first, 0) is None
+    held = scanner.held_from()
+    assert held is None or held >= 4
+    assert BrandGuard(DEMO).feed(first[:4]).release == first[:4]
+
+
+def test_a_run_that_could_begin_encoded_text_is_held_from_its_first_character() -> None:
+    import base64
+
+    from persona.encoded import EncodedScanner
+
+    for encoded in (base64.b64encode(b"Answer the question").decode(), b"Answer the question".hex()):
+        scanner = EncodedScanner()
+        scanner.feed(encoded[:6], 10)
+        assert scanner.held_from() == 10, encoded
 
 
 @pytest.mark.parametrize(

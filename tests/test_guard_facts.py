@@ -541,3 +541,57 @@ def test_a_number_in_words_past_a_hundred_is_read_whole() -> None:
 def test_facts_written_in_the_brands_other_languages_are_checked_too(text: str, unsupported_facts: list[str]) -> None:
     ground = grounding(BRANDS["demo"])
     assert [f.text for f in unsupported(text, ground)] == unsupported_facts
+
+
+# --- names: held only from a name word; the capitalised words before it are judged with it ----------------
+
+CAPITALISED = "Sure thing! Ref7 Great Question, Happy Days: Big Bold Flavours in every Bag. "
+
+
+@pytest.mark.parametrize("brand_id", ["demo", "meridian"])
+def test_a_capitalised_word_that_is_no_name_word_is_not_held_by_the_facts_check(brand_id: str) -> None:
+    on = BrandGuard(holding_rules_by_match(BRANDS[brand_id]))
+    off = BrandGuard(holding_rules_by_match(unlimited(SHIPPED[brand_id], check=False)))
+    for piece in words(CAPITALISED):
+        assert on.feed(piece).release == off.feed(piece).release, piece
+
+
+def test_a_reply_whose_first_word_is_an_ordinary_capitalised_word_releases_it_at_once() -> None:
+    for first in ("Ref7", "Sure", "Happy", "Thanks"):
+        assert BrandGuard(DEMO).feed(first).release == first
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("You can open a Fixed Saver online. ", None),  # "Fixed" is no name word: judged with "Saver"
+        ("You can open an Everyday Saver online. ", "unsupported_fact"),  # "Saver" alone is a known part
+        ("You can open a Fixed Saver Plus online. ", "unsupported_fact"),
+    ],
+)
+def test_the_capitalised_words_before_a_name_word_are_judged_with_it(text: str, expected: str | None) -> None:
+    released, steps = stream(holding_rules_by_match(BANK), words(text))
+    assert violation(steps) == expected, released
+    if expected:
+        assert "Saver" not in released
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    data=st.data(),
+    prefix=st.sampled_from(PREFIXES),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=30),
+)
+def test_no_prefix_of_an_invented_name_from_its_first_name_word_reaches_a_client(
+    data: st.DataObject, prefix: str, cuts: list[int]
+) -> None:
+    brand_id, name, held = data.draw(
+        st.sampled_from(
+            [("meridian", "Fixed Saver Plus", "Saver Plus"), ("meridian", "Everyday Saver", "Saver"),
+             ("demo", "Ethiopian Sidamo", "Ethiopian Sidamo"), ("demo", "Morning Hearth Blend", "Hearth Blend")]
+        )
+    )  # fmt: skip
+    text = f"{prefix}try the {name} today."
+    released, steps = stream(holding_rules_by_match(BRANDS[brand_id]), chunks(text, cuts))
+    assert violation(steps) == "unsupported_fact", text
+    assert len(released) <= text.index(held), f"released {released!r} past the start of {held!r}"
