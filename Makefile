@@ -63,7 +63,7 @@ bench: $(VENV)/.dev
 ## make eval: scenario checks per brand against the configured provider (offline demo by default), then the
 ## labelled replies (eval/labelled/) through the streaming guard: precision, recall, false-positive rate per brand
 ## and kind, next to the guard's µs per token. EVAL_ARGS="--only labelled --json eval.json", "--brand meridian", "--misses", "--set heldout"
-## (the held-out set, eval/heldout/, written blind to the guard's rules), "--set heldout2" (a second one, eval/heldout2/)
+## (the held-out set, eval/heldout/, written blind to the guard's rules), "--set heldout2" / "--set heldout3" (two more, written blind)
 ## or "--set all"
 .PHONY: eval bench-guard
 eval: $(VENV)/.runtime
