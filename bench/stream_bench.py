@@ -16,6 +16,9 @@ a zero-cost relay scores 0. Reported per system: p50/p99 lateness over every wor
 lateness p50 (the first-word overhead), failures (errors, timeouts, wrong text), and server CPU µs
 per delivered word (the server process's own user+system time, plus ``redis-server``'s on Redis).
 Then the idle cost: server memory per open WebSocket and SSE connection, with heartbeats.
+Each server (the naive relay too) first streams ``--warmup`` replies (20) that are not measured, so
+that one-off costs of a fresh process (lazy imports, first-use caches, connection pools) are not
+charged to the words of whichever row runs first.
 
 ``--quick`` (fewer clients, shorter replies, 200 idle connections) finishes in under two minutes.
 Loopback only; every run is bounded in clients, replies and time.
@@ -468,9 +471,15 @@ async def main(args: argparse.Namespace) -> None:
         def enqueue(n: int) -> None:
             fake.enqueue(*(Reply(text=reply_text(next(rid), args.words), delay_s=WORD_DELAY_S) for _ in range(n)))
 
+        warmed: set[int] = set()
+
         async def measure(name: str, client: Client, port: int, pids: list[int], redis_url: str | None = None) -> None:
             if args.only not in name:
                 return
+            if args.warmup and port not in warmed:  # first use (lazy imports, caches, pools) is not per word
+                warmed.add(port)
+                enqueue(args.warmup)
+                await load(fake, client, port, args.warmup, 1, args.words)
             enqueue(args.clients * args.replies)
             if redis_url is not None:
                 await redis_stats(redis_url, reset=True)
@@ -637,6 +646,9 @@ if __name__ == "__main__":
         type=Path,
         default=None,
         help="also run the server systems from this checkout, labelled [baseline] (before/after in one run)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=20, help="replies each server streams, unmeasured, before its first row"
     )
     parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
     parser.add_argument("--only", default="", help="run only the systems whose name contains this")
