@@ -230,8 +230,9 @@ async def test_make_eval_scores_the_held_out_set_on_request(capsys: pytest.Captu
     printed = capsys.readouterr().out
     assert printed.index("Labelled replies through") < printed.index("Held-out set through the streaming guard")
     assert printed.index("Held-out set through the streaming guard") < printed.index("Second held-out set through")
-    assert "(eval/heldout/," in printed and "(eval/heldout2/," in printed
-    assert printed.count("meridian per kind") == 3
+    assert printed.index("Second held-out set through") < printed.index("Third held-out set through")
+    assert "(eval/heldout/," in printed and "(eval/heldout2/," in printed and "(eval/heldout3/," in printed
+    assert printed.count("meridian per kind") == 4
 
 
 def test_language_items_are_relabelled_for_the_languages_a_brand_declares() -> None:
