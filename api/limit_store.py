@@ -122,11 +122,14 @@ class MemoryLimitStore:
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         now = self._tick()
-        new_tat = max(self._tat.get(key, now), now) + window_s / limit
-        allow_at = new_tat - window_s
-        if allow_at > now:
-            return max(1, int((allow_at - now) * 1000))
-        self._tat[key] = new_tat
+        tat = max(self._tat.get(key, now), now)
+        # Compared as the backlog after this hit (exactly window_s / limit for a key at rest), not as
+        # (tat + window_s / limit) - window_s > now: that float can round above now, and with a limit
+        # of 1 a key's very first hit was then refused (1 ms to wait) for some values of the clock.
+        backlog = tat - now + window_s / limit
+        if backlog > window_s:
+            return max(1, int((backlog - window_s) * 1000))
+        self._tat[key] = tat + window_s / limit
         return 0
 
     async def acquire(self, key: str, member: str, limit: int, lease_s: float) -> bool:

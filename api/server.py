@@ -107,8 +107,9 @@ def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol] 
     return HeaderDeadlineProtocol
 
 
-def build_server(app: FastAPI, settings: Settings, **config: Any) -> Server:
-    """A server for ``app``; ``config`` are extra ``uvicorn.Config`` options (host, port, log_level…)."""
+def build_server(app: FastAPI, settings: Settings, *, server_class: type[Server] = Server, **config: Any) -> Server:
+    """A server for ``app``; ``config`` are extra ``uvicorn.Config`` options (host, port, log_level…).
+    ``server_class``: a subclass of :class:`Server` (the tests' notices ``should_exit`` sooner)."""
     options: dict[str, Any] = {
         "ws_max_size": settings.max_frame_bytes + WS_FRAME_SLACK_BYTES,
         # permessage-deflate keeps a zlib compressor and decompressor per connection (about half of
@@ -131,4 +132,4 @@ def build_server(app: FastAPI, settings: Settings, **config: Any) -> Server:
         if runtime is not None:
             runtime.begin_shutdown()
 
-    return Server(uvicorn.Config(app, **options), on_shutdown=begin_shutdown)
+    return server_class(uvicorn.Config(app, **options), on_shutdown=begin_shutdown)

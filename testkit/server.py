@@ -16,7 +16,7 @@ import uvicorn
 
 from api.app import create_app
 from api.runtime import Runtime
-from api.server import build_server
+from api.server import Server, build_server
 from api.settings import PROJECT_ROOT, Settings
 from testkit import T
 
@@ -51,6 +51,26 @@ def make_brands_dir() -> Path:
     )
     (directory / "fallback-demo.yaml").write_text(fallback)
     return directory
+
+
+class PromptServer(Server):
+    """:class:`api.server.Server` whose main loop notices ``should_exit`` within a few milliseconds.
+
+    uvicorn's main loop looks at ``should_exit`` once every 0.1 s (``on_tick``); a test server would
+    wait for that tick on every stop, and the suite stops a few hundred. ``on_tick`` (the ``Date``
+    header, ``should_exit``, ``limit_max_requests``) still runs every 0.1 s; only the check of
+    ``should_exit`` in between is added. Shutdown itself is :class:`api.server.Server`'s, unchanged."""
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                if self.should_exit:
+                    break
+            should_exit = await self.on_tick(counter)
 
 
 @dataclass
@@ -93,7 +113,7 @@ async def start_server(port: int = 0, **overrides: Any) -> RunningServer:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    server = build_server(app, settings, log_level="warning", timeout_graceful_shutdown=30)
+    server = build_server(app, settings, server_class=PromptServer, log_level="warning", timeout_graceful_shutdown=30)
     running = RunningServer(settings, app, server, sock, port=sock.getsockname()[1])
     running.task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(10 * T):

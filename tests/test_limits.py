@@ -380,6 +380,15 @@ async def test_the_rate_allows_a_burst_of_limit_then_refills_one_per_interval() 
     assert await store.hit("k", 3, 60) > 0
 
 
+async def test_a_rate_of_one_allows_the_first_hit_whatever_the_clock_reads() -> None:
+    """(2020.276103 + 60) - 60 rounds above 2020.276103: the first hit of a limit of 1 was refused."""
+    clock = FakeClock()
+    clock.now = 2020.276103
+    store = MemoryLimitStore(clock)
+    assert await store.hit("k", 1, 60) == 0
+    assert await store.hit("k", 1, 60) > 0
+
+
 async def test_a_held_place_whose_holder_died_comes_back_when_its_lease_ends() -> None:
     clock = FakeClock()
     store = MemoryLimitStore(clock)
