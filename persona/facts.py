@@ -589,12 +589,12 @@ def topic_terms(text: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=64)
 def _bindings(
-    sources: tuple[tuple[str, str], ...], free_texts: tuple[str, ...], topics: int
+    sources: tuple[tuple[str, str], ...], topics: int
 ) -> tuple[tuple[tuple[object, ...], frozenset[str]], ...]:
-    """``sources``: (text, what it is about) for each knowledge snippet and example; a quantity stated
-    anywhere else the brand speaks (``free_texts``) is not bound. The first ``topics`` sources are the
-    knowledge snippets, one topic each (the examples repeat their topics)."""
-    free = {k for t in free_texts for f in extract(t) for k in _keys([f]) if k[0] in _BINDABLE}
+    """``sources``: (text, what it is about) for each knowledge snippet and example: every quantity or
+    frequency a sentence of them states, with the sentence's topic words (once per brand version; the
+    ones stated anywhere else too are taken out per reply, :func:`grounding`). The first ``topics``
+    sources are the knowledge snippets, one topic each (the examples repeat their topics)."""
     # Words of more than one source ("bag", "beans" for a roaster) say nothing about which it is.
     spread: dict[str, int] = {}
     for text, about in sources[:topics]:
@@ -604,7 +604,7 @@ def _bindings(
     for text, about in sources:
         extra = topic_terms(about)
         for sentence in split_sentences(text):
-            keys = {k for f in extract(sentence) for k in _keys([f]) if k[0] in _BINDABLE} - free
+            keys = {k for k in _keys(extract(sentence)) if k[0] in _BINDABLE}
             if keys:
                 words_ = frozenset(t for t in topic_terms(sentence) | extra if spread.get(t, 0) <= 1)
                 out += [(k, words_) for k in sorted(keys, key=repr)]
@@ -625,9 +625,12 @@ def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> 
     base = _brand_grounding(brand_texts(brand), (brand.name, brand.persona_name))
     sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
     sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
+    # A quantity stated anywhere else the brand speaks, or in the question or context, is not bound.
     known = {text for text, _ in sources}
-    free = tuple(t for t in (*brand_texts(brand), question, *context) if t and t not in known)
-    bound = _bindings(tuple(sources), free, len(brand.knowledge))
+    free = frozenset().union(
+        *(_text_grounding(t)[0] for t in (*brand_texts(brand), question, *context) if t and t not in known)
+    )
+    bound = tuple(b for b in _bindings(tuple(sources), len(brand.knowledge)) if b[0] not in free)
     texts = [t for t in (question, *context) if t]
     merged = base.merged(texts) if texts else base
     return dataclasses.replace(merged, bound=bound, subjects=_subjects(tuple(sources[: len(brand.knowledge)])))
@@ -867,10 +870,10 @@ class FactScanner:
             partial.lower() in _CONTINUE_PREFIXES or self._could_start(partial) or (self.names and word[:1].isupper())
         )
 
-    def _bindable(self, region: str) -> bool:
-        """Cheap test before the topic check: does the region state a quantity the knowledge binds?"""
+    def _bound_facts(self, region: str) -> list[Fact]:
+        """The region's facts (of the checked kinds) with a key the knowledge binds to a topic."""
         keys = self._bound_keys
-        return any(key in keys for fact in extract(region) for key in fact.keys)
+        return [f for f in extract(region) if f.kind in self.kinds and any(k in keys for k in f.keys)]
 
     def _close(self, end: int) -> Finding | None:
         """Check the region ``[_region_at, end)`` and close it."""
@@ -880,14 +883,16 @@ class FactScanner:
         region = self._tail[start - self._tail_at : end - self._tail_at]
         lead, self._region_lead = self._region_lead, ""
         facts = unsupported(region, self.ground, self.kinds, lead=lead)
-        if not facts and self.ground.bound and self._bindable(region):
+        # Grounded, but maybe only by knowledge about something else: the quantities the knowledge binds.
+        bindable = [] if facts or not self.ground.bound else self._bound_facts(region)
+        if bindable:
             recent = self._recent_text
             at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`
             ends = [m.end() for m in _SENTENCE_BREAK.finditer(recent, 0, max(0, at))]
             said = topic_terms(recent[ends[-1] if ends else 0 :])  # its sentence, up to what came so far
             terms = said | self._question_terms
-            for fact in extract(region):
-                if fact.kind in self.kinds and self.ground.unbound(fact, terms, said):
+            for fact in bindable:
+                if self.ground.unbound(fact, terms, said):
                     return Finding("unsupported_fact", f"{fact.kind} {fact.text!r} (stated for something else)")
         if not facts:
             return None

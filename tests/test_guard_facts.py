@@ -595,3 +595,15 @@ def test_no_prefix_of_an_invented_name_from_its_first_name_word_reaches_a_client
     released, steps = stream(holding_rules_by_match(BRANDS[brand_id]), chunks(text, cuts))
     assert violation(steps) == "unsupported_fact", text
     assert len(released) <= text.index(held), f"released {released!r} past the start of {held!r}"
+
+
+def test_a_new_question_does_not_recompute_the_brands_bound_quantities() -> None:
+    # Per reply only the question and context are read; the knowledge's bindings are the brand's, once.
+    from persona.facts import _bindings
+
+    grounding(DEMO, (), "How long does shipping take?")
+    misses = _bindings.cache_info().misses
+    first = grounding(DEMO, (), "Do you ship every week to Canada?")
+    second = grounding(DEMO, ("Orders ship within 24 hours of roasting.",), "And how often do you roast, weekly?")
+    assert _bindings.cache_info().misses == misses
+    assert first.bound and len(second.bound) < len(first.bound), "what the context states is no longer bound"
