@@ -10,11 +10,12 @@ generator, the fake upstream and ``redis-server`` share the other cores):
 
 each over WebSocket and SSE, against testkit's fake OpenAI-compatible upstream
 (:class:`testkit.fake_openai.FakeOpenAI`, run in this process) sending one word every 50 ms
-(20 words/s). Every reply is unique (``Ref<n>`` then ordinary words), and the fake notes when it
-wrote each word, so **lateness** = when the word reached the client minus when the upstream sent it;
-a zero-cost relay scores 0. Reported per system: p50/p99 lateness over every word, first-word
-lateness p50 (the first-word overhead), failures (errors, timeouts, wrong text), and server CPU µs
-per delivered word (the server process's own user+system time, plus ``redis-server``'s on Redis).
+(20 words/s), each message a different question.
+Every reply is unique (``Ref<n>`` then ordinary words), and the fake notes when it wrote each word,
+so **lateness** = when the word reached the client minus when the upstream sent it; a zero-cost
+relay scores 0. Reported per system: p50/p99 lateness over every word, first-word lateness p50 (the
+first-word overhead), failures (errors, timeouts, wrong text), and server CPU µs per delivered word
+(the server process's own user+system time, plus ``redis-server``'s on Redis).
 Then the idle cost: server memory per open WebSocket and SSE connection, with heartbeats.
 Each server (the naive relay too) first streams ``--warmup`` replies (20) that are not measured, so
 that one-off costs of a fresh process (lazy imports, first-use caches, connection pools) are not
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -57,6 +59,15 @@ from testkit.fake_openai import FakeOpenAI, Reply, Scenario
 from testkit.processes import RedisProcess, free_port
 
 QUESTION = "How long does shipping take, and how should I brew the beans?"
+_ASKED = itertools.count(1)
+
+
+def question() -> str:
+    """Each message a question of its own (real customers do not repeat one another word for word), so
+    whatever the server caches per question is paid as real traffic pays it."""
+    return f"Order {next(_ASKED)}: {QUESTION}"
+
+
 WORD_DELAY_S = 0.05  # 20 words/s
 CORPUS = " ".join(
     [
@@ -263,7 +274,7 @@ async def naive_ws(port: int, replies: int, words: int) -> list[Received]:
     async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
         for _ in range(replies):
             got = Received(words=words)
-            await ws.send(json.dumps({"text": QUESTION}))
+            await ws.send(json.dumps({"text": question()}))
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg["type"] != "delta":
@@ -290,7 +301,7 @@ async def naive_sse(port: int, replies: int, words: int) -> list[Received]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=CLIENT_TIMEOUT_S) as http:
         for _ in range(replies):
             got = Received(words=words)
-            async with http.stream("GET", "/sse", params={"q": QUESTION}) as response:
+            async with http.stream("GET", "/sse", params={"q": question()}) as response:
                 await read_sse(response, got)
             out.append(got)
     return out
@@ -305,7 +316,7 @@ async def server_ws(port: int, replies: int, words: int) -> list[Received]:
         await ws.send(json.dumps({"type": "hello", "token": negotiated["token"]}))
         for i in range(replies):
             got = Received(words=words)
-            await ws.send(json.dumps({"type": "send", "client_message_id": f"m{i}", "text": QUESTION}))
+            await ws.send(json.dumps({"type": "send", "client_message_id": f"m{i}", "text": question()}))
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg["type"] == "delta":
@@ -327,7 +338,7 @@ async def server_sse(port: int, replies: int, words: int) -> list[Received]:
             got = Received(words=words)
             sent = await http.post(
                 f"/v1/conversations/{negotiated['conversation_id']}/messages",
-                json={"client_message_id": f"m{i}", "text": QUESTION},
+                json={"client_message_id": f"m{i}", "text": question()},
                 headers=auth,
             )
             async with http.stream("GET", sent.json()["events_url"], headers=auth) as response:
