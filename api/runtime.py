@@ -139,6 +139,7 @@ class Runtime:
                 subscription_maxsize=settings.follower_queue_max_events,
                 lease_ttl_s=settings.lease_ttl_s,
                 outage_deadline_s=settings.buffer_outage_deadline_s,
+                write_gather_s=settings.redis_write_gather_ms / 1000,
             ),
         )
         hooks = HookRegistry()

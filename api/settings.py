@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     follower_queue_max_events: int = 256  # live events queued per follower before it re-reads the log
     lease_ttl_s: float = 5.0  # a producer silent this long (dead, paused) is taken over by another instance
     buffer_outage_deadline_s: float = 10.0  # replies wait this long for an unreachable Redis, then end
+    # Redis: writes start at most once per this many ms, each carrying every stream's new events (issue 10).
+    redis_write_gather_ms: float = Field(default=2.0, ge=0, le=50)
 
     # --- input limits ----------------------------------------------------------------------
     max_message_chars: int = 4_000

@@ -17,7 +17,8 @@ relay scores 0. Reported per system: p50/p99 lateness over every word, first-wor
 first-word overhead), failures (errors, timeouts, wrong text), and server CPU µs per delivered word
 (the server process's own user+system time, plus ``redis-server``'s on Redis).
 Then the idle cost: server memory per open WebSocket and SSE connection, with heartbeats.
-Each server (the naive relay too) first streams ``--warmup`` replies (20) that are not measured, so
+Each server (the naive relay too) first streams ``--warmup`` replies (20, and at least one per client,
+all at once, so connection pools have grown to the measured concurrency) that are not measured, so
 that one-off costs of a fresh process (lazy imports, first-use caches, connection pools) are not
 charged to the words of whichever row runs first.
 
@@ -489,8 +490,10 @@ async def main(args: argparse.Namespace) -> None:
                 return
             if args.warmup and port not in warmed:  # first use (lazy imports, caches, pools) is not per word
                 warmed.add(port)
-                enqueue(args.warmup)
-                await load(fake, client, port, args.warmup, 1, args.words)
+                # At the measured concurrency at least: pools (Redis, upstream) grow to what the rows need.
+                count = max(args.warmup, args.clients)
+                enqueue(count)
+                await load(fake, client, port, count, 1, args.words)
             enqueue(args.clients * args.replies)
             if redis_url is not None:
                 await redis_stats(redis_url, reset=True)

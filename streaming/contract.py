@@ -33,6 +33,9 @@ class BufferOptions:
     subscription_maxsize: int  # live events queued per follower before it re-reads the log
     lease_ttl_s: float  # a producer that stops renewing for this long may be taken over
     outage_deadline_s: float  # appends wait this long for an unreachable backend, then fail
+    # Redis: a write starts at most this long after the previous one started, gathering what every
+    # stream appended meanwhile into one script call (0: each write as soon as the last one answered).
+    write_gather_s: float = 0.0
 
 
 @dataclass(frozen=True)
