@@ -5,6 +5,9 @@ generator, the fake upstream and ``redis-server`` share the other cores):
 
 * ``naive``        FastAPI + the ``openai`` SDK, each chunk straight to the socket: no buffer, no
                    guard, no resume (what a client runs today);
+* ``floor``        the same relay reading the model off a bare asyncio socket (no SDK, no HTTP
+                   client library, no error handling): a reference for the least any relay on
+                   FastAPI/uvicorn spends per word, not a product;
 * ``memory``       this server on the memory buffer, guard on and off;
 * ``redis``        this server on a real ``redis-server``, guard on and off;
 
@@ -49,6 +52,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import redis.asyncio as aioredis
 import uvicorn
 import websockets
@@ -123,18 +127,55 @@ class TimedFake(FakeOpenAI):
 # --- the naive relay ------------------------------------------------------------------------------
 
 
-def serve_naive(port: int, base_url: str) -> None:
-    """FastAPI + the openai SDK, each chunk straight to the socket (run in its own process)."""
+async def floor_chunks(base_url: str, text: str) -> AsyncIterator[str]:
+    """The reply's text pieces read off a plain asyncio socket: one connection per reply, the chunked
+    body and its server-sent events split by hand, each event parsed with ``orjson``. No HTTP client
+    library, no SDK, no error handling: the least a relay on this stack can spend reading the model."""
+    url = httpx.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    body = orjson.dumps({"model": "fake-model", "messages": [{"role": "user", "content": text}], "stream": True})
+    head = (
+        f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"Authorization: Bearer bench\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    try:
+        await reader.readuntil(b"\r\n\r\n")  # the fake always answers 200, chunked
+        pending = b""
+        while True:
+            size = int((await reader.readline()).split(b";", 1)[0], 16)
+            if size == 0:
+                return
+            pending += (await reader.readexactly(size + 2))[:-2]
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                data = event.partition(b"data: ")[2]
+                if not data or data == b"[DONE]":
+                    continue
+                choices = orjson.loads(data).get("choices")
+                if choices and choices[0]["delta"].get("content"):
+                    yield choices[0]["delta"]["content"]
+    finally:
+        writer.close()
+
+
+def serve_naive(port: int, base_url: str, *, floor: bool = False) -> None:
+    """FastAPI + the openai SDK, each chunk straight to the socket (run in its own process). With
+    ``floor``, the same relay reads the model with :func:`floor_chunks` instead of the SDK."""
     app = FastAPI()
     client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
 
-    async def chunks(text: str) -> AsyncIterator[str]:
+    async def sdk_chunks(text: str) -> AsyncIterator[str]:
         stream = await client.chat.completions.create(
             model="fake-model", messages=[{"role": "user", "content": text}], stream=True
         )
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
+
+    def chunks(text: str) -> AsyncIterator[str]:
+        return floor_chunks(base_url, text) if floor else sdk_chunks(text)
 
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
@@ -505,18 +546,16 @@ async def main(args: argparse.Namespace) -> None:
             why = collections.Counter(result.errors).most_common(4)
             print(f"  {name}: {result.words} words, {result.failures} failures {why}", flush=True)
 
-        port = free_port()
-        naive = await spawn(
-            [sys.executable, "-m", "bench.stream_bench", "--serve-naive", str(port), fake.base_url],
-            port,
-            {},
-            server_cpus,
-        )
-        try:
-            await measure("naive relay, WebSocket", naive_ws, port, [naive.pid])
-            await measure("naive relay, SSE", naive_sse, port, [naive.pid])
-        finally:
-            stop(naive)
+        for mode, label in (("--serve-naive", "naive relay"), ("--serve-floor", "floor relay")):
+            port = free_port()
+            naive = await spawn(
+                [sys.executable, "-m", "bench.stream_bench", mode, str(port), fake.base_url], port, {}, server_cpus
+            )
+            try:
+                await measure(f"{label}, WebSocket", naive_ws, port, [naive.pid])
+                await measure(f"{label}, SSE", naive_sse, port, [naive.pid])
+            finally:
+                stop(naive)
 
         redis = RedisProcess()
         redis.start()
@@ -667,9 +706,12 @@ if __name__ == "__main__":
     parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
     parser.add_argument("--only", default="", help="run only the systems whose name contains this")
     parser.add_argument("--serve-naive", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_naive:
         serve_naive(int(args.serve_naive[0]), args.serve_naive[1])
+    elif args.serve_floor:
+        serve_naive(int(args.serve_floor[0]), args.serve_floor[1], floor=True)
     else:
         if args.quick:
             args.clients, args.replies, args.words, args.idle = 50, 1, 30, 200
