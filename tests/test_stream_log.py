@@ -9,9 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.frames import BadFrame, parse_client_frame
-from streaming.events import STREAM_EVENT_ADAPTER, StoredEvent
+from streaming.events import STREAM_EVENT_ADAPTER, DeltaEvent, StoredEvent, encode
 from streaming.exceptions import StreamExpired
-from streaming.log import Cursor, StreamClosed, StreamFull, StreamWriter, Verdict, check_replay, fold_text
+from streaming.log import (
+    Cursor,
+    StreamClosed,
+    StreamFull,
+    StreamWriter,
+    Verdict,
+    check_replay,
+    delta_json,
+    fold_text,
+)
 
 CAPS = {"max_events": 5_000, "max_chars": 40_000}
 
@@ -148,3 +157,14 @@ def test_bad_client_frames_are_refused_with_a_readable_reason(raw: str, fragment
     with pytest.raises(BadFrame) as info:
         parse_client_frame(raw, max_text_chars=10)
     assert fragment in info.value.message
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=10**9),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80),
+)
+def test_a_delta_encoded_without_its_model_is_byte_for_byte_the_models_json(
+    stream_id: str, seq: int, text: str
+) -> None:
+    assert delta_json(stream_id, seq, text) == encode(DeltaEvent(stream_id=stream_id, seq=seq, text=text)).data
