@@ -847,8 +847,10 @@ class RedisBuffer:
         retryable error instead of waiting for events that cannot be stored."""
         produced = self._produced.get(stream_id)
         # Known down (a write failed), or our events have waited for Redis this long already.
-        candidates = [self._outage_since, produced.behind_since if produced is not None else None]
-        since = min((c for c in candidates if c is not None), default=None)
+        since = self._outage_since
+        behind = produced.behind_since if produced is not None else None
+        if behind is not None and (since is None or behind < since):
+            since = behind
         if since is not None and time.monotonic() - since > self._outage_deadline_s:
             raise BufferUnavailable(
                 "the shared buffer is unavailable; resume in a moment", stream_id=stream_id, since=since
