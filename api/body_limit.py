@@ -50,8 +50,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit
+        framed = False  # a body can follow only with a Content-Length or a Transfer-Encoding (RFC 9112 6.3)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
+                framed = True
                 try:
                     declared = int(value)
                 except ValueError:
@@ -60,6 +62,13 @@ class BodyLimitMiddleware:
                     for message in self._too_large():
                         await send(message)
                     return
+            elif name == b"transfer-encoding":
+                framed = True
+        if not framed:
+            # No body can come: nothing to count, and a long response (an SSE stream) is not sent
+            # through one more wrapper per event.
+            await self.app(scope, receive, send)
+            return
         received = 0
         body_done = False
         refusal: tuple[Message, Message] | None = None
