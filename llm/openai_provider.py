@@ -8,17 +8,28 @@
 * ``stream_options.include_usage``: the last chunk then carries ``usage`` and ``choices: []``;
   servers that never send it are fine (usage stays unknown).
 
-Two ways to read the stream, with the same pieces and the same errors for every fault
-(``tests/test_lean_upstream.py`` runs every fault script through both):
+Three ways to read the stream, with the same pieces and the same errors for every fault
+(``tests/test_lean_upstream.py`` runs every fault script through each, ``tests/test_wire.py`` also
+HTTP framings split at every byte):
 
-* ``lean`` (the default): the SDK still owns the client, auth, base URL, headers, status errors
-  and error types, but the request body is encoded once with ``orjson`` (no per-request parameter
-  transform) and posted with ``client.post(..., cast_to=httpx.Response, stream=True)``; the SSE
-  lines are split and parsed here with ``orjson``, reading only ``choices[0].delta.content`` and
-  ``finish_reason`` (no pydantic object per chunk). The SDK's stream does both per request and per
-  chunk, which was most of the event loop's time under load (issue 10).
+* ``wire`` (the default): the SDK still builds the request (``_build_request``: auth, base URL,
+  default headers, ``X-Stainless-*``) and makes the status errors (``_make_status_error_from_response``
+  on the error body), but the request is sent and the streamed body read by :mod:`llm.wire`, a small
+  asyncio HTTP/1.1 client with keep-alive per origin: per chunk, one ``data_received`` and a chunked
+  decoder instead of h11, httpcore2's event loop, anyio's cancel scopes and httpx2's byte iterators
+  (about a third of the server's CPU under load). It raises httpx2's exception classes, so the errors
+  map as for ``lean``. It steps aside (the request goes the ``lean`` way) when it could not be
+  faithful: a proxy for the URL (``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``, as
+  httpx2 reads them), a custom HTTP client or auth flow on the SDK client, a scheme other than http
+  and https, userinfo in the URL, and a redirect (sent again through httpx2, which follows it).
+* ``lean``: the same body and SSE parsing, on the SDK's own HTTP client: the body encoded once with
+  ``orjson`` (no per-request parameter transform) and posted with
+  ``client.post(..., cast_to=httpx.Response, stream=True)``; the SSE lines split and parsed here
+  with ``orjson``, reading only ``choices[0].delta.content`` and ``finish_reason`` (no pydantic
+  object per chunk). The SDK's stream does both per request and per chunk, which was most of the
+  event loop's time under load (issue 10).
 * ``sdk``: ``client.chat.completions.create(stream=True)`` and its ``AsyncStream`` (kept as the
-  reference the lean path is tested against, and as an escape hatch: ``OPENAI_STREAM_PARSER=sdk``).
+  reference the other paths are tested against, and as an escape hatch: ``OPENAI_STREAM_PARSER=sdk``).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class ChunkedDecoder:
     skipped). Once the last chunk and the trailers are read, ``done`` is set and ``extra`` holds what
     followed the body (nothing, on a sane connection). Raises ``httpx2.RemoteProtocolError``."""
 
-    __slots__ = ("done", "extra", "_pending", "_remaining", "_state")
+    __slots__ = ("_pending", "_remaining", "_state", "done", "extra")
 
     def __init__(self) -> None:
         self.done = False
@@ -117,7 +117,7 @@ class ChunkedDecoder:
 class _Head:
     """A parsed status line and header section: the raw headers, and those that frame the body."""
 
-    __slots__ = ("version", "status", "reason", "raw", "transfer_encoding", "content_length", "connection", "other")
+    __slots__ = ("connection", "content_length", "other", "raw", "reason", "status", "transfer_encoding", "version")
 
     def __init__(self, block: bytes) -> None:
         lines = block.split(b"\r\n")
@@ -592,7 +592,7 @@ class WireClient:
             conn.close()
         return None
 
-    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+    async def _connect(self, origin: Origin, connect_s: float | None) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         context = self._ssl_context() if scheme == "https" else None
@@ -603,10 +603,10 @@ class WireClient:
         if context is not None:
             extra["ssl"], extra["server_hostname"] = context, host
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(lambda: _Connection(self, origin), host, port, **extra)
         except TimeoutError as exc:
-            raise httpx2.ConnectTimeout(f"connecting to {host}:{port} took over {timeout:g} s") from exc
+            raise httpx2.ConnectTimeout(f"connecting to {host}:{port} took over {connect_s:g} s") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
         return conn

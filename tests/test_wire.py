@@ -1,0 +1,342 @@
+"""The wire client (llm/wire.py) on real sockets: keep-alive reuse, abandoned responses closing their
+socket, HTTP framings split at awkward byte boundaries (compared with the SDK on the same bytes), and
+the fall back to httpx2 when a proxy applies. The fault-by-fault comparison with the SDK is in
+tests/test_lean_upstream.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm.base import Piece, ReplyRequest
+from llm.exceptions import UpstreamError
+from llm.openai_provider import OpenAIProvider, StreamParser
+from llm.wire import ChunkedDecoder
+from testkit import T
+from testkit.fake_openai import FakeOpenAI, Reply, Status
+
+pytestmark = pytest.mark.timeout(30)
+
+REQUEST = ReplyRequest(brand_id="demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=16, model="m")
+TIMEOUT_S = 0.5 * T
+
+
+def provider(base_url: str, parser: StreamParser = "wire") -> OpenAIProvider:
+    return OpenAIProvider(
+        api_key="test",
+        base_url=base_url,
+        model="fake-model",
+        connect_timeout_s=TIMEOUT_S,
+        read_timeout_s=TIMEOUT_S,
+        stream_parser=parser,
+    )
+
+
+async def reply(upstream: OpenAIProvider) -> tuple[str, tuple[Any, ...] | None]:
+    """The reply's text and finish reason, or the error as (class, code, message, status, retry-after)."""
+    pieces: list[Piece] = []
+    try:
+        async with asyncio.timeout(5 * T):
+            iterator = await upstream.open_reply(REQUEST)
+            try:
+                async for piece in iterator:
+                    pieces.append(piece)
+            finally:
+                await iterator.aclose()  # type: ignore[attr-defined]
+    except UpstreamError as exc:
+        return "".join(p.text for p in pieces), (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s)
+    return "".join(p.text for p in pieces), (pieces[-1].finish_reason,)
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(2 * T):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+# --- keep-alive ---------------------------------------------------------------------------------------
+
+
+async def test_a_connection_kept_alive_is_reused_for_the_next_requests_even_after_an_error_status() -> None:
+    async with FakeOpenAI(keep_alive=True) as fake:
+        fake.enqueue(Reply(text="one two"), Status(500), Reply(text="three"))
+        upstream = provider(fake.base_url)
+        wire = upstream._wire
+        assert wire is not None
+        try:
+            assert await reply(upstream) == ("one two", ("stop",))
+            await wait_until(lambda: wire.idle_connections() == 1)  # once the terminator after [DONE] is in
+            status = await reply(upstream)
+            assert status[1] is not None and status[1][3] == 500
+            assert wire.idle_connections() == 1  # an error body read whole: the connection is clean
+            assert await reply(upstream) == ("three", ("stop",))
+            assert fake.connections_accepted == 1
+            assert len(fake.chat_requests) == 3
+        finally:
+            await upstream.close()
+        await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_a_connection_the_server_closes_is_not_reused() -> None:
+    async with FakeOpenAI() as fake:  # Connection: close on every response
+        upstream = provider(fake.base_url)
+        assert upstream._wire is not None
+        try:
+            assert (await reply(upstream))[1] == ("stop",)
+            assert (await reply(upstream))[1] == ("stop",)
+            assert upstream._wire.idle_connections() == 0
+            assert fake.connections_accepted == 2
+        finally:
+            await upstream.close()
+        await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+# --- abandoned responses ------------------------------------------------------------------------------
+
+SLOW = Reply(text=" ".join(f"w{i}" for i in range(40)), delay_s=0.02 * T)
+
+
+async def test_a_response_abandoned_mid_stream_closes_its_socket() -> None:
+    async with FakeOpenAI(keep_alive=True) as fake:
+        fake.enqueue(SLOW)
+        upstream = provider(fake.base_url)
+        try:
+            iterator = await upstream.open_reply(REQUEST)
+            assert (await anext(iterator)).text  # type: ignore[call-overload]
+            await fake.wait_for_open_connections(1, timeout=2 * T)
+            await iterator.aclose()  # type: ignore[attr-defined]
+            await fake.wait_for_open_connections(0, timeout=2 * T)  # closed, not pooled
+            assert upstream._wire is not None and upstream._wire.idle_connections() == 0
+        finally:
+            await upstream.close()
+
+
+async def test_a_task_cancelled_mid_stream_closes_its_socket() -> None:
+    async with FakeOpenAI(keep_alive=True) as fake:
+        fake.enqueue(SLOW)
+        upstream = provider(fake.base_url)
+        got: list[str] = []
+
+        async def consume() -> None:
+            async for piece in await upstream.open_reply(REQUEST):
+                got.append(piece.text)
+
+        try:
+            task = asyncio.create_task(consume())
+            await wait_until(lambda: len(got) >= 2)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await fake.wait_for_open_connections(0, timeout=2 * T)
+        finally:
+            await upstream.close()
+
+
+async def test_a_task_cancelled_before_the_headers_closes_its_socket() -> None:
+    async with FakeOpenAI(keep_alive=True) as fake:
+        from testkit.fake_openai import StallBeforeHeaders
+
+        fake.enqueue(StallBeforeHeaders())
+        upstream = provider(fake.base_url)
+        try:
+            task = asyncio.create_task(upstream.open_reply(REQUEST))
+            await fake.wait_for_requests(1, timeout=2 * T)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await fake.wait_for_open_connections(0, timeout=2 * T)
+        finally:
+            await upstream.close()
+
+
+# --- framing, split anywhere --------------------------------------------------------------------------
+
+
+def _chunked(payload: bytes, sizes: list[int], extensions: bool, trailers: bool) -> bytes:
+    out, pos = [], 0
+    for size in itertools.cycle(sizes or [len(payload) or 1]):
+        if pos >= len(payload):
+            break
+        part = payload[pos : pos + size]
+        pos += size
+        out.append(b"%x%s\r\n%s\r\n" % (len(part), b";name=value" if extensions else b"", part))
+    out.append(b"0\r\n" + (b"X-Trailer: yes\r\n" if trailers else b"") + b"\r\n")
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=300),
+    sizes=st.lists(st.integers(min_value=1, max_value=40), max_size=5),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
+    extensions=st.booleans(),
+    trailers=st.booleans(),
+)
+def test_the_chunked_decoder_gives_the_body_back_however_the_bytes_are_split(
+    payload: bytes, sizes: list[int], cuts: list[int], extensions: bool, trailers: bool
+) -> None:
+    raw = _chunked(payload, sizes, extensions, trailers) + b"NEXT"
+    points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    decoder = ChunkedDecoder()
+    data: list[bytes] = []
+    rest = b""
+    for a, b in itertools.pairwise(points):
+        if decoder.done:
+            rest += raw[a:b]
+        else:
+            data.extend(decoder.feed(raw[a:b]))
+    assert decoder.done
+    assert b"".join(data) == payload
+    assert decoder.extra + rest == b"NEXT"
+
+
+class RawUpstream:
+    """A server that answers every request with the given response bytes, written in the given pieces
+    (one write each, the loop run between them), then closes: HTTP at the byte level, for framings
+    the fake OpenAI server never sends."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> RawUpstream:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            for piece in self.pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def _sse(words: list[str]) -> bytes:
+    events = [b'data: {"choices":[{"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % w.encode() for w in words]
+    events.append(b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+    return b"".join(events)
+
+
+SSE = _sse(["caf\u00e9 ", "\u2615 ", "and ", "all"])
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+ERROR = b'{"error": {"message": "slow down", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}'
+
+
+def _bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+RAW: dict[str, list[bytes]] = {
+    "chunked-byte-by-byte": _bytewise(
+        HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(SSE, [7, 1, 30], True, True)
+    ),
+    "chunked-in-one-write": [HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(SSE, [5], False, False)],
+    "content-length": [HEAD + b"Content-Length: %d\r\n\r\n" % len(SSE) + SSE[:20], SSE[20:]],
+    "until-close": [HEAD + b"\r\n" + SSE[:33], SSE[33:]],
+    "interim-100-continue-first": [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        HEAD + b"Content-Length: %d\r\n\r\n" % len(SSE),
+        SSE,
+    ],
+    "gzip": [
+        HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(SSE)),
+        gzip.compress(SSE),
+    ],
+    "header-split-in-crlf": [HEAD + b"Content-Length: %d\r\n\r" % len(SSE), b"\n" + SSE],
+    "429-chunked": _bytewise(
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(ERROR, [9], False, False)
+    ),
+    "400-gzip": [
+        b"HTTP/1.1 400 Bad Request\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(ERROR)),
+        gzip.compress(ERROR),
+    ],
+    "chunked-cut-short": [HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(SSE, [9], False, False)[:-30]],
+    "content-length-cut-short": [HEAD + b"Content-Length: %d\r\n\r\n" % (len(SSE) + 10) + SSE],
+    "content-length-cut-before-the-end": [HEAD + b"Content-Length: %d\r\n\r\n" % len(SSE) + SSE[:40]],
+    "307-redirect-followed-by-httpx2-to-no-end": [
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /v1/chat/completions\r\nContent-Length: 0\r\n\r\n"
+    ],
+    "bad-chunk-size": [HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"],
+    "garbage-status-line": [b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n"],
+    "nothing": [],
+}
+
+
+@pytest.mark.parametrize("name", list(RAW))
+async def test_the_wire_path_reads_every_framing_split_anywhere_as_the_sdk_does(name: str) -> None:
+    results = {}
+    for parser in ("wire", "sdk"):
+        async with RawUpstream(RAW[name]) as raw:
+            upstream = provider(raw.base_url, parser)
+            try:
+                results[parser] = await reply(upstream)
+            finally:
+                await upstream.close()
+    assert results["wire"] == results["sdk"]
+
+
+# --- where the wire client steps aside ----------------------------------------------------------------
+
+
+async def test_a_proxy_in_the_environment_sends_the_request_through_httpx2(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeOpenAI() as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        upstream = provider("http://upstream.invalid/v1")  # only a proxy can reach it
+        try:
+            _, error = await reply(upstream)
+        finally:
+            await upstream.close()
+        # The request went to the proxy, in a proxy's absolute form: httpx2 sent it, not the wire client
+        # (which would have failed to resolve upstream.invalid).
+        assert [r.path for r in proxy.requests] == ["http://upstream.invalid/v1/chat/completions"]
+        assert error is not None and error[3] == 404
+
+
+async def test_an_unreachable_upstream_fails_on_the_wire_path_as_on_the_sdk() -> None:
+    async with FakeOpenAI() as fake:
+        port = fake.port
+    results = {}
+    for parser in ("wire", "sdk"):
+        upstream = provider(f"http://127.0.0.1:{port}/v1", parser)
+        try:
+            results[parser] = await reply(upstream)
+        finally:
+            await upstream.close()
+    assert results["wire"] == results["sdk"]
+    assert results["wire"][1] is not None and results["wire"][1][1] == "upstream_unavailable"
