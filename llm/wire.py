@@ -44,6 +44,7 @@ DRAIN_BYTES = 64 * 1024  # ... and how much of it may be discarded, before the c
 HAPPY_EYEBALLS_DELAY_S = 0.25  # anyio.connect_tcp's (httpcore2's) delay between address attempts
 _MAX_LINE = 16 * 1024  # a chunk-size or trailer line
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,20}")  # h11's chunk-size
+_HEAD_END = re.compile(rb"\n\r?\n")  # h11's end of the header section
 
 # Connection states.
 _IDLE, _HEAD, _BODY, _DONE, _CLOSED = range(5)
@@ -120,7 +121,7 @@ class _Head:
     __slots__ = ("connection", "content_length", "other", "raw", "reason", "status", "transfer_encoding", "version")
 
     def __init__(self, block: bytes) -> None:
-        lines = block.split(b"\r\n")
+        lines = [line.removesuffix(b"\r") for line in block.split(b"\n")]  # CRLF, or LF alone as h11 allows
         version, _, rest = lines[0].partition(b" ")
         code, _, reason = rest.partition(b" ")
         if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
@@ -131,9 +132,9 @@ class _Head:
         self.content_length: int | None = None
         self.connection = b""
         self.other: set[bytes] = set()  # the lower-case names of the other headers
-        for line in lines[1:]:
+        for line in _unfold(lines[1:]):
             name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip() or line[:1] in b" \t":
+            if not colon or not name or name != name.strip():
                 raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
             value = value.strip(b" \t")
             self.raw.append((name, value))
@@ -155,6 +156,21 @@ class _Head:
             if key.lower() == name:
                 return value
         return None
+
+
+def _unfold(lines: list[bytes]) -> list[bytes]:
+    """Join obsolete folded header lines (a line starting with a space or tab) as h11 does."""
+    if not any(line[:1] in (b" ", b"\t") for line in lines):
+        return lines
+    out: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not out:
+                raise httpx2.RemoteProtocolError("continuation line at start of headers")
+            out[-1] += b" " + line.lstrip(b" \t")
+        else:
+            out.append(line)
+    return out
 
 
 class _Connection(asyncio.Protocol):
@@ -293,19 +309,19 @@ class _Connection(asyncio.Protocol):
     def _head_bytes(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
+            match = _HEAD_END.search(buffer)
+            if match is None:
                 if len(buffer) > MAX_HEAD_BYTES:
                     self._fail(httpx2.RemoteProtocolError("response head too long"))
                 else:
                     self._buffer = buffer
                 return
             try:
-                head = _Head(buffer[:end])
+                head = _Head(buffer[: match.start()])
             except httpx2.RemoteProtocolError as exc:
                 self._fail(exc)
                 return
-            buffer = buffer[end + 4 :]
+            buffer = buffer[match.end() :]
             if 100 <= head.status < 200 and head.status != 101:
                 continue  # an interim response (100 Continue, 103 Early Hints): the real one follows
             break

@@ -275,6 +275,9 @@ RAW: dict[str, list[bytes]] = {
         HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(SSE)),
         gzip.compress(SSE),
     ],
+    "head-with-bare-lf-and-a-folded-header": [
+        b"HTTP/1.1 200 OK\nContent-Type: text/event-stream\nX-Folded: a\n  b\nContent-Length: %d\n\n" % len(SSE) + SSE
+    ],
     "header-split-in-crlf": [HEAD + b"Content-Length: %d\r\n\r" % len(SSE), b"\n" + SSE],
     "429-chunked": _bytewise(
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\nContent-Type: application/json\r\n"
