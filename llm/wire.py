@@ -25,10 +25,14 @@ no bound on them (httpx2's pool stops at 1,000; the reply jobs are bounded well 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import re
+import socket
 import ssl
+from asyncio import staggered
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 
@@ -202,8 +206,7 @@ class _Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
@@ -612,19 +615,22 @@ class WireClient:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         context = self._ssl_context() if scheme == "https" else None
-        # asyncio's own happy eyeballs (uvloop has none: addresses are then tried in turn).
-        extra: dict[str, Any] = {}
-        if isinstance(loop, asyncio.BaseEventLoop):
-            extra["happy_eyeballs_delay"] = HAPPY_EYEBALLS_DELAY_S
-        if context is not None:
-            extra["ssl"], extra["server_hostname"] = context, host
+        extra: dict[str, Any] = {"ssl": context, "server_hostname": host} if context is not None else {}
         try:
             async with asyncio.timeout(connect_s):
-                _, conn = await loop.create_connection(lambda: _Connection(self, origin), host, port, **extra)
+                sock = await _open_socket(loop, host, port)
+                try:
+                    transport, conn = await loop.create_connection(
+                        lambda: _Connection(self, origin), sock=sock, **extra
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError as exc:
             raise httpx2.ConnectTimeout(f"connecting to {host}:{port} took over {connect_s:g} s") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
+        conn.transport = cast(asyncio.Transport, transport)  # uvloop calls connection_made a little later
         return conn
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -634,6 +640,49 @@ class WireClient:
             context.set_alpn_protocols(["http/1.1"])
             self._ssl = context
         return self._ssl
+
+
+async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected TCP socket, addresses tried as anyio's ``connect_tcp`` (httpcore2's) tries them:
+    families interleaved, the next attempt started after 250 ms or when one fails (happy eyeballs,
+    RFC 8305). Done here because uvloop's ``create_connection`` has no happy eyeballs."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    families: dict[int, list[Any]] = {}
+    for info in infos:
+        families.setdefault(info[0], []).append(info)
+    ordered = [info for group in itertools.zip_longest(*families.values()) for info in group if info is not None]
+    errors: list[OSError] = []
+    connected: list[socket.socket] = []
+
+    async def attempt(info: Any) -> socket.socket:
+        family, kind, proto, _, address = info
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except BaseException as exc:
+            sock.close()
+            if isinstance(exc, OSError):
+                errors.append(exc)
+            raise
+        connected.append(sock)
+        return sock
+
+    if len(ordered) == 1:
+        return await attempt(ordered[0])
+    winner: socket.socket | None = None
+    try:
+        winner, _, _ = await staggered.staggered_race(
+            [functools.partial(attempt, info) for info in ordered], HAPPY_EYEBALLS_DELAY_S
+        )
+    finally:
+        for sock in connected:  # attempts that also succeeded, or all of them when cancelled
+            if sock is not winner:
+                sock.close()
+    if winner is None:
+        raise errors[0] if errors else OSError(f"no address to connect to for {host}")
+    return winner
 
 
 def _serialize(request: httpx2.Request) -> bytes:

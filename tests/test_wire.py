@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm.base import Piece, ReplyRequest
-from llm.exceptions import UpstreamError
+from llm.exceptions import UpstreamError, UpstreamRateLimited
 from llm.openai_provider import OpenAIProvider, StreamParser
 from llm.wire import ChunkedDecoder
 from testkit import T
-from testkit.fake_openai import FakeOpenAI, Reply, Status
+from testkit.fake_openai import DEFAULT_TEXT, FakeOpenAI, Reply, StallBeforeHeaders, Status
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,8 +142,6 @@ async def test_a_task_cancelled_mid_stream_closes_its_socket() -> None:
 
 async def test_a_task_cancelled_before_the_headers_closes_its_socket() -> None:
     async with FakeOpenAI(keep_alive=True) as fake:
-        from testkit.fake_openai import StallBeforeHeaders
-
         fake.enqueue(StallBeforeHeaders())
         upstream = provider(fake.base_url)
         try:
@@ -343,3 +341,56 @@ async def test_an_unreachable_upstream_fails_on_the_wire_path_as_on_the_sdk() ->
             await upstream.close()
     assert results["wire"] == results["sdk"]
     assert results["wire"][1] is not None and results["wire"][1][1] == "upstream_unavailable"
+
+
+# --- connecting ---------------------------------------------------------------------------------------
+
+
+async def test_the_next_address_is_tried_when_the_first_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeOpenAI() as fake:
+        async with FakeOpenAI() as gone:
+            closed_port = gone.port
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+
+        async def two_addresses(host: Any, port: Any, **kwargs: Any) -> list[Any]:
+            # The resolver names two addresses (as for a host with A and AAAA records): one refuses.
+            infos = await real("127.0.0.1", fake.port, **kwargs)
+            family, kind, proto, name, _ = infos[0]
+            return [(family, kind, proto, name, ("127.0.0.1", closed_port)), *infos]
+
+        monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+        upstream = provider("http://upstream.test/v1")
+        try:
+            assert await reply(upstream) == (DEFAULT_TEXT, ("stop",))
+        finally:
+            await upstream.close()
+        await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+def test_the_wire_path_runs_on_uvloop_as_the_server_does() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with FakeOpenAI(keep_alive=True) as fake:
+            fake.enqueue(Reply(text="one two"), Status(429, retry_after=1), SLOW)
+            upstream = provider(fake.base_url)
+            try:
+                assert await reply(upstream) == ("one two", ("stop",))
+                assert (await reply(upstream))[1] == (
+                    UpstreamRateLimited,
+                    "rate_limited",
+                    "the model provider is rate limiting (429): Error code: 429 - The fake server answered with an "
+                    "error status.",
+                    429,
+                    1.0,
+                )
+                iterator = await upstream.open_reply(REQUEST)
+                assert (await anext(iterator)).text  # type: ignore[call-overload]
+                await iterator.aclose()  # type: ignore[attr-defined]
+                assert fake.connections_accepted <= 2  # reused at least once (the first may still drain)
+            finally:
+                await upstream.close()
+            await fake.wait_for_open_connections(0, timeout=2 * T)
+
+    uvloop.run(main())
