@@ -103,6 +103,21 @@ async def test_the_lean_and_wire_paths_yield_the_same_pieces_and_errors_as_the_s
     assert ours[0] or ours[1], "the script produced something to compare"
 
 
+def test_the_wire_path_yields_the_same_pieces_and_errors_as_the_sdk_for_every_fault_on_uvloop() -> None:
+    """The server runs on uvloop (uvicorn picks it when installed), whose transports differ from asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with FakeOpenAI() as fake:
+            for fault, scenario in FAULTS.items():
+                wire = await run(fake, "wire", scenario)
+                sdk = await run(fake, "sdk", scenario)
+                assert wire == sdk, fault
+            assert fake.errors == []
+
+    uvloop.run(main())
+
+
 @pytest.mark.parametrize("parser", ["lean", "wire"])
 async def test_the_lean_and_wire_paths_send_the_request_the_sdk_sends(fake: FakeOpenAI, parser: StreamParser) -> None:
     await run(fake, parser, Reply(text="a"))
