@@ -75,6 +75,18 @@ class ChunkedDecoder:
         self._state = _SIZE
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._state == _SIZE and not self._pending:
+            # The usual read: exactly one whole chunk (a streamed event), size line to CRLF.
+            eol = data.find(b"\r\n", 0, 24)
+            if eol > 0:
+                size_text = data[:eol]
+                if _HEX.fullmatch(size_text) is not None:
+                    end = eol + 2 + int(size_text, 16)
+                    if end > eol + 2 and len(data) == end + 2 and data.endswith(b"\r\n"):
+                        return [data[eol + 2 : end]]
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> list[bytes]:
         if self._pending:
             data = self._pending + data
             self._pending = b""
@@ -687,11 +699,17 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
 
 def _serialize(request: httpx2.Request) -> bytes:
     """The request line, the headers as httpx2 built them (Host and Content-Length included), the body."""
-    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
-    for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\0" in value or b":" in name or b"\n" in name:
-            raise httpx2.LocalProtocolError(f"illegal header {name!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    lines.append(request.content)
-    return b"".join(lines)
+    raw = request.headers.raw
+    head = b"".join(
+        [
+            b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path),
+            *[b"%s: %s\r\n" % header for header in raw],
+            b"\r\n",
+        ]
+    )
+    # h11 refuses a CR, LF or NUL inside a header (it would end the line early): checked on the whole
+    # head at once, by counting line ends (one per header, the request line and the blank line).
+    lines = len(raw) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        raise httpx2.LocalProtocolError("illegal character in a request header")
+    return head + request.content

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,6 +160,10 @@ async def test_a_task_cancelled_before_the_headers_closes_its_socket() -> None:
 
 
 def _chunked(payload: bytes, sizes: list[int], extensions: bool, trailers: bool) -> bytes:
+    return b"".join(_chunks(payload, sizes, extensions, trailers))
+
+
+def _chunks(payload: bytes, sizes: list[int], extensions: bool, trailers: bool) -> list[bytes]:
     out, pos = [], 0
     for size in itertools.cycle(sizes or [len(payload) or 1]):
         if pos >= len(payload):
@@ -167,7 +172,7 @@ def _chunked(payload: bytes, sizes: list[int], extensions: bool, trailers: bool)
         pos += size
         out.append(b"%x%s\r\n%s\r\n" % (len(part), b";name=value" if extensions else b"", part))
     out.append(b"0\r\n" + (b"X-Trailer: yes\r\n" if trailers else b"") + b"\r\n")
-    return b"".join(out)
+    return out
 
 
 @settings(max_examples=300, deadline=None)
@@ -194,6 +199,30 @@ def test_the_chunked_decoder_gives_the_body_back_however_the_bytes_are_split(
     assert decoder.done
     assert b"".join(data) == payload
     assert decoder.extra + rest == b"NEXT"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payload=st.binary(max_size=300),
+    sizes=st.lists(st.integers(min_value=1, max_value=40), max_size=5),
+    extensions=st.booleans(),
+)
+def test_the_chunked_decoder_gives_the_body_back_fed_one_whole_chunk_at_a_time(
+    payload: bytes, sizes: list[int], extensions: bool
+) -> None:
+    decoder = ChunkedDecoder()
+    data: list[bytes] = []
+    for chunk in _chunks(payload, sizes, extensions, trailers=False):  # the usual read: one event per chunk
+        assert not decoder.done
+        data.extend(decoder.feed(chunk))
+    assert decoder.done and decoder.extra == b""
+    assert b"".join(data) == payload
+
+
+@pytest.mark.parametrize("chunk", [b"5\r\nabcde\r\n\r\n", b"5\r\nabcdeXY", b"0x5\r\nabcde\r\n", b" 5\r\nabcde\r\n"])
+def test_the_chunked_decoder_refuses_what_h11_refuses(chunk: bytes) -> None:
+    with pytest.raises(httpx2.RemoteProtocolError):
+        ChunkedDecoder().feed(chunk)
 
 
 class RawUpstream:
