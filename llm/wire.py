@@ -642,7 +642,7 @@ class WireClient:
             raise httpx2.ConnectTimeout(f"connecting to {host}:{port} took over {connect_s:g} s") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
-        conn.transport = cast(asyncio.Transport, transport)  # uvloop calls connection_made a little later
+        conn.transport = transport  # uvloop calls connection_made a little later
         return conn
 
     def _ssl_context(self) -> ssl.SSLContext:
