@@ -136,7 +136,8 @@ class OpenAIProvider:
             max_retries=0,
             timeout=openai.Timeout(read_timeout_s, connect=connect_timeout_s),
         )
-        self._wire = WireClient(cookies=self._client._client.cookies) if stream_parser == "wire" else None
+        http = self._client._client  # the SDK's httpx2 client: its cookie jar and trust_env serve the wire too
+        self._wire = WireClient(cookies=http.cookies, trust_env=http.trust_env) if stream_parser == "wire" else None
 
     async def open_reply(self, request: ReplyRequest) -> AsyncIterator[Piece]:
         if self._stream_parser == "sdk":

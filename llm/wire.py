@@ -28,6 +28,7 @@ import asyncio
 import functools
 import itertools
 import re
+import select
 import socket
 import ssl
 from asyncio import staggered
@@ -250,6 +251,7 @@ class _Connection(asyncio.Protocol):
         self.state = _CLOSED
         self.reusable = False
         self._stop_watchdog()
+        self.pool.forget(self)  # an idle one the server closed, or one its caller never released
         self._wake()
 
     # --- the request and its response ---------------------------------------------------------------
@@ -306,6 +308,19 @@ class _Connection(asyncio.Protocol):
                 self.transport.resume_reading()
         else:
             self.close()
+
+    def quiet(self) -> bool:
+        """No bytes and no end pending on the socket, even if the loop has not yet told us (httpcore
+        polls an idle socket the same way before reusing it): an idle connection the server has just
+        closed is not reused."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def close(self) -> None:
         """Close at once, whatever the state (idempotent; no await, so cancellation cannot skip it)."""
@@ -618,7 +633,7 @@ class WireClient:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the server
-            if conn.state == _IDLE and conn.loop.time() - conn.idle_since < KEEPALIVE_EXPIRY_S:
+            if conn.state == _IDLE and conn.loop.time() - conn.idle_since < KEEPALIVE_EXPIRY_S and conn.quiet():
                 return conn
             conn.close()
         return None
