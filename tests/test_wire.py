@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import gzip
 import itertools
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm.base import Piece, ReplyRequest
-from llm.exceptions import UpstreamError, UpstreamRateLimited
+from llm.exceptions import UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from llm.openai_provider import OpenAIProvider, StreamParser
 from llm.wire import ChunkedDecoder
 from testkit import T
@@ -413,6 +415,41 @@ async def test_the_next_address_is_tried_when_the_first_refuses(monkeypatch: pyt
         finally:
             await upstream.close()
         await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_the_connect_timeout_bounds_a_connect_the_server_never_accepts() -> None:
+    # A listening socket whose accept queue is full: the kernel drops further SYNs, the connect hangs.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+            results = {}
+            for parser in ("wire", "sdk"):
+                upstream = OpenAIProvider(
+                    api_key="test",
+                    base_url=f"http://127.0.0.1:{port}/v1",
+                    model="fake-model",
+                    connect_timeout_s=0.3 * T,
+                    read_timeout_s=4 * T,  # far longer: the connect timeout is the one that fires
+                    stream_parser=parser,
+                )
+                started = time.monotonic()
+                try:
+                    results[parser] = await reply(upstream)
+                finally:
+                    await upstream.close()
+                assert time.monotonic() - started < 2 * T
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert results["wire"] == results["sdk"]
+    assert results["wire"][1] is not None and results["wire"][1][0] is UpstreamTimeout
 
 
 def test_the_wire_path_runs_on_uvloop_as_the_server_does() -> None:
