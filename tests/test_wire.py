@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from llm.base import Piece, ReplyRequest
 from llm.exceptions import UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from llm.openai_provider import OpenAIProvider, StreamParser
-from llm.wire import ChunkedDecoder
+from llm.wire import DRAIN_S, ChunkedDecoder
 from testkit import T
 from testkit.fake_openai import DEFAULT_TEXT, FakeOpenAI, Reply, StallBeforeHeaders, Status
 
@@ -232,8 +232,10 @@ class RawUpstream:
     (one write each, the loop run between them), then closes: HTTP at the byte level, for framings
     the fake OpenAI server never sends."""
 
-    def __init__(self, pieces: list[bytes]) -> None:
+    def __init__(self, pieces: list[bytes], *, hold: bool = False) -> None:
         self.pieces = pieces
+        self.hold = hold  # after the pieces, keep the socket open until the client closes it
+        self.client_closed = asyncio.Event()
         self.heads: list[bytes] = []  # the request heads received
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -269,6 +271,10 @@ class RawUpstream:
                 writer.write(piece)
                 await writer.drain()
                 await asyncio.sleep(0)
+            if self.hold:
+                while await reader.read(1024):
+                    pass
+                self.client_closed.set()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -357,6 +363,22 @@ async def test_a_cookie_the_upstream_sets_is_sent_back_on_the_next_request(parse
     first, second = raw.heads
     assert b"cookie:" not in first.lower()
     assert b"\r\ncookie: __cf_bm=abc\r\n" in second.lower()
+
+
+async def test_a_body_that_does_not_end_after_done_is_closed_not_pooled() -> None:
+    # [DONE] read, then neither the chunked terminator nor a close: drained for DRAIN_S, then closed.
+    body = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(SSE, [50], False, False)[: -len(b"0\r\n\r\n")]
+    async with RawUpstream([body], hold=True) as raw:
+        upstream = provider(raw.base_url)
+        try:
+            started = time.monotonic()
+            assert (await reply(upstream))[1] == ("stop",)
+            assert time.monotonic() - started < DRAIN_S  # the reply did not wait for the drain
+            async with asyncio.timeout(DRAIN_S + 2 * T):
+                await raw.client_closed.wait()
+            assert upstream._wire is not None and upstream._wire.idle_connections() == 0
+        finally:
+            await upstream.close()
 
 
 # --- where the wire client steps aside ----------------------------------------------------------------
