@@ -65,13 +65,17 @@ bench: $(VENV)/.dev
 ## and kind, next to the guard's µs per token. EVAL_ARGS="--only labelled --json eval.json", "--brand meridian", "--misses", "--set heldout"
 ## (the held-out set, eval/heldout/, written blind to the guard's rules), "--set heldout2" / "--set heldout3" (two more, written blind)
 ## or "--set all"
-.PHONY: eval bench-guard
+.PHONY: eval bench-guard bench-upstream
 eval: $(VENV)/.runtime
 	$(PY) -m eval $(EVAL_ARGS)
 
 ## make bench-guard: the streaming guard's cost per token, side by side with the pass-through guard
 bench-guard: $(VENV)/.runtime
 	$(PY) -m bench.guard_bench
+
+## make bench-upstream: client CPU per streamed chunk for OPENAI_STREAM_PARSER=lean vs wire (BENCH_ARGS: --uvloop --keep-alive --parsers lean,wire,sdk ...)
+bench-upstream: $(VENV)/.dev
+	$(PY) -m bench.upstream_bench $(BENCH_ARGS)
 
 ## make protocol-doc: docs/protocol.md from ../shared/PROTOCOL.md and streaming/codes.py
 .PHONY: protocol-doc

@@ -96,7 +96,7 @@ def make_reviewers(settings: Settings, brands: dict[str, Brand]) -> Reviewers | 
             model=settings.guard_review_model,
             connect_timeout_s=min(settings.upstream_connect_timeout_s, settings.guard_review_timeout_s),
             read_timeout_s=settings.guard_review_timeout_s + PROVIDER_READ_TIMEOUT_MARGIN_S,
-            stream_parser="lean",
+            stream_parser=settings.openai_stream_parser,
         )
         model = ModelReview(provider, settings.guard_review_model, settings.guard_review_timeout_s)
     reviewers = Reviewers(model=model, semantic_timeout_s=settings.guard_semantic_timeout_s)

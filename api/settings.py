@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     llm_provider: str = "auto"  # auto | openai | offline
-    openai_stream_parser: Literal["lean", "sdk"] = "lean"  # how the streamed reply is read (llm/openai_provider.py)
+    # How the streamed reply is sent and read (llm/openai_provider.py): wire | lean | sdk.
+    openai_stream_parser: Literal["wire", "lean", "sdk"] = "wire"
     max_reply_tokens: int = 512
     offline_token_delay_ms: int = 35
 

@@ -703,7 +703,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--warmup", type=int, default=20, help="replies each server streams, unmeasured, before its first row"
     )
-    parser.add_argument("--parser", choices=["lean", "sdk"], default="lean", help="OPENAI_STREAM_PARSER")
+    parser.add_argument("--parser", choices=["wire", "lean", "sdk"], default="wire", help="OPENAI_STREAM_PARSER")
     parser.add_argument("--only", default="", help="run only the systems whose name contains this")
     parser.add_argument("--serve-naive", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)

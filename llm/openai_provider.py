@@ -8,17 +8,28 @@
 * ``stream_options.include_usage``: the last chunk then carries ``usage`` and ``choices: []``;
   servers that never send it are fine (usage stays unknown).
 
-Two ways to read the stream, with the same pieces and the same errors for every fault
-(``tests/test_lean_upstream.py`` runs every fault script through both):
+Three ways to read the stream, with the same pieces and the same errors for every fault
+(``tests/test_lean_upstream.py`` runs every fault script through each, ``tests/test_wire.py`` also
+HTTP framings split at every byte):
 
-* ``lean`` (the default): the SDK still owns the client, auth, base URL, headers, status errors
-  and error types, but the request body is encoded once with ``orjson`` (no per-request parameter
-  transform) and posted with ``client.post(..., cast_to=httpx.Response, stream=True)``; the SSE
-  lines are split and parsed here with ``orjson``, reading only ``choices[0].delta.content`` and
-  ``finish_reason`` (no pydantic object per chunk). The SDK's stream does both per request and per
-  chunk, which was most of the event loop's time under load (issue 10).
+* ``wire`` (the default): the SDK still builds the request (``_build_request``: auth, base URL,
+  default headers, ``X-Stainless-*``) and makes the status errors (``_make_status_error_from_response``
+  on the error body), but the request is sent and the streamed body read by :mod:`llm.wire`, a small
+  asyncio HTTP/1.1 client with keep-alive per origin: per chunk, one ``data_received`` and a chunked
+  decoder instead of h11, httpcore2's event loop, anyio's cancel scopes and httpx2's byte iterators
+  (about a third of the server's CPU under load). It raises httpx2's exception classes, so the errors
+  map as for ``lean``. It steps aside (the request goes the ``lean`` way) when it could not be
+  faithful: a proxy for the URL (``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``, as
+  httpx2 reads them), a custom HTTP client or auth flow on the SDK client, a scheme other than http
+  and https, userinfo in the URL, and a redirect (sent again through httpx2, which follows it).
+* ``lean``: the same body and SSE parsing, on the SDK's own HTTP client: the body encoded once with
+  ``orjson`` (no per-request parameter transform) and posted with
+  ``client.post(..., cast_to=httpx.Response, stream=True)``; the SSE lines split and parsed here
+  with ``orjson``, reading only ``choices[0].delta.content`` and ``finish_reason`` (no pydantic
+  object per chunk). The SDK's stream does both per request and per chunk, which was most of the
+  event loop's time under load (issue 10).
 * ``sdk``: ``client.chat.completions.create(stream=True)`` and its ``AsyncStream`` (kept as the
-  reference the lean path is tested against, and as an escape hatch: ``OPENAI_STREAM_PARSER=sdk``).
+  reference the other paths are tested against, and as an escape hatch: ``OPENAI_STREAM_PARSER=sdk``).
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ try:  # the HTTP library the SDK is built on (openai ≥ 3 uses the httpx2 fork)
 except ImportError:  # pragma: no cover - older SDKs
     import httpx as _http  # type: ignore[no-redef]
 
+from openai._base_client import AsyncHttpxClientWrapper, get_platform
+from openai._models import FinalRequestOptions
+from openai._utils import asyncify
+
 from llm.base import Piece, ReplyRequest
 from llm.exceptions import (
     UpstreamError,
@@ -49,6 +64,7 @@ from llm.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from llm.wire import WireClient, WireResponse
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -90,7 +106,7 @@ def translate(exc: BaseException, *, connect_timeout_s: float) -> UpstreamError:
     return UpstreamProtocolError(f"the model provider sent something unreadable: {type(exc).__name__}: {exc}")
 
 
-StreamParser = Literal["lean", "sdk"]
+StreamParser = Literal["wire", "lean", "sdk"]
 
 _DONE = b"[DONE]"
 # What the SDK's stream turns into APITimeoutError / APIConnectionError while reading the body.
@@ -120,11 +136,82 @@ class OpenAIProvider:
             max_retries=0,
             timeout=openai.Timeout(read_timeout_s, connect=connect_timeout_s),
         )
+        http = self._client._client  # the SDK's httpx2 client: its cookie jar and trust_env serve the wire too
+        self._wire = WireClient(cookies=http.cookies, trust_env=http.trust_env) if stream_parser == "wire" else None
 
     async def open_reply(self, request: ReplyRequest) -> AsyncIterator[Piece]:
         if self._stream_parser == "sdk":
             return await self._open_sdk(request)
+        if self._wire is not None:
+            return await self._open_wire(self._wire, request)
         return await self._open_lean(request)
+
+    # --- wire: the SDK's request, our HTTP/1.1 (llm/wire.py), our SSE parser --------------------------
+    async def _open_wire(self, wire: WireClient, request: ReplyRequest) -> AsyncIterator[Piece]:
+        try:
+            http_request = await self._sdk_request(self._body(request))
+        except Exception as exc:
+            raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc
+        if http_request is None:
+            return await self._open_lean(request)
+        try:
+            response = await wire.send(http_request)
+        except _TIMEOUTS as exc:  # what the SDK's request() makes of them
+            err: Exception = openai.APITimeoutError(request=http_request)
+            raise translate(err, connect_timeout_s=self._connect_timeout_s) from exc
+        except _TRANSPORT as exc:
+            err = openai.APIConnectionError(request=http_request)
+            raise translate(err, connect_timeout_s=self._connect_timeout_s) from exc
+        if response.is_success:
+            return self._lean_pieces(response)
+        if response.has_redirect_location:
+            # The SDK's client follows redirects; let it (the POST is sent again, through httpx2).
+            response.close()
+            return await self._open_lean(request)
+        try:
+            # As the SDK's request(): the whole body read, then the error made from the response.
+            error_response = response.to_httpx(await response.aread())
+            await error_response.aread()  # decodes a Content-Encoding, as httpx2 would have
+        except Exception as exc:
+            raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc
+        finally:
+            response.close()
+        err = self._client._make_status_error_from_response(error_response)
+        raise translate(err, connect_timeout_s=self._connect_timeout_s) from None
+
+    async def _sdk_request(self, body: bytes) -> _http.Request | None:
+        """The ``httpx2.Request`` the SDK's ``post`` would send (what its ``request()`` does before
+        sending, with ``max_retries=0``), or ``None`` when the wire client cannot send it faithfully:
+        a custom HTTP client or auth flow, a proxy for the URL, userinfo in it, not http or https."""
+        client = self._client
+        http = client._client
+        if type(http) is not AsyncHttpxClientWrapper or client.custom_auth is not None:
+            return None
+        if getattr(client, "_workload_identity_auth", None) is not None:
+            return None
+        if getattr(client, "_provider_runtime", None) is not None:
+            return None
+        if client._platform is None:  # as request(): get_platform can block, so in a thread, once
+            client._platform = await asyncify(get_platform)()
+        options = FinalRequestOptions.construct(
+            method="post",
+            url="/chat/completions",
+            json_data=None,
+            content=body,
+            files=None,
+            headers={"Content-Type": "application/json"},
+        )
+        if client._idempotency_header:
+            options.idempotency_key = client._idempotency_key()
+        options = await client._prepare_options(options)
+        http_request = client._build_request(options, retries_taken=0)
+        await client._prepare_request(http_request)
+        url = http_request.url
+        if url.scheme not in ("http", "https") or url.userinfo:
+            return None
+        if http._transport_for_url(url) is not http._transport:  # a proxy (HTTP_PROXY, NO_PROXY ...)
+            return None
+        return http_request
 
     # --- lean: the SDK's client, our body and our SSE parser ---------------------------------------
     def _body(self, request: ReplyRequest) -> bytes:
@@ -156,9 +243,11 @@ class OpenAIProvider:
     async def _lean_pieces(self, response: Any) -> AsyncIterator[Piece]:
         """Text pieces, then one final piece with the finish reason (as :meth:`_pieces`)."""
         finish_reason: str | None = None
+        done = False
         try:
             async for data in _sse_data(response):
                 if data.startswith(_DONE):
+                    done = True
                     break
                 chunk = _loads(data)
                 if isinstance(chunk, Mapping):
@@ -193,8 +282,11 @@ class OpenAIProvider:
             raise translate(exc, connect_timeout_s=self._connect_timeout_s) from exc
         finally:
             # Ended, failed or cancelled: close the HTTP response so the upstream socket is released.
-            with contextlib.suppress(Exception):
-                await response.aclose()
+            if done and isinstance(response, WireResponse):
+                response.release_after_end()  # pooled if its terminator follows [DONE], as it should
+            else:
+                with contextlib.suppress(Exception):
+                    await response.aclose()
         if finish_reason is None:
             raise UpstreamUnavailable("the model provider closed the stream before the end of the reply")
         yield Piece(finish_reason=finish_reason)
@@ -252,6 +344,8 @@ class OpenAIProvider:
             raise err from exc
 
     async def close(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
         await self._client.close()
 
 

@@ -92,24 +92,41 @@ async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tup
     return pieces, error
 
 
+@pytest.mark.parametrize("parser", ["lean", "wire"])
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_the_lean_path_yields_the_same_pieces_and_errors_as_the_sdk_for_every_fault(
-    fake: FakeOpenAI, fault: str
+async def test_the_lean_and_wire_paths_yield_the_same_pieces_and_errors_as_the_sdk_for_every_fault(
+    fake: FakeOpenAI, fault: str, parser: StreamParser
 ) -> None:
-    lean = await run(fake, "lean", FAULTS[fault])
+    ours = await run(fake, parser, FAULTS[fault])
     sdk = await run(fake, "sdk", FAULTS[fault])
-    assert lean == sdk
-    assert lean[0] or lean[1], "the script produced something to compare"
+    assert ours == sdk
+    assert ours[0] or ours[1], "the script produced something to compare"
 
 
-async def test_the_lean_path_sends_the_request_the_sdk_sends(fake: FakeOpenAI) -> None:
-    await run(fake, "lean", Reply(text="a"))
+def test_the_wire_path_yields_the_same_pieces_and_errors_as_the_sdk_for_every_fault_on_uvloop() -> None:
+    """The server runs on uvloop (uvicorn picks it when installed), whose transports differ from asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with FakeOpenAI() as fake:
+            for fault, scenario in FAULTS.items():
+                wire = await run(fake, "wire", scenario)
+                sdk = await run(fake, "sdk", scenario)
+                assert wire == sdk, fault
+            assert fake.errors == []
+
+    uvloop.run(main())
+
+
+@pytest.mark.parametrize("parser", ["lean", "wire"])
+async def test_the_lean_and_wire_paths_send_the_request_the_sdk_sends(fake: FakeOpenAI, parser: StreamParser) -> None:
+    await run(fake, parser, Reply(text="a"))
     await run(fake, "sdk", Reply(text="a"))
-    lean, sdk = fake.chat_requests
-    assert lean.json == sdk.json
-    assert lean.json is not None and lean.json["stream_options"] == {"include_usage": True}
-    for header in ("authorization", "content-type", "user-agent"):
-        assert lean.headers[header] == sdk.headers[header]
+    ours, sdk = fake.chat_requests
+    assert (ours.method, ours.path, ours.json) == (sdk.method, sdk.path, sdk.json)  # the same body, keys reordered
+    assert ours.json is not None and ours.json["stream_options"] == {"include_usage": True}
+    # Every header but the per-request ones (the SDK's stream path sends no idempotency key either).
+    assert ours.headers == sdk.headers
 
 
 class _Body:

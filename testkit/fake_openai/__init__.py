@@ -28,7 +28,9 @@ Routes (all under ``/v1``):
 
 Every response carries ``Connection: close``: one request per TCP connection, which keeps
 :attr:`FakeOpenAI.open_connections` easy to reason about (one open socket == one request that
-is still in flight on the client side).
+is still in flight on the client side). ``FakeOpenAI(keep_alive=True)`` instead keeps a connection
+open after a complete ``Reply`` or ``Status`` and serves the next request on it (then an open socket
+may also be an idle pooled one); :attr:`FakeOpenAI.connections_accepted` counts connections.
 
 Every request is recorded in :attr:`FakeOpenAI.requests` as soon as its body has been read, i.e.
 before the scenario starts, so ``wait_for_requests`` also works for stalled requests.

@@ -75,8 +75,13 @@ class FakeOpenAI:
     :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, default: Scenario | ByContent | None = None) -> None:
+    def __init__(self, default: Scenario | ByContent | None = None, *, keep_alive: bool = False) -> None:
         self.default: Scenario | ByContent = default if default is not None else Reply()
+        self.keep_alive = keep_alive
+        """Keep the connection open after a complete reply (``Reply``, ``Status``, a model list) and
+        serve the next request on it; other scenarios still close. Off: ``Connection: close`` always."""
+        self.connections_accepted = 0
+        """Client connections accepted since the start (a client that reuses a connection opens fewer)."""
         self.requests: list[RecordedRequest] = []
         self.errors: list[BaseException] = []
         """Unexpected exceptions raised inside the server (bugs in the fake); should stay empty."""
@@ -183,6 +188,7 @@ class FakeOpenAI:
             self._tasks.add(task)
         conn = Conn(reader, writer)
         self._conns.add(conn)
+        self.connections_accepted += 1
         self._notify()
         try:
             await self._serve(conn)
@@ -202,13 +208,21 @@ class FakeOpenAI:
             self._notify()
 
     async def _serve(self, conn: Conn) -> None:
+        while await self._serve_one(conn) and self.keep_alive:
+            # The response is complete and nothing was awaited since its last byte was written, so
+            # the client cannot have sent its next request yet: the watcher stops before reading it.
+            await conn.stop_watching()
+            conn.gone.clear()
+
+    async def _serve_one(self, conn: Conn) -> bool:
+        """Serve one request; True when the response was complete and the connection may serve another."""
         try:
             parsed = await read_request(conn.reader)
         except BadRequest as exc:
             await self._send_json(conn, 400, error_body(str(exc), "invalid_request_error"))
-            return
+            return False
         if parsed is None:  # connected and closed without a request
-            return
+            return False
         method, target, headers, body = parsed
         path = target.split("?", 1)[0]
         data: Any = None
@@ -227,7 +241,7 @@ class FakeOpenAI:
             if method != "POST":
                 self._record(record)
                 await self._send_json(conn, 405, error_body(f"Method {method} not allowed.", "invalid_request_error"))
-                return
+                return False
             script = self._queue.popleft() if self._queue else self.default
             scenario = script.pick(record.json) if isinstance(script, ByContent) else script
             record.scenario = scenario
@@ -239,9 +253,9 @@ class FakeOpenAI:
                     400,
                     error_body("We could not parse the JSON body of your request.", "invalid_request_error"),
                 )
-                return
+                return False
             await self._chat(conn, record.json, scenario)
-            return
+            return isinstance(scenario, Reply | Status)
 
         self._record(record)
         if path.rstrip("/") == "/v1/models" and method == "GET":
@@ -254,16 +268,21 @@ class FakeOpenAI:
                     "data": [{"id": FAKE_MODEL, "object": "model", "created": created, "owned_by": "fake"}],
                 },
             )
-            return
+            return True
         await self._send_json(
             conn, 404, error_body(f"Invalid URL ({method} {path})", "invalid_request_error", "unknown_url")
         )
+        return False
 
     def _record(self, record: RecordedRequest) -> None:
         self.requests.append(record)
         self._notify()
 
     # ---- responses -------------------------------------------------------------------------
+
+    @property
+    def _connection(self) -> str:
+        return "keep-alive" if self.keep_alive else "close"
 
     def _request_id(self) -> str:
         return f"req_fake{next(self._ids):06d}"
@@ -275,7 +294,7 @@ class FakeOpenAI:
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("Connection", "close"),
+            ("Connection", self._connection),
             ("x-request-id", self._request_id()),
             *(extra_headers or []),
         ]
@@ -286,7 +305,7 @@ class FakeOpenAI:
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Transfer-Encoding", "chunked"),
             ("Cache-Control", "no-cache"),
-            ("Connection", "close"),
+            ("Connection", self._connection),
             ("x-request-id", self._request_id()),
             ("openai-processing-ms", "1"),
         ]
