@@ -52,6 +52,7 @@ the end completes, "… Starbucks", is not), so the client keeps the text so far
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
@@ -72,6 +73,7 @@ from persona.checks import (
 from persona.encoded import EncodedScanner
 from persona.facts import FactScanner, grounding
 from persona.language import LanguageGate, Verdict, reply_language
+from persona.leads import LEAD_CHARS
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
@@ -170,6 +172,10 @@ class BrandGuard:
         self._scan_at = 0
         self._rx_from = 0
         self._rx_held: int | None = None
+        # Where a match could start (persona.leads), judged once for good: raw offsets below `_leads_to`
+        # with the pattern's groups that could match there (a bit mask), from `_rx_from` on.
+        self._leads: list[tuple[int, int]] = []
+        self._leads_to = 0
         # Recited instructions: the last words with their raw offsets, and the word still being written.
         self._recent: deque[tuple[str, int]] = deque(maxlen=LEAK_N)
         # The suffixes of those words that begin a run of the instructions (earliest first), kept as each
@@ -254,6 +260,7 @@ class BrandGuard:
             self._held = [held[: over - self._out]] if over > self._out else []
             self._fed = over
             self._scan = self._scan[: max(0, over - self._scan_at)]
+            self._leads, self._leads_to = [], self._rx_from  # (the leads near the new end are judged again)
         else:
             kept = text[: over - at]
             self._fed += len(kept)
@@ -449,10 +456,13 @@ class BrandGuard:
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
         # No match, complete or partial, starts before the first lead of the pattern (persona.leads): the
-        # search starts there, or is not needed (the partial search would find an empty match at the end).
-        leads = self.rules.leads
-        first = leads.first(self._scan, floor - self._scan_at) if leads is not None else floor - self._scan_at
-        match = self.rules.find(self._scan, first, partial=True) if first is not None else None
+        # search starts there, or is not needed (the partial search would find an empty match at the end);
+        # it needs only the groups that could match at one of the leads from there on.
+        if self.rules.leads is not None:
+            first, starts = self._first_lead(floor)
+        else:
+            first, starts = floor - self._scan_at, None
+        match = self.rules.find(self._scan, first, partial=True, starts=starts) if first is not None else None
         if match is not None and not match.partial:
             if match.end() < len(self._scan) or not _continues_word(self._scan):
                 return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
@@ -461,7 +471,11 @@ class BrandGuard:
             # held like a partial match, confirmed by the next piece or by the end of the reply. The regex
             # engine prefers a complete match to an earlier partial one: held from the earliest of them.
             start = match.start()
-            for at in range(floor - self._scan_at, start):
+            # (Only where a lead is: no match, complete or partial, starts anywhere else.)
+            leads = self._lead_starts(floor) if self.rules.leads is not None else range(floor - self._scan_at, start)
+            for at in leads:
+                if at >= start:
+                    break
                 early = pattern.match(self._scan, at, partial=True)
                 if early is not None:
                     start = at
@@ -477,6 +491,47 @@ class BrandGuard:
             self._scan_at = keep
         return None
 
+    def _first_lead(self, floor: int) -> tuple[int | None, list[tuple[int, int]] | None]:
+        """The first lead from raw offset ``floor`` (relative to the scan window; None: no match can start
+        from there), and the groups of the pattern that could match at a lead from there with the first
+        position where each could (:meth:`CompiledRules.group_search`; None: any group, search them all)."""
+        leads = self.rules.leads
+        assert leads is not None
+        found = self._leads
+        if found and found[0][0] < floor:
+            del found[: bisect.bisect_left(found, (floor, -2))]
+        scan, at = self._scan, self._scan_at
+        lo = max(self._leads_to, floor)
+        final = self._fed - LEAD_CHARS + 1  # a lead from here on could still change with more text
+        if final > lo:
+            found += [(p + at, mask) for p, mask in leads.masks(scan, lo - at, final - at)]
+            self._leads_to = lo = final
+        tail = leads.masks(scan, lo - at, len(scan))
+        if not found and not tail:
+            return None, None
+        first = found[0][0] - at if found else tail[0][0]
+        if not self.rules.groups:
+            return first, None
+        starts: dict[int, int] = {}
+        for p, mask in (*((p - at, mask) for p, mask in found), *tail):
+            if mask < 0:
+                return first, None
+            while mask:
+                low = mask & -mask
+                i = low.bit_length() - 1
+                if i not in starts:
+                    starts[i] = p
+                mask ^= low
+        return first, sorted(starts.items())
+
+    def _lead_starts(self, floor: int) -> list[int]:
+        """The leads from raw offset ``floor`` (offsets in the scan window), as :meth:`_first_lead` found them."""
+        at = self._scan_at
+        starts = [p - at for p, _ in self._leads if p >= floor]
+        lo = max(self._leads_to, floor) - at
+        assert self.rules.leads is not None
+        return starts + [p for p, _ in self.rules.leads.masks(self._scan, lo, len(self._scan))]
+
     def _end_findings(self) -> Finding | None:
         """At the end of the text: a phrase waiting for its word boundary, the last word's n-gram,
         a pattern that ends at the end."""
@@ -485,7 +540,11 @@ class BrandGuard:
             run, self._run = self._run, ""
             found = self._leak(run + " ", self._fed)
         if found is None and self.rules.regex is not None:
-            match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
+            if self.rules.leads is not None:  # (from the first lead, with the groups that could match: as above)
+                first, starts = self._first_lead(self._rx_from)
+                match = self.rules.find(self._scan, first, starts=starts) if first is not None else None
+            else:
+                match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if found is None and self._facts is not None:

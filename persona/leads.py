@@ -48,6 +48,7 @@ _FOLDS = frozenset(
 _REPEATS = tuple(getattr(_c, name) for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") if hasattr(_c, name))
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 _MAX_STEPS = 200_000  # parser nodes visited at most while reading the leads
+_MAX_MEMO = 65536  # text beginnings whose alternatives a Leads remembers
 
 
 _NORM_ASCII = {ord(c): " " if c in _SPACES else c.lower() for c in map(chr, range(128)) if c in _SPACES or c.isupper()}
@@ -80,7 +81,12 @@ class Leads:
     those that must start on a word boundary (``\\b``) apart from those that need not. A lead written
     case-sensitively with capitals (``(?-i:[A-Z]{4,})``) has :data:`_UPPER` for them, and no letters."""
 
-    def __init__(self, bounded: Iterable[str], free: Iterable[str]) -> None:
+    def __init__(
+        self,
+        bounded: Iterable[str],
+        free: Iterable[str],
+        owners: list[tuple[Iterable[str], Iterable[str]]] | None = None,
+    ) -> None:
         every = {*bounded, *free}
         self.lengths = sorted({len(s) for s in every})
         self.first_chars = frozenset(s[0] for s in every)
@@ -90,6 +96,24 @@ class Leads:
         self.bounded_prefixes = frozenset(s[:n] for s in self.bounded for n in range(1, len(s)))
         self.free_prefixes = frozenset(s[:n] for s in self.free for n in range(1, len(s)))
         self.shaped = any(_UPPER in s for s in every)  # compared with the text's capitals as _UPPER too
+        # Which alternatives (bit i: the i-th of `owners`, each its (bounded, free) leads) each lead and
+        # each proper prefix of a lead belongs to: :meth:`masks` tells which alternatives could match where.
+        self.everyone = (1 << len(owners)) - 1 if owners else -1  # -1: the alternatives are not known
+        self.bounded_masks: dict[str, int] = {}
+        self.free_masks: dict[str, int] = {}
+        self.bounded_prefix_masks: dict[str, int] = {}
+        self._masks: dict[tuple[str, bool, bool], int] = {}  # _mask's answers
+        self.free_prefix_masks: dict[str, int] = {}
+        for i, (own_bounded, own_free) in enumerate(owners or ()):
+            bit = 1 << i
+            for leads_, masks, prefixes in (
+                (own_bounded, self.bounded_masks, self.bounded_prefix_masks),
+                (own_free, self.free_masks, self.free_prefix_masks),
+            ):
+                for lead in leads_:
+                    masks[lead] = masks.get(lead, 0) | bit
+                    for n in range(1, len(lead)):
+                        prefixes[lead[:n]] = prefixes.get(lead[:n], 0) | bit
 
     def _hit(self, rest: str, at_boundary: bool, at_end: bool) -> bool:
         for length in self.lengths:
@@ -130,6 +154,65 @@ class Leads:
                 return p
         return None
 
+    def _mask(self, rest: str, at_boundary: bool, at_end: bool) -> int:
+        """:meth:`_hit` as the alternatives it hits (0: none); remembered (text repeats its words)."""
+        key = (rest, at_boundary, at_end)
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= _MAX_MEMO:
+                self._masks.clear()
+            mask = self._masks[key] = self._mask_of(rest, at_boundary, at_end)
+        return mask
+
+    def _mask_of(self, rest: str, at_boundary: bool, at_end: bool) -> int:
+        mask = 0
+        free, bounded = self.free_masks, self.bounded_masks
+        for length in self.lengths:
+            if length > len(rest):
+                break
+            piece = rest[:length]
+            mask |= free.get(piece, 0)
+            if at_boundary:
+                mask |= bounded.get(piece, 0)
+        if at_end:
+            mask |= self.free_prefix_masks.get(rest, 0)
+            if at_boundary:
+                mask |= self.bounded_prefix_masks.get(rest, 0)
+        return mask
+
+    def masks(self, text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """:meth:`first` for every position of ``text[lo:hi]``: (position, the alternatives that could match
+        there, complete or partial, as a bit mask; :attr:`everyone` where it cannot tell) for each position
+        where one could. A position ``LEAD_CHARS`` or more before the end of ``text`` is judged for good:
+        more text does not change its mask. Needs the alternatives (:func:`combined_leads` gives them)."""
+        n = len(text)
+        if lo >= hi:
+            return []
+        segment = text[lo : min(n, hi + LEAD_CHARS)]
+        norm = segment.translate(_NORM_ASCII)
+        if not norm.isascii():
+            norm = "".join(map(_norm, segment))
+        shape = segment.translate(_SHAPE_ASCII) if self.shaped else ""
+        first_chars, shaped, everyone = self.first_chars, self.shaped, self.everyone
+        out: list[tuple[int, int]] = []
+        for i in range(hi - lo):
+            char = norm[i]
+            if char != _WILD and char not in first_chars and not (shaped and shape[i] in first_chars):
+                continue
+            p = lo + i
+            at_boundary = not (p > 0 and text[p - 1] in _WORD and text[p] in _WORD)
+            rest = norm[i : i + LEAD_CHARS]
+            if _WILD in rest:
+                out.append((p, everyone))
+                continue
+            at_end = p + LEAD_CHARS > n
+            mask = self._mask(rest, at_boundary, at_end)
+            if shaped:
+                mask |= self._mask(shape[i : i + LEAD_CHARS], at_boundary, at_end)
+            if mask:
+                out.append((p, mask))
+        return out
+
 
 def leads(pattern: str, flags: int = re.IGNORECASE) -> Leads | None:
     """The leads of ``pattern`` (written in :mod:`re` syntax), or None when an alternative may begin
@@ -145,15 +228,17 @@ def combined_leads(alternatives: Iterable[tuple[str, bool]], flags: int = re.IGN
         return None  # (an empty pattern matches everywhere)
     bounded: set[str] = set()
     free: set[str] = set()
+    owners: list[tuple[Iterable[str], Iterable[str]]] = []
     for rx, at_word in alternatives:
         found = _alternative_leads(rx, at_word, flags)
         if found is None:
             return None
         bounded |= found[0]
         free |= found[1]
+        owners.append(found)
         if len(bounded) + len(free) > _MAX_LEADS:
             return None
-    return Leads(bounded, free)
+    return Leads(bounded, free, owners)
 
 
 @functools.lru_cache(maxsize=1024)
