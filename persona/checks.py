@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -233,6 +233,59 @@ class PhraseScanner:
                 if self._pending is None or start < self._pending[2]:
                     self._pending = (end[0], end[1], start)
         return None
+
+    def run(self, chars: str, offsets: Sequence[int]) -> tuple[int, Finding] | None:
+        """:meth:`step` over ``chars`` (``offsets[i]`` the raw offset of ``chars[i]``) up to the first
+        finding: (its character's offset, the finding). The same steps, without a call per character, and
+        a character inside a word while no phrase is under way is passed over at once."""
+        root = self._root
+        live = self._live
+        pending = self._pending
+        prev_word = self._prev_word
+        found: tuple[int, Finding] | None = None
+        for i, char in enumerate(chars):
+            word = char.isalnum() or char == "_"
+            if not live and pending is None:
+                if not (word and prev_word):
+                    child = root.get(char)
+                    if child is not None:
+                        live = [(child, offsets[i])]
+                        end = child.get(_END)
+                        if end is not None:
+                            if not end[2]:
+                                found = (offsets[i], Finding(end[0], end[1]))
+                                break
+                            pending = (end[0], end[1], offsets[i])
+                prev_word = word
+                continue
+            if pending is not None:
+                if not word:
+                    found = (offsets[i], Finding(pending[0], pending[1]))
+                    break
+                pending = None
+            nxt: list[tuple[Trie, int]] = []
+            for node, start in live:
+                child = node.get(char)
+                if child is not None:
+                    nxt.append((child, start))
+            if not (word and prev_word):
+                child = root.get(char)
+                if child is not None:
+                    nxt.append((child, offsets[i]))
+            prev_word = word
+            live = nxt
+            for node, start in nxt:
+                end = node.get(_END)
+                if end is not None:
+                    if not end[2]:
+                        found = (offsets[i], Finding(end[0], end[1]))
+                        break
+                    if pending is None or start < pending[2]:
+                        pending = (end[0], end[1], start)
+            if found is not None:
+                break
+        self._live, self._pending, self._prev_word = live, pending, prev_word
+        return found
 
     def held_from(self) -> int | None:
         """The earliest raw offset that is part of a phrase under way, if any."""

@@ -55,7 +55,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -370,32 +370,43 @@ class BrandGuard:
         )
 
     def _phrases(self, text: str, at: int) -> Finding | None:
-        """Banned phrases, filler, competitors, the canary: normalised one character at a time."""
+        """Banned phrases, filler, competitors, the canary: normalised one character at a time (a run
+        of whitespace as one space, the typographic apostrophe as a straight one; lower-cased for the
+        folded phrases), each scanner over the whole piece; the first finding, the cased scanner's first
+        at the same character."""
         folded, cased = self._folded, self._cased
-        prev_space = self._prev_space
-        for i, char in enumerate(text):
-            if char.isspace():
-                if prev_space:
-                    continue  # a run of whitespace is one space
-                prev_space, char = True, " "
-            else:
-                prev_space = False
-                if char == "\u2019":
-                    char = "'"
-            offset = at + i
-            if cased is not None:
-                found = cased.step(char, offset)
-                if found is not None:
-                    return found
-            lower = char.lower()
-            if len(lower) == 1:
-                found = folded.step(lower, offset)
-            else:
-                found = None
-                for part in lower:
-                    found = found or folded.step(part, offset)
-            if found is not None:
-                return found
+        if text.isascii() and text.isprintable() and "  " not in text and not (self._prev_space and text[0] == " "):
+            # (Printable ASCII, no run of spaces: each character is itself, one for one.)
+            offsets: Sequence[int] = range(at, at + len(text))
+            cased_found = cased.run(text, offsets) if cased is not None else None
+            found = folded.run(text.lower(), offsets)
+            prev_space = text[-1] == " "
+        else:
+            prev_space = self._prev_space
+            chars: list[str] = []
+            offsets = []
+            lowered: list[str] = []
+            lowered_at: list[int] = []
+            for i, char in enumerate(text):
+                if char.isspace():
+                    if prev_space:
+                        continue  # a run of whitespace is one space
+                    prev_space, char = True, " "
+                else:
+                    prev_space = False
+                    if char == "\u2019":
+                        char = "'"
+                chars.append(char)
+                offsets.append(at + i)
+                for part in char.lower():
+                    lowered.append(part)
+                    lowered_at.append(at + i)
+            cased_found = cased.run("".join(chars), offsets) if cased is not None else None
+            found = folded.run("".join(lowered), lowered_at)
+        if cased_found is not None and (found is None or cased_found[0] <= found[0]):
+            return cased_found[1]
+        if found is not None:
+            return found[1]
         self._prev_space = prev_space
         return None
 
@@ -502,11 +513,13 @@ class BrandGuard:
             del found[: bisect.bisect_left(found, (floor, -2))]
         scan, at = self._scan, self._scan_at
         lo = max(self._leads_to, floor)
-        final = self._fed - LEAD_CHARS + 1  # a lead from here on could still change with more text
-        if final > lo:
-            found += [(p + at, mask) for p, mask in leads.masks(scan, lo - at, final - at)]
-            self._leads_to = lo = final
+        final = self._fed - LEAD_CHARS + 1 - at  # a lead from here on could still change with more text
         tail = leads.masks(scan, lo - at, len(scan))
+        if final > lo - at:
+            cut = bisect.bisect_left(tail, (final, -2))
+            found += [(p + at, mask) for p, mask in tail[:cut]]
+            del tail[:cut]
+            self._leads_to = final + at
         if not found and not tail:
             return None, None
         first = found[0][0] - at if found else tail[0][0]

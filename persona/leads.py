@@ -102,7 +102,8 @@ class Leads:
         self.bounded_masks: dict[str, int] = {}
         self.free_masks: dict[str, int] = {}
         self.bounded_prefix_masks: dict[str, int] = {}
-        self._masks: dict[tuple[str, bool, bool], int] = {}  # _mask's answers
+        self._memo: dict[tuple[str, bool], int] = {}  # masks' answers by the next characters
+        self._candidates = _candidates(self.first_chars, frozenset(s[0] for s in self.free), self.shaped)
         self.free_prefix_masks: dict[str, int] = {}
         for i, (own_bounded, own_free) in enumerate(owners or ()):
             bit = 1 << i
@@ -155,16 +156,7 @@ class Leads:
         return None
 
     def _mask(self, rest: str, at_boundary: bool, at_end: bool) -> int:
-        """:meth:`_hit` as the alternatives it hits (0: none); remembered (text repeats its words)."""
-        key = (rest, at_boundary, at_end)
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) >= _MAX_MEMO:
-                self._masks.clear()
-            mask = self._masks[key] = self._mask_of(rest, at_boundary, at_end)
-        return mask
-
-    def _mask_of(self, rest: str, at_boundary: bool, at_end: bool) -> int:
+        """:meth:`_hit` as the alternatives it hits (0: none)."""
         mask = 0
         free, bounded = self.free_masks, self.bounded_masks
         for length in self.lengths:
@@ -180,38 +172,72 @@ class Leads:
                 mask |= self.bounded_prefix_masks.get(rest, 0)
         return mask
 
+    def _mask_at(self, raw: str, at_boundary: bool) -> int:
+        """The alternatives that could match at a position whose next characters are ``raw`` (``LEAD_CHARS``
+        of them, fewer at the end of the text), as :meth:`first` judges it."""
+        rest = raw.translate(_NORM_ASCII)
+        if not rest.isascii():
+            rest = "".join(map(_norm, raw))
+        if _WILD in rest:
+            return self.everyone
+        at_end = len(raw) < LEAD_CHARS
+        mask = self._mask(rest, at_boundary, at_end)
+        if self.shaped:
+            mask |= self._mask(raw.translate(_SHAPE_ASCII), at_boundary, at_end)
+        return mask
+
     def masks(self, text: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """:meth:`first` for every position of ``text[lo:hi]``: (position, the alternatives that could match
         there, complete or partial, as a bit mask; :attr:`everyone` where it cannot tell) for each position
         where one could. A position ``LEAD_CHARS`` or more before the end of ``text`` is judged for good:
-        more text does not change its mask. Needs the alternatives (:func:`combined_leads` gives them)."""
-        n = len(text)
-        if lo >= hi:
-            return []
-        segment = text[lo : min(n, hi + LEAD_CHARS)]
-        norm = segment.translate(_NORM_ASCII)
-        if not norm.isascii():
-            norm = "".join(map(_norm, segment))
-        shape = segment.translate(_SHAPE_ASCII) if self.shaped else ""
-        first_chars, shaped, everyone = self.first_chars, self.shaped, self.everyone
+        more text does not change its mask. Needs the alternatives (:func:`combined_leads` gives them).
+
+        Only the positions where a lead could begin are looked at (:attr:`_candidates`: a character that is
+        the first of a lead, within an ASCII word only of one that need not begin on a word boundary), and
+        the answer for the next ``LEAD_CHARS`` characters is remembered (replies repeat their words)."""
         out: list[tuple[int, int]] = []
-        for i in range(hi - lo):
-            char = norm[i]
-            if char != _WILD and char not in first_chars and not (shaped and shape[i] in first_chars):
-                continue
-            p = lo + i
+        if lo >= hi:
+            return out
+        memo = self._memo
+        for found in self._candidates.finditer(text, lo, hi):
+            p = found.start()
             at_boundary = not (p > 0 and text[p - 1] in _WORD and text[p] in _WORD)
-            rest = norm[i : i + LEAD_CHARS]
-            if _WILD in rest:
-                out.append((p, everyone))
-                continue
-            at_end = p + LEAD_CHARS > n
-            mask = self._mask(rest, at_boundary, at_end)
-            if shaped:
-                mask |= self._mask(shape[i : i + LEAD_CHARS], at_boundary, at_end)
+            key = (text[p : p + LEAD_CHARS], at_boundary)
+            mask = memo.get(key)
+            if mask is None:
+                if len(memo) >= _MAX_MEMO:
+                    memo.clear()
+                mask = memo[key] = self._mask_at(key[0], at_boundary)
             if mask:
                 out.append((p, mask))
         return out
+
+
+def _candidates(first_chars: frozenset[str], free_first: frozenset[str], shaped: bool) -> re.Pattern[str]:
+    """Where a lead could begin in a text (a superset, never less): a character outside ASCII (a wildcard,
+    but for the typographic apostrophe, compared as it is), an ASCII character that is the first of a lead
+    as compared (lower-cased, whitespace as a space, capitals as :data:`_UPPER` too when ``shaped``) at a
+    word boundary, or within a word the first of a lead that need not begin on one."""
+
+    def hits(char: str, firsts: frozenset[str]) -> bool:
+        return _norm(char) in firsts or (shaped and char.translate(_SHAPE_ASCII) in firsts)
+
+    ascii_ = [chr(c) for c in range(128)]
+    word = [c for c in ascii_ if c in _WORD and hits(c, first_chars)]
+    anywhere = [c for c in ascii_ if c not in _WORD and hits(c, first_chars)]
+    anywhere += [c for c in ascii_ if c in _WORD and hits(c, free_first)]
+    anywhere += [c for c in _KEEP if c in first_chars]
+
+    def cls(chars: Iterable[str]) -> str:
+        return "[" + "".join(f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in sorted(chars)) + "]"
+
+    keep = "".join(f"\\u{ord(c):04x}" for c in sorted(_KEEP))
+    parts = [f"[^\\x00-\\x7f{keep}]"]
+    if anywhere:
+        parts.append(cls(set(anywhere)))
+    if word:
+        parts.append("(?<![A-Za-z0-9_])" + cls(word))
+    return re.compile("|".join(parts))
 
 
 def leads(pattern: str, flags: int = re.IGNORECASE) -> Leads | None:
