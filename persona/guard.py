@@ -78,7 +78,7 @@ from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
 ABORTED = "aborted"  # finish reason for an attempt that ended without the upstream finishing
-_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789'")  # what persona.text.WORD is made of
+_WORD_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789'"  # what persona.text.WORD is made of
 
 
 @dataclass(frozen=True)
@@ -416,9 +416,7 @@ class BrandGuard:
             return None
         lowered = text.lower()
         exact = len(lowered) == len(text)
-        cut = len(lowered)
-        while cut > 0 and lowered[cut - 1] in _WORD_CHARS:
-            cut -= 1  # the last word may go on in the next piece
+        cut = len(lowered.rstrip(_WORD_CHARS))  # the last word may go on in the next piece
         if cut == 0:
             if not self._run:
                 self._run_at = at
@@ -427,19 +425,27 @@ class BrandGuard:
         done = self._run + lowered[:cut]
         base = self._run_at if self._run else at  # `done` is contiguous raw text from `base`
         self._run, self._run_at = lowered[cut:], at + cut if exact else at
+        prefixes, shingles = self.rules.leak_prefixes, self.rules.shingles
         for match in WORD.finditer(done):
             start = base + match.start() if exact else base  # lower() changed lengths: hold more
             word = match.group()
             self._recent.append((word, start))
-            prefixes = self.rules.leak_prefixes
-            live = [((*ws, word), at) for ws, at in self._leak_live if (*ws, word) in prefixes]
+            # The live runs are every run of the last words that begins a shingle (each one's shorter
+            # beginnings are live too), so the last LEAK_N words are a shingle exactly when the run of the
+            # LEAK_N - 1 before this word was live and goes on with it.
+            live = []
+            gram = None
+            for ws, at_ in self._leak_live:
+                grown = (*ws, word)
+                if grown in prefixes:
+                    live.append((grown, at_))
+                elif len(grown) == LEAK_N and grown in shingles:
+                    gram = grown
             if (word,) in prefixes:
                 live.append(((word,), start))
             self._leak_live = live
-            if len(self._recent) == LEAK_N:
-                gram = tuple(w for w, _ in self._recent)
-                if gram in self.rules.shingles:
-                    return Finding("prompt_leak", " ".join(gram))
+            if gram is not None:
+                return Finding("prompt_leak", " ".join(gram))
         return None
 
     def _leak_held_from(self) -> int | None:
