@@ -672,11 +672,18 @@ def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> 
 
 
 def unsupported(
-    text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS), *, lead: str = ""
+    text: str,
+    ground: Grounding,
+    kinds: frozenset[str] = frozenset(ALL_KINDS),
+    *,
+    lead: str = "",
+    extracted: Sequence[Fact] | None = None,
 ) -> list[Fact]:
     """The facts in ``text`` (a whole reply, or a region of one) its grounding does not support.
-    ``lead``: the capitalised words just before the region (already out), judged with a name it opens."""
-    found = [f for f in extract(text) if f.kind in kinds and ground.verdict(f) is not None]
+    ``lead``: the capitalised words just before the region (already out), judged with a name it opens.
+    ``extracted``: ``list(extract(text))``, when the caller has it already."""
+    facts = extract(text) if extracted is None else extracted
+    found = [f for f in facts if f.kind in kinds and ground.verdict(f) is not None]
     if "name" in kinds:
         for written, words, _ in name_runs(lead + text if lead else text):
             if ground.name_verdict(words) is not None:
@@ -905,10 +912,10 @@ class FactScanner:
             partial.lower() in _CONTINUE_PREFIXES or self._could_start(partial) or (self.names and word[:1].isupper())
         )
 
-    def _bound_facts(self, region: str) -> list[Fact]:
+    def _bound_facts(self, facts: Iterable[Fact]) -> list[Fact]:
         """The region's facts (of the checked kinds) with a key the knowledge binds to a topic."""
         keys = self._bound_keys
-        return [f for f in extract(region) if f.kind in self.kinds and any(k in keys for k in f.keys)]
+        return [f for f in facts if f.kind in self.kinds and any(k in keys for k in f.keys)]
 
     def _close(self, end: int) -> Finding | None:
         """Check the region ``[_region_at, end)`` and close it."""
@@ -917,9 +924,10 @@ class FactScanner:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
         lead, self._region_lead = self._region_lead, ""
-        facts = unsupported(region, self.ground, self.kinds, lead=lead)
+        extracted = list(extract(region))  # (once for both checks)
+        facts = unsupported(region, self.ground, self.kinds, lead=lead, extracted=extracted)
         # Grounded, but maybe only by knowledge about something else: the quantities the knowledge binds.
-        bindable = [] if facts or not self.ground.bound else self._bound_facts(region)
+        bindable = [] if facts or not self.ground.bound else self._bound_facts(extracted)
         if bindable:
             recent = self._recent_text
             at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`

@@ -532,15 +532,18 @@ class BrandGuard:
         if not self.rules.groups:
             return first, None
         starts: dict[int, int] = {}
-        for p, mask in (*((p - at, mask) for p, mask in found), *tail):
+        for p, mask in found:
             if mask < 0:
                 return first, None
-            while mask:
-                low = mask & -mask
-                i = low.bit_length() - 1
+            for i in _bits(mask):
+                if i not in starts:
+                    starts[i] = p - at
+        for p, mask in tail:
+            if mask < 0:
+                return first, None
+            for i in _bits(mask):
                 if i not in starts:
                     starts[i] = p
-                mask ^= low
         return first, sorted(starts.items())
 
     def _lead_starts(self, floor: int) -> list[int]:
@@ -656,6 +659,19 @@ class BrandGuard:
         # The cut sentence was partly out already: withdraw it, keep the whole sentences.
         self._stopped = True
         return GuardStep(violation="truncated", replacement=full[:end].rstrip())
+
+
+_BITS: dict[int, tuple[int, ...]] = {}
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    """The bits set in ``mask`` (a set of the pattern's groups), lowest first; remembered."""
+    bits = _BITS.get(mask)
+    if bits is None:
+        if len(_BITS) >= 65536:
+            _BITS.clear()
+        bits = _BITS[mask] = tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+    return bits
 
 
 def _continues_word(text: str) -> bool:
