@@ -289,10 +289,11 @@ class PhraseScanner:
 
     def held_from(self) -> int | None:
         """The earliest raw offset that is part of a phrase under way, if any."""
-        starts = [start for _, start in self._live]
-        if self._pending is not None:
-            starts.append(self._pending[2])
-        return min(starts) if starts else None
+        # (The live phrases are in the order they began: each step keeps the order and adds the newest last.)
+        live, pending = self._live, self._pending
+        if pending is None:
+            return live[0][1] if live else None
+        return min(live[0][1], pending[2]) if live else pending[2]
 
     def finish(self) -> Finding | None:
         """The end of the text confirms a whole phrase still waiting for its word boundary."""
