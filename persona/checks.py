@@ -523,8 +523,9 @@ def _combined(
 
 
 _FLAGS = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as `re` (brand files use `re`)
-# A reference to a group (by number or name, or a conditional on one): its pattern needs all the groups.
-_GROUP_REFERENCE = re.compile(r"\\[1-9]|\\[gk]<|\(\?P[=>]|\(\?\(|\(\?&|\(\?[+-]?[0-9]|\(\?R\)")
+# A reference to a group (by number or name, or a conditional on one): its pattern needs all the groups;
+# `\G` (where the search began): a group searched from its own first lead would move it.
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\\[gk]<|\(\?P[=>]|\(\?\(|\(\?&|\(\?[+-]?[0-9]|\(\?R\)|\\G")
 
 
 def _build(groups: tuple[tuple[str, str, bool], ...], keep: Callable[[str], bool]) -> str:
