@@ -326,7 +326,7 @@ class CompiledRules:
     # `leads` (same order); empty when a pattern refers to a group by number or name (a pattern of fewer
     # groups would number them otherwise).
     groups: tuple[tuple[str, str, bool], ...] = ()
-    _alone: dict[int, _Pattern] = field(default_factory=dict)  # each group's own pattern, once needed
+    _alone: dict[int, _Pattern] = field(default_factory=dict)  # each group's own pattern (see _compile)
 
     def group_search(self, text: str, starts: Iterable[tuple[int, int]], *, partial: bool = False) -> _Match | None:
         """``regex.search(text, pos, partial=partial)`` where only some of the groups could match (complete
@@ -342,7 +342,7 @@ class CompiledRules:
         for i, pos in starts:
             pattern = self._alone.get(i)
             if pattern is None:
-                pattern = self._alone[i] = regex.compile(_build(self.groups[i : i + 1], lambda n: True), _FLAGS)
+                pattern = self._alone[i] = _alone(self.groups[i])
             match = pattern.search(text, pos, partial=partial)
             if match is None or (complete and match.partial):
                 continue
@@ -467,7 +467,7 @@ def _compile(brand: Brand) -> CompiledRules:
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
     shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
-    return CompiledRules(
+    rules = CompiledRules(
         literals=literals,
         regex=pattern,
         names=names,
@@ -485,6 +485,10 @@ def _compile(brand: Brand) -> CompiledRules:
         leads=starts,
         groups=groups,
     )
+    # Each group's own pattern now, with the combined one, rather than in the reply that first needs it:
+    # compiling the largest takes 30-50 ms, which would stall the event loop mid-reply.
+    rules._alone.update((i, _alone(group)) for i, group in enumerate(groups))
+    return rules
 
 
 def _combined(
@@ -526,6 +530,11 @@ _FLAGS = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as 
 # A reference to a group (by number or name, or a conditional on one): its pattern needs all the groups;
 # `\G` (where the search began): a group searched from its own first lead would move it.
 _GROUP_REFERENCE = re.compile(r"\\[1-9]|\\[gk]<|\(\?P[=>]|\(\?\(|\(\?&|\(\?[+-]?[0-9]|\(\?R\)|\\G")
+
+
+def _alone(group: tuple[str, str, bool]) -> _Pattern:
+    """A group's pattern on its own (:meth:`CompiledRules.group_search`)."""
+    return regex.compile(_build((group,), lambda n: True), _FLAGS)
 
 
 def _build(groups: tuple[tuple[str, str, bool], ...], keep: Callable[[str], bool]) -> str:
