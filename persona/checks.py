@@ -60,8 +60,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import regex
@@ -234,12 +234,66 @@ class PhraseScanner:
                     self._pending = (end[0], end[1], start)
         return None
 
+    def run(self, chars: str, offsets: Sequence[int]) -> tuple[int, Finding] | None:
+        """:meth:`step` over ``chars`` (``offsets[i]`` the raw offset of ``chars[i]``) up to the first
+        finding: (its character's offset, the finding). The same steps, without a call per character, and
+        a character inside a word while no phrase is under way is passed over at once."""
+        root = self._root
+        live = self._live
+        pending = self._pending
+        prev_word = self._prev_word
+        found: tuple[int, Finding] | None = None
+        for i, char in enumerate(chars):
+            word = char.isalnum() or char == "_"
+            if not live and pending is None:
+                if not (word and prev_word):
+                    child = root.get(char)
+                    if child is not None:
+                        live = [(child, offsets[i])]
+                        end = child.get(_END)
+                        if end is not None:
+                            if not end[2]:
+                                found = (offsets[i], Finding(end[0], end[1]))
+                                break
+                            pending = (end[0], end[1], offsets[i])
+                prev_word = word
+                continue
+            if pending is not None:
+                if not word:
+                    found = (offsets[i], Finding(pending[0], pending[1]))
+                    break
+                pending = None
+            nxt: list[tuple[Trie, int]] = []
+            for node, start in live:
+                child = node.get(char)
+                if child is not None:
+                    nxt.append((child, start))
+            if not (word and prev_word):
+                child = root.get(char)
+                if child is not None:
+                    nxt.append((child, offsets[i]))
+            prev_word = word
+            live = nxt
+            for node, start in nxt:
+                end = node.get(_END)
+                if end is not None:
+                    if not end[2]:
+                        found = (offsets[i], Finding(end[0], end[1]))
+                        break
+                    if pending is None or start < pending[2]:
+                        pending = (end[0], end[1], start)
+            if found is not None:
+                break
+        self._live, self._pending, self._prev_word = live, pending, prev_word
+        return found
+
     def held_from(self) -> int | None:
         """The earliest raw offset that is part of a phrase under way, if any."""
-        starts = [start for _, start in self._live]
-        if self._pending is not None:
-            starts.append(self._pending[2])
-        return min(starts) if starts else None
+        # (The live phrases are in the order they began: each step keeps the order and adds the newest last.)
+        live, pending = self._live, self._pending
+        if pending is None:
+            return live[0][1] if live else None
+        return min(live[0][1], pending[2]) if live else pending[2]
 
     def finish(self) -> Finding | None:
         """The end of the text confirms a whole phrase still waiting for its word boundary."""
@@ -268,13 +322,49 @@ class CompiledRules:
     negatable: frozenset[str]  # regex groups of don't-rules with unless_negated
     plain: _Pattern | None  # the alternatives that are not negatable (same group names)
     leads: Leads | None = None  # where a match of `regex` could start (None: anywhere; persona.leads)
+    # The groups of `regex` in order, (name, pattern, under the shared leading \b), the alternatives of
+    # `leads` (same order); empty when a pattern refers to a group by number or name (a pattern of fewer
+    # groups would number them otherwise).
+    groups: tuple[tuple[str, str, bool], ...] = ()
+    _alone: dict[int, _Pattern] = field(default_factory=dict)  # each group's own pattern (see _compile)
 
-    def find(self, text: str, pos: int = 0, *, partial: bool = False) -> _Match | None:
+    def group_search(self, text: str, starts: Iterable[tuple[int, int]], *, partial: bool = False) -> _Match | None:
+        """``regex.search(text, pos, partial=partial)`` where only some of the groups could match (complete
+        or partial) from ``pos`` on (:meth:`persona.leads.Leads.masks`): ``starts`` are those groups (index
+        in :attr:`groups`) with the first position where each could. Each is searched alone from there;
+        the engine tries the groups in order at each position, so the combined search finds the leftmost
+        complete match of them all (the first group at that position), else the leftmost partial one
+        (partial matches only as where they start: an empty partial match at the end of the text, which
+        the combined search may find where no group finds one, is not told). A few small patterns cost
+        far less than hundreds of alternatives tried at every position."""
+        best: tuple[int, int, _Match] | None = None
+        complete = False
+        for i, pos in starts:
+            pattern = self._alone.get(i)
+            if pattern is None:
+                pattern = self._alone[i] = _alone(self.groups[i])
+            match = pattern.search(text, pos, partial=partial)
+            if match is None or (complete and match.partial):
+                continue
+            key = (match.start(), i, match)
+            if not match.partial and not complete:
+                best, complete = key, True
+            elif best is None or key[:2] < best[:2]:
+                best = key
+        return best[2] if best is not None else None
+
+    def find(
+        self, text: str, pos: int = 0, *, partial: bool = False, starts: Iterable[tuple[int, int]] | None = None
+    ) -> _Match | None:
         """The first pattern match from ``pos`` that is not excused by a negation before it
-        (``unless_negated`` rules); with ``partial``, a match the text could still complete."""
+        (``unless_negated`` rules); with ``partial``, a match the text could still complete. ``starts``:
+        the first search is :meth:`group_search` (only those groups could match)."""
         if self.regex is None:
             return None
-        match = self.regex.search(text, pos, partial=partial)
+        if starts is not None:
+            match = self.group_search(text, starts, partial=partial)
+        else:
+            match = self.regex.search(text, pos, partial=partial)
         while (
             match is not None
             and not match.partial
@@ -371,11 +461,13 @@ def _compile(brand: Brand) -> CompiledRules:
     for family in families(brand):
         alternatives.append((family.rule, family.pattern))
         excusable.append(family.negatable)
-    names, negatable, pattern, plain, starts = _combined(alternatives, excusable)
+    names, negatable, pattern, plain, starts, groups = _combined(alternatives, excusable)
+    if starts is None or any(_GROUP_REFERENCE.search(rx) for _, rx, _ in groups):
+        groups = ()  # (no leads: no sub-patterns; a group reference: a sub-pattern would number groups otherwise)
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
     shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
-    return CompiledRules(
+    rules = CompiledRules(
         literals=literals,
         regex=pattern,
         names=names,
@@ -391,15 +483,20 @@ def _compile(brand: Brand) -> CompiledRules:
         negatable=negatable,
         plain=plain,
         leads=starts,
+        groups=groups,
     )
+    # Each group's own pattern now, with the combined one, rather than in the reply that first needs it:
+    # compiling the largest takes 30-50 ms, which would stall the event loop mid-reply.
+    rules._alone.update((i, _alone(group)) for i, group in enumerate(groups))
+    return rules
 
 
 def _combined(
     alternatives: list[tuple[str, str]], excusable: list[bool]
-) -> tuple[dict[str, str], frozenset[str], _Pattern, _Pattern | None, Leads | None]:
+) -> tuple[dict[str, str], frozenset[str], _Pattern, _Pattern | None, Leads | None, tuple[tuple[str, str, bool], ...]]:
     """One pattern for every rule: its group names → rules, the negatable groups, the pattern, the
-    pattern of the groups that are not negatable (same names), and where a match could start
-    (:mod:`persona.leads`).
+    pattern of the groups that are not negatable (same names), where a match could start
+    (:mod:`persona.leads`; its alternatives are the groups), and the groups (name, pattern, under ``\\b``).
 
     Most alternatives begin on a word boundary (``\\b(?:…)``). They are gathered under one leading
     ``\\b``, so at the three positions in four that are inside a word the engine rejects them all with a
@@ -421,18 +518,32 @@ def _combined(
                     negatable.add(name)
                 out.append((name, "|".join(group)))
 
-    def build(keep: Callable[[str], bool]) -> str:
-        head = [f"(?P<{n}>{rx})" for n, rx in free if keep(n)]
-        tail = [f"(?P<{n}>{rx})" for n, rx in bounded if keep(n)]
-        if tail:
-            head.append("\\b(?:" + "|".join(tail) + ")")
-        return "|".join(head)
-
-    flags = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as `re` (brand files use `re`)
-    pattern = regex.compile(build(lambda n: True), flags)
-    plain_rx = build(lambda n: n not in negatable)
+    groups = tuple((n, rx, False) for n, rx in free) + tuple((n, rx, True) for n, rx in bounded)
+    pattern = regex.compile(_build(groups, lambda n: True), _FLAGS)
+    plain_rx = _build(groups, lambda n: n not in negatable)
     starts = combined_leads([(rx, False) for _, rx in free] + [(rx, True) for _, rx in bounded])
-    return names, frozenset(negatable), pattern, regex.compile(plain_rx, flags) if plain_rx else None, starts
+    plain = regex.compile(plain_rx, _FLAGS) if plain_rx else None
+    return names, frozenset(negatable), pattern, plain, starts, groups
+
+
+_FLAGS = regex.IGNORECASE | regex.V0  # V0: the same syntax and case folding as `re` (brand files use `re`)
+# A reference to a group (by number or name, or a conditional on one): its pattern needs all the groups;
+# `\G` (where the search began): a group searched from its own first lead would move it.
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\\[gk]<|\(\?P[=>]|\(\?\(|\(\?&|\(\?[+-]?[0-9]|\(\?R\)|\\G")
+
+
+def _alone(group: tuple[str, str, bool]) -> _Pattern:
+    """A group's pattern on its own (:meth:`CompiledRules.group_search`)."""
+    return regex.compile(_build((group,), lambda n: True), _FLAGS)
+
+
+def _build(groups: tuple[tuple[str, str, bool], ...], keep: Callable[[str], bool]) -> str:
+    """The pattern of the groups ``keep`` keeps: the free ones, then the others under one leading ``\\b``."""
+    head = [f"(?P<{n}>{rx})" for n, rx, at_word in groups if keep(n) and not at_word]
+    tail = [f"(?P<{n}>{rx})" for n, rx, at_word in groups if keep(n) and at_word]
+    if tail:
+        head.append("\\b(?:" + "|".join(tail) + ")")
+    return "|".join(head)
 
 
 def split_alternatives(rx: str) -> list[str]:

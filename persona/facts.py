@@ -619,29 +619,71 @@ def _subjects(sources: tuple[tuple[str, str], ...]) -> tuple[frozenset[str], ...
     return tuple(t - frozenset().union(*(o for j, o in enumerate(sets) if j != i)) for i, t in enumerate(sets))
 
 
+@dataclass(frozen=True)
+class _BrandPart:
+    """What :func:`grounding` takes from the brand alone (computed once per brand object)."""
+
+    base: Grounding
+    known: frozenset[str]  # the knowledge's and examples' texts
+    free: frozenset[tuple[object, ...]]  # the fact keys the brand's other texts state
+    bindings: tuple[tuple[tuple[object, ...], frozenset[str]], ...]
+    subjects: tuple[frozenset[str], ...]
+
+
+# By brand object (kept, so that a reused id() is told apart), as persona.checks.compile_rules does.
+_BRAND_PARTS: dict[tuple[int, str, str], tuple[Brand, _BrandPart]] = {}
+
+
+def _brand_part(brand: Brand) -> _BrandPart:
+    key = (id(brand), brand.id, brand.version)
+    cached = _BRAND_PARTS.get(key)
+    if cached is not None and cached[0] is brand:
+        return cached[1]
+    texts = brand_texts(brand)
+    base = _brand_grounding(texts, (brand.name, brand.persona_name))
+    sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
+    sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
+    known = frozenset(text for text, _ in sources)
+    free = frozenset().union(*(_text_grounding(t)[0] for t in texts if t and t not in known))
+    part = _BrandPart(
+        base,
+        known,
+        free,
+        _bindings(tuple(sources), len(brand.knowledge)),
+        _subjects(tuple(sources[: len(brand.knowledge)])),
+    )
+    if len(_BRAND_PARTS) > 256:
+        _BRAND_PARTS.clear()
+    _BRAND_PARTS[key] = (brand, part)
+    return part
+
+
 def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> Grounding:
     """The brand's grounding (computed once per brand version) plus ``context`` (and ``question``),
     with the quantities its knowledge and examples state bound to what they are about."""
-    base = _brand_grounding(brand_texts(brand), (brand.name, brand.persona_name))
-    sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
-    sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
+    part = _brand_part(brand)
     # A quantity stated anywhere else the brand speaks, or in the question or context, is not bound.
-    known = {text for text, _ in sources}
-    free = frozenset().union(
-        *(_text_grounding(t)[0] for t in (*brand_texts(brand), question, *context) if t and t not in known)
-    )
-    bound = tuple(b for b in _bindings(tuple(sources), len(brand.knowledge)) if b[0] not in free)
+    known = part.known
+    free = part.free.union(*(_text_grounding(t)[0] for t in (question, *context) if t and t not in known))
+    bound = tuple(b for b in part.bindings if b[0] not in free)
     texts = [t for t in (question, *context) if t]
-    merged = base.merged(texts) if texts else base
-    return dataclasses.replace(merged, bound=bound, subjects=_subjects(tuple(sources[: len(brand.knowledge)])))
+    merged = part.base.merged(texts) if texts else part.base
+    return dataclasses.replace(merged, bound=bound, subjects=part.subjects)
 
 
 def unsupported(
-    text: str, ground: Grounding, kinds: frozenset[str] = frozenset(ALL_KINDS), *, lead: str = ""
+    text: str,
+    ground: Grounding,
+    kinds: frozenset[str] = frozenset(ALL_KINDS),
+    *,
+    lead: str = "",
+    extracted: Sequence[Fact] | None = None,
 ) -> list[Fact]:
     """The facts in ``text`` (a whole reply, or a region of one) its grounding does not support.
-    ``lead``: the capitalised words just before the region (already out), judged with a name it opens."""
-    found = [f for f in extract(text) if f.kind in kinds and ground.verdict(f) is not None]
+    ``lead``: the capitalised words just before the region (already out), judged with a name it opens.
+    ``extracted``: ``list(extract(text))``, when the caller has it already."""
+    facts = extract(text) if extracted is None else extracted
+    found = [f for f in facts if f.kind in kinds and ground.verdict(f) is not None]
     if "name" in kinds:
         for written, words, _ in name_runs(lead + text if lead else text):
             if ground.name_verdict(words) is not None:
@@ -870,10 +912,10 @@ class FactScanner:
             partial.lower() in _CONTINUE_PREFIXES or self._could_start(partial) or (self.names and word[:1].isupper())
         )
 
-    def _bound_facts(self, region: str) -> list[Fact]:
+    def _bound_facts(self, facts: Iterable[Fact]) -> list[Fact]:
         """The region's facts (of the checked kinds) with a key the knowledge binds to a topic."""
         keys = self._bound_keys
-        return [f for f in extract(region) if f.kind in self.kinds and any(k in keys for k in f.keys)]
+        return [f for f in facts if f.kind in self.kinds and any(k in keys for k in f.keys)]
 
     def _close(self, end: int) -> Finding | None:
         """Check the region ``[_region_at, end)`` and close it."""
@@ -882,9 +924,10 @@ class FactScanner:
             return None
         region = self._tail[start - self._tail_at : end - self._tail_at]
         lead, self._region_lead = self._region_lead, ""
-        facts = unsupported(region, self.ground, self.kinds, lead=lead)
+        extracted = list(extract(region))  # (once for both checks)
+        facts = unsupported(region, self.ground, self.kinds, lead=lead, extracted=extracted)
         # Grounded, but maybe only by knowledge about something else: the quantities the knowledge binds.
-        bindable = [] if facts or not self.ground.bound else self._bound_facts(region)
+        bindable = [] if facts or not self.ground.bound else self._bound_facts(extracted)
         if bindable:
             recent = self._recent_text
             at = len(recent) - (self._tail_at + len(self._tail) - start)  # the region's start in `recent`

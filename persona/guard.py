@@ -52,9 +52,10 @@ the end completes, "… Starbucks", is not), so the client keeps the text so far
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -72,11 +73,12 @@ from persona.checks import (
 from persona.encoded import EncodedScanner
 from persona.facts import FactScanner, grounding
 from persona.language import LanguageGate, Verdict, reply_language
+from persona.leads import LEAD_CHARS
 from persona.length import LengthScanner
 from persona.text import WORD, last_sentence_end
 
 ABORTED = "aborted"  # finish reason for an attempt that ended without the upstream finishing
-_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789'")  # what persona.text.WORD is made of
+_WORD_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789'"  # what persona.text.WORD is made of
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,10 @@ class BrandGuard:
         self._scan_at = 0
         self._rx_from = 0
         self._rx_held: int | None = None
+        # Where a match could start (persona.leads), judged once for good: raw offsets below `_leads_to`
+        # with the pattern's groups that could match there (a bit mask), from `_rx_from` on.
+        self._leads: list[tuple[int, int]] = []
+        self._leads_to = 0
         # Recited instructions: the last words with their raw offsets, and the word still being written.
         self._recent: deque[tuple[str, int]] = deque(maxlen=LEAK_N)
         # The suffixes of those words that begin a run of the instructions (earliest first), kept as each
@@ -254,6 +260,7 @@ class BrandGuard:
             self._held = [held[: over - self._out]] if over > self._out else []
             self._fed = over
             self._scan = self._scan[: max(0, over - self._scan_at)]
+            self._leads, self._leads_to = [], self._rx_from  # (the leads near the new end are judged again)
         else:
             kept = text[: over - at]
             self._fed += len(kept)
@@ -363,32 +370,43 @@ class BrandGuard:
         )
 
     def _phrases(self, text: str, at: int) -> Finding | None:
-        """Banned phrases, filler, competitors, the canary: normalised one character at a time."""
+        """Banned phrases, filler, competitors, the canary: normalised one character at a time (a run
+        of whitespace as one space, the typographic apostrophe as a straight one; lower-cased for the
+        folded phrases), each scanner over the whole piece; the first finding, the cased scanner's first
+        at the same character."""
         folded, cased = self._folded, self._cased
-        prev_space = self._prev_space
-        for i, char in enumerate(text):
-            if char.isspace():
-                if prev_space:
-                    continue  # a run of whitespace is one space
-                prev_space, char = True, " "
-            else:
-                prev_space = False
-                if char == "\u2019":
-                    char = "'"
-            offset = at + i
-            if cased is not None:
-                found = cased.step(char, offset)
-                if found is not None:
-                    return found
-            lower = char.lower()
-            if len(lower) == 1:
-                found = folded.step(lower, offset)
-            else:
-                found = None
-                for part in lower:
-                    found = found or folded.step(part, offset)
-            if found is not None:
-                return found
+        if text.isascii() and text.isprintable() and "  " not in text and not (self._prev_space and text[0] == " "):
+            # (Printable ASCII, no run of spaces: each character is itself, one for one.)
+            offsets: Sequence[int] = range(at, at + len(text))
+            cased_found = cased.run(text, offsets) if cased is not None else None
+            found = folded.run(text.lower(), offsets)
+            prev_space = text[-1] == " "
+        else:
+            prev_space = self._prev_space
+            chars: list[str] = []
+            offsets = []
+            lowered: list[str] = []
+            lowered_at: list[int] = []
+            for i, char in enumerate(text):
+                if char.isspace():
+                    if prev_space:
+                        continue  # a run of whitespace is one space
+                    prev_space, char = True, " "
+                else:
+                    prev_space = False
+                    if char == "\u2019":
+                        char = "'"
+                chars.append(char)
+                offsets.append(at + i)
+                for part in char.lower():
+                    lowered.append(part)
+                    lowered_at.append(at + i)
+            cased_found = cased.run("".join(chars), offsets) if cased is not None else None
+            found = folded.run("".join(lowered), lowered_at)
+        if cased_found is not None and (found is None or cased_found[0] <= found[0]):
+            return cased_found[1]
+        if found is not None:
+            return found[1]
         self._prev_space = prev_space
         return None
 
@@ -398,9 +416,7 @@ class BrandGuard:
             return None
         lowered = text.lower()
         exact = len(lowered) == len(text)
-        cut = len(lowered)
-        while cut > 0 and lowered[cut - 1] in _WORD_CHARS:
-            cut -= 1  # the last word may go on in the next piece
+        cut = len(lowered.rstrip(_WORD_CHARS))  # the last word may go on in the next piece
         if cut == 0:
             if not self._run:
                 self._run_at = at
@@ -409,19 +425,27 @@ class BrandGuard:
         done = self._run + lowered[:cut]
         base = self._run_at if self._run else at  # `done` is contiguous raw text from `base`
         self._run, self._run_at = lowered[cut:], at + cut if exact else at
+        prefixes, shingles = self.rules.leak_prefixes, self.rules.shingles
         for match in WORD.finditer(done):
             start = base + match.start() if exact else base  # lower() changed lengths: hold more
             word = match.group()
             self._recent.append((word, start))
-            prefixes = self.rules.leak_prefixes
-            live = [((*ws, word), at) for ws, at in self._leak_live if (*ws, word) in prefixes]
+            # The live runs are every run of the last words that begins a shingle (each one's shorter
+            # beginnings are live too), so the last LEAK_N words are a shingle exactly when the run of the
+            # LEAK_N - 1 before this word was live and goes on with it.
+            live = []
+            gram = None
+            for ws, at_ in self._leak_live:
+                grown = (*ws, word)
+                if grown in prefixes:
+                    live.append((grown, at_))
+                elif len(grown) == LEAK_N and grown in shingles:
+                    gram = grown
             if (word,) in prefixes:
                 live.append(((word,), start))
             self._leak_live = live
-            if len(self._recent) == LEAK_N:
-                gram = tuple(w for w, _ in self._recent)
-                if gram in self.rules.shingles:
-                    return Finding("prompt_leak", " ".join(gram))
+            if gram is not None:
+                return Finding("prompt_leak", " ".join(gram))
         return None
 
     def _leak_held_from(self) -> int | None:
@@ -449,10 +473,13 @@ class BrandGuard:
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
         # No match, complete or partial, starts before the first lead of the pattern (persona.leads): the
-        # search starts there, or is not needed (the partial search would find an empty match at the end).
-        leads = self.rules.leads
-        first = leads.first(self._scan, floor - self._scan_at) if leads is not None else floor - self._scan_at
-        match = self.rules.find(self._scan, first, partial=True) if first is not None else None
+        # search starts there, or is not needed (the partial search would find an empty match at the end);
+        # it needs only the groups that could match at one of the leads from there on.
+        if self.rules.leads is not None:
+            first, starts = self._first_lead(floor)
+        else:
+            first, starts = floor - self._scan_at, None
+        match = self.rules.find(self._scan, first, partial=True, starts=starts) if first is not None else None
         if match is not None and not match.partial:
             if match.end() < len(self._scan) or not _continues_word(self._scan):
                 return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
@@ -461,7 +488,11 @@ class BrandGuard:
             # held like a partial match, confirmed by the next piece or by the end of the reply. The regex
             # engine prefers a complete match to an earlier partial one: held from the earliest of them.
             start = match.start()
-            for at in range(floor - self._scan_at, start):
+            # (Only where a lead is: no match, complete or partial, starts anywhere else.)
+            leads = self._lead_starts(floor) if self.rules.leads is not None else range(floor - self._scan_at, start)
+            for at in leads:
+                if at >= start:
+                    break
                 early = pattern.match(self._scan, at, partial=True)
                 if early is not None:
                     start = at
@@ -477,6 +508,52 @@ class BrandGuard:
             self._scan_at = keep
         return None
 
+    def _first_lead(self, floor: int) -> tuple[int | None, list[tuple[int, int]] | None]:
+        """The first lead from raw offset ``floor`` (relative to the scan window; None: no match can start
+        from there), and the groups of the pattern that could match at a lead from there with the first
+        position where each could (:meth:`CompiledRules.group_search`; None: any group, search them all)."""
+        leads = self.rules.leads
+        assert leads is not None
+        found = self._leads
+        if found and found[0][0] < floor:
+            del found[: bisect.bisect_left(found, (floor, -2))]
+        scan, at = self._scan, self._scan_at
+        lo = max(self._leads_to, floor)
+        final = self._fed - LEAD_CHARS + 1 - at  # a lead from here on could still change with more text
+        tail = leads.masks(scan, lo - at, len(scan))
+        if final > lo - at:
+            cut = bisect.bisect_left(tail, (final, -2))
+            found += [(p + at, mask) for p, mask in tail[:cut]]
+            del tail[:cut]
+            self._leads_to = final + at
+        if not found and not tail:
+            return None, None
+        first = found[0][0] - at if found else tail[0][0]
+        if not self.rules.groups:
+            return first, None
+        starts: dict[int, int] = {}
+        for p, mask in found:
+            if mask < 0:
+                return first, None
+            for i in _bits(mask):
+                if i not in starts:
+                    starts[i] = p - at
+        for p, mask in tail:
+            if mask < 0:
+                return first, None
+            for i in _bits(mask):
+                if i not in starts:
+                    starts[i] = p
+        return first, sorted(starts.items())
+
+    def _lead_starts(self, floor: int) -> list[int]:
+        """The leads from raw offset ``floor`` (offsets in the scan window), as :meth:`_first_lead` found them."""
+        at = self._scan_at
+        starts = [p - at for p, _ in self._leads if p >= floor]
+        lo = max(self._leads_to, floor) - at
+        assert self.rules.leads is not None
+        return starts + [p for p, _ in self.rules.leads.masks(self._scan, lo, len(self._scan))]
+
     def _end_findings(self) -> Finding | None:
         """At the end of the text: a phrase waiting for its word boundary, the last word's n-gram,
         a pattern that ends at the end."""
@@ -485,7 +562,11 @@ class BrandGuard:
             run, self._run = self._run, ""
             found = self._leak(run + " ", self._fed)
         if found is None and self.rules.regex is not None:
-            match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
+            if self.rules.leads is not None:  # (from the first lead, with the groups that could match: as above)
+                first, starts = self._first_lead(self._rx_from)
+                match = self.rules.find(self._scan, first, starts=starts) if first is not None else None
+            else:
+                match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if found is None and self._facts is not None:
@@ -578,6 +659,19 @@ class BrandGuard:
         # The cut sentence was partly out already: withdraw it, keep the whole sentences.
         self._stopped = True
         return GuardStep(violation="truncated", replacement=full[:end].rstrip())
+
+
+_BITS: dict[int, tuple[int, ...]] = {}
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    """The bits set in ``mask`` (a set of the pattern's groups), lowest first; remembered."""
+    bits = _BITS.get(mask)
+    if bits is None:
+        if len(_BITS) >= 65536:
+            _BITS.clear()
+        bits = _BITS[mask] = tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+    return bits
 
 
 def _continues_word(text: str) -> bool:

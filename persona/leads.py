@@ -48,6 +48,7 @@ _FOLDS = frozenset(
 _REPEATS = tuple(getattr(_c, name) for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") if hasattr(_c, name))
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 _MAX_STEPS = 200_000  # parser nodes visited at most while reading the leads
+_MAX_MEMO = 65536  # text beginnings whose alternatives a Leads remembers
 
 
 _NORM_ASCII = {ord(c): " " if c in _SPACES else c.lower() for c in map(chr, range(128)) if c in _SPACES or c.isupper()}
@@ -80,7 +81,12 @@ class Leads:
     those that must start on a word boundary (``\\b``) apart from those that need not. A lead written
     case-sensitively with capitals (``(?-i:[A-Z]{4,})``) has :data:`_UPPER` for them, and no letters."""
 
-    def __init__(self, bounded: Iterable[str], free: Iterable[str]) -> None:
+    def __init__(
+        self,
+        bounded: Iterable[str],
+        free: Iterable[str],
+        owners: list[tuple[Iterable[str], Iterable[str]]] | None = None,
+    ) -> None:
         every = {*bounded, *free}
         self.lengths = sorted({len(s) for s in every})
         self.first_chars = frozenset(s[0] for s in every)
@@ -90,6 +96,25 @@ class Leads:
         self.bounded_prefixes = frozenset(s[:n] for s in self.bounded for n in range(1, len(s)))
         self.free_prefixes = frozenset(s[:n] for s in self.free for n in range(1, len(s)))
         self.shaped = any(_UPPER in s for s in every)  # compared with the text's capitals as _UPPER too
+        # Which alternatives (bit i: the i-th of `owners`, each its (bounded, free) leads) each lead and
+        # each proper prefix of a lead belongs to: :meth:`masks` tells which alternatives could match where.
+        self.everyone = (1 << len(owners)) - 1 if owners else -1  # -1: the alternatives are not known
+        self.bounded_masks: dict[str, int] = {}
+        self.free_masks: dict[str, int] = {}
+        self.bounded_prefix_masks: dict[str, int] = {}
+        self._memo: dict[tuple[str, bool], int] = {}  # masks' answers by the next characters
+        self._candidates = _candidates(self.first_chars, frozenset(s[0] for s in self.free), self.shaped)
+        self.free_prefix_masks: dict[str, int] = {}
+        for i, (own_bounded, own_free) in enumerate(owners or ()):
+            bit = 1 << i
+            for leads_, masks, prefixes in (
+                (own_bounded, self.bounded_masks, self.bounded_prefix_masks),
+                (own_free, self.free_masks, self.free_prefix_masks),
+            ):
+                for lead in leads_:
+                    masks[lead] = masks.get(lead, 0) | bit
+                    for n in range(1, len(lead)):
+                        prefixes[lead[:n]] = prefixes.get(lead[:n], 0) | bit
 
     def _hit(self, rest: str, at_boundary: bool, at_end: bool) -> bool:
         for length in self.lengths:
@@ -130,6 +155,90 @@ class Leads:
                 return p
         return None
 
+    def _mask(self, rest: str, at_boundary: bool, at_end: bool) -> int:
+        """:meth:`_hit` as the alternatives it hits (0: none)."""
+        mask = 0
+        free, bounded = self.free_masks, self.bounded_masks
+        for length in self.lengths:
+            if length > len(rest):
+                break
+            piece = rest[:length]
+            mask |= free.get(piece, 0)
+            if at_boundary:
+                mask |= bounded.get(piece, 0)
+        if at_end:
+            mask |= self.free_prefix_masks.get(rest, 0)
+            if at_boundary:
+                mask |= self.bounded_prefix_masks.get(rest, 0)
+        return mask
+
+    def _mask_at(self, raw: str, at_boundary: bool) -> int:
+        """The alternatives that could match at a position whose next characters are ``raw`` (``LEAD_CHARS``
+        of them, fewer at the end of the text), as :meth:`first` judges it."""
+        rest = raw.translate(_NORM_ASCII)
+        if not rest.isascii():
+            rest = "".join(map(_norm, raw))
+        if _WILD in rest:
+            return self.everyone
+        at_end = len(raw) < LEAD_CHARS
+        mask = self._mask(rest, at_boundary, at_end)
+        if self.shaped:
+            mask |= self._mask(raw.translate(_SHAPE_ASCII), at_boundary, at_end)
+        return mask
+
+    def masks(self, text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """:meth:`first` for every position of ``text[lo:hi]``: (position, the alternatives that could match
+        there, complete or partial, as a bit mask; :attr:`everyone` where it cannot tell) for each position
+        where one could. A position ``LEAD_CHARS`` or more before the end of ``text`` is judged for good:
+        more text does not change its mask. Needs the alternatives (:func:`combined_leads` gives them).
+
+        Only the positions where a lead could begin are looked at (:attr:`_candidates`: a character that is
+        the first of a lead, within an ASCII word only of one that need not begin on a word boundary), and
+        the answer for the next ``LEAD_CHARS`` characters is remembered (replies repeat their words)."""
+        out: list[tuple[int, int]] = []
+        if lo >= hi:
+            return out
+        memo = self._memo
+        for found in self._candidates.finditer(text, lo, hi):
+            p = found.start()
+            at_boundary = not (p > 0 and text[p - 1] in _WORD and text[p] in _WORD)
+            key = (text[p : p + LEAD_CHARS], at_boundary)
+            mask = memo.get(key)
+            if mask is None:
+                if len(memo) >= _MAX_MEMO:
+                    memo.clear()
+                mask = memo[key] = self._mask_at(key[0], at_boundary)
+            if mask:
+                out.append((p, mask))
+        return out
+
+
+def _candidates(first_chars: frozenset[str], free_first: frozenset[str], shaped: bool) -> re.Pattern[str]:
+    """Where a lead could begin in a text (a superset, never less): a character outside ASCII (a wildcard,
+    but for the typographic apostrophe, compared as it is), an ASCII character that is the first of a lead
+    as compared (lower-cased, whitespace as a space, capitals as :data:`_UPPER` too when ``shaped``) at a
+    word boundary, or within a word the first of a lead that need not begin on one."""
+
+    def hits(char: str, firsts: frozenset[str]) -> bool:
+        return _norm(char) in firsts or (shaped and char.translate(_SHAPE_ASCII) in firsts)
+
+    ascii_ = [chr(c) for c in range(128)]
+    word = [c for c in ascii_ if c in _WORD and hits(c, first_chars)]
+    anywhere = [c for c in ascii_ if c not in _WORD and hits(c, first_chars)]
+    anywhere += [c for c in ascii_ if c in _WORD and hits(c, free_first)]
+    anywhere += [c for c in _KEEP if c in first_chars]
+
+    def cls(chars: Iterable[str]) -> str:
+        return "[" + "".join(f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in sorted(chars)) + "]"
+
+    keep = "".join(f"\\u{ord(c):04x}" for c in sorted(_KEEP))
+    parts = [f"[^\\x00-\\x7f{keep}]"]
+    if anywhere:
+        parts.append(cls(set(anywhere)))
+    if word:
+        parts.append("(?<![A-Za-z0-9_])" + cls(word))
+    return re.compile("|".join(parts))
+
 
 def leads(pattern: str, flags: int = re.IGNORECASE) -> Leads | None:
     """The leads of ``pattern`` (written in :mod:`re` syntax), or None when an alternative may begin
@@ -145,15 +254,17 @@ def combined_leads(alternatives: Iterable[tuple[str, bool]], flags: int = re.IGN
         return None  # (an empty pattern matches everywhere)
     bounded: set[str] = set()
     free: set[str] = set()
+    owners: list[tuple[Iterable[str], Iterable[str]]] = []
     for rx, at_word in alternatives:
         found = _alternative_leads(rx, at_word, flags)
         if found is None:
             return None
         bounded |= found[0]
         free |= found[1]
+        owners.append(found)
         if len(bounded) + len(free) > _MAX_LEADS:
             return None
-    return Leads(bounded, free)
+    return Leads(bounded, free, owners)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,4 +1,5 @@
-"""persona.leads: no match, complete or partial, of the guard's pattern starts before ``Leads.first``."""
+"""persona.leads: no match, complete or partial, of the guard's pattern starts before ``Leads.first``; the
+groups a lead could begin, searched alone, find what the whole pattern finds."""
 
 from __future__ import annotations
 
@@ -55,3 +56,44 @@ def test_no_match_starts_before_the_first_lead() -> None:
             if match is not None:
                 assert first is not None and first <= at, (rx[:60], text, pos, at, first)
                 break
+
+
+def _seen(match: regex.Match[str] | None, end: int) -> tuple[object, ...] | None:
+    """What the guard reads of a partial search's answer: nothing at the end, a partial match's start, a
+    complete match's span, group and text."""
+    if match is None or (match.partial and match.start() >= end):
+        return None
+    if match.partial:
+        return ("partial", match.start())
+    return ("complete", match.span(), match.lastgroup, match.group(0))
+
+
+def test_masks_and_group_search_find_what_the_pattern_finds() -> None:
+    """Leads.masks agrees with Leads.first, and searching only the groups a lead could begin (each alone,
+    from its first lead: CompiledRules.group_search) finds what the combined pattern finds, complete or
+    partial, on random texts for the shipped brands' rules."""
+    brands = load_brands(ROOT / "brands")
+    every = [compile_rules(brand) for brand in brands.values()]
+    assert all(rules.groups and rules.leads is not None for rules in every)
+    rng = random.Random(11)
+    for _ in range(3000):
+        rules = rng.choice(every)
+        assert rules.leads is not None and rules.regex is not None
+        text = "".join(rng.choice(WORDS) + rng.choice(SEPARATORS) for _ in range(rng.randint(1, 8)))
+        text = text[: rng.randint(1, len(text))]
+        text = rng.choice([text, text.upper(), text.lower(), text.capitalize()])
+        pos = rng.randrange(len(text))
+        found = rules.leads.masks(text, pos, len(text))
+        first = rules.leads.first(text, pos)
+        # (masks passes over a few positions first() reports: inside an ASCII word, where no lead that must
+        # begin on a word boundary can begin, and none that need not begins with this character)
+        assert not found or (first is not None and found[0][0] >= first), (text, pos, found[:1], first)
+        starts: dict[int, int] = {}
+        for at, mask in found:
+            for i in range(len(rules.groups)):
+                if mask < 0 or mask >> i & 1:
+                    starts.setdefault(i, at)
+        for partial in (True, False):
+            whole = rules.regex.search(text, pos, partial=partial)
+            some = rules.group_search(text, sorted(starts.items()), partial=partial) if found else None
+            assert _seen(some, len(text)) == _seen(whole, len(text)), (text, pos, partial)
