@@ -19,13 +19,13 @@ import pytest
 
 from testkit import T
 from testkit.processes import free_port
+from testkit.tcp import TcpServer
 
 
-class FakeAgent:
+class FakeAgent(TcpServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[str] = []
-        self.port = 0
-        self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -39,16 +39,6 @@ class FakeAgent:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> FakeAgent:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 @pytest.mark.skipif(

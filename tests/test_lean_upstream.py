@@ -63,6 +63,24 @@ FAULTS: dict[str, Scenario] = {
 }
 
 
+async def read_reply(
+    provider: OpenAIProvider, request: ReplyRequest = REQUEST
+) -> tuple[list[Piece], UpstreamError | None]:
+    """The pieces until the end or the first error, and that error."""
+    pieces: list[Piece] = []
+    try:
+        async with asyncio.timeout(5 * T):
+            iterator = await provider.open_reply(request)
+            try:
+                async for piece in iterator:
+                    pieces.append(piece)
+            finally:
+                await iterator.aclose()  # type: ignore[attr-defined]
+    except UpstreamError as exc:
+        return pieces, exc
+    return pieces, None
+
+
 async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tuple[list[Piece], tuple[Any, ...] | None]:
     """Pieces until the end or the first error, and the error as (class, code, message, status, retry_after_s)."""
     fake.enqueue(scenario)
@@ -74,20 +92,11 @@ async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tup
         read_timeout_s=READ_TIMEOUT_S,
         stream_parser=parser,
     )
-    pieces: list[Piece] = []
-    error: tuple[Any, ...] | None = None
     try:
-        async with asyncio.timeout(5 * T):
-            iterator = await provider.open_reply(REQUEST)
-            try:
-                async for piece in iterator:
-                    pieces.append(piece)
-            finally:
-                await iterator.aclose()  # type: ignore[attr-defined]
-    except UpstreamError as exc:
-        error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable)
+        pieces, exc = await read_reply(provider)
     finally:
         await provider.close()
+    error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable) if exc else None
     await fake.wait_for_open_connections(0, timeout=2 * T)
     return pieces, error
 

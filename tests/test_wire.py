@@ -19,12 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.base import Piece, ReplyRequest
-from llm.exceptions import UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from llm.base import ReplyRequest
+from llm.exceptions import UpstreamRateLimited, UpstreamTimeout
 from llm.openai_provider import OpenAIProvider, StreamParser
 from llm.wire import DRAIN_S, ChunkedDecoder
 from testkit import T
 from testkit.fake_openai import DEFAULT_TEXT, FakeOpenAI, Reply, StallBeforeHeaders, Status
+from testkit.tcp import TcpServer
+from tests.test_lean_upstream import read_reply
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,16 +47,8 @@ def provider(base_url: str, parser: StreamParser = "wire") -> OpenAIProvider:
 
 async def reply(upstream: OpenAIProvider) -> tuple[str, tuple[Any, ...] | None]:
     """The reply's text and finish reason, or the error as (class, code, message, status, retry-after)."""
-    pieces: list[Piece] = []
-    try:
-        async with asyncio.timeout(5 * T):
-            iterator = await upstream.open_reply(REQUEST)
-            try:
-                async for piece in iterator:
-                    pieces.append(piece)
-            finally:
-                await iterator.aclose()  # type: ignore[attr-defined]
-    except UpstreamError as exc:
+    pieces, exc = await read_reply(upstream, REQUEST)
+    if exc is not None:
         return "".join(p.text for p in pieces), (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s)
     return "".join(p.text for p in pieces), (pieces[-1].finish_reason,)
 
@@ -122,6 +116,14 @@ async def test_a_response_abandoned_mid_stream_closes_its_socket() -> None:
             await upstream.close()
 
 
+async def cancel_then_all_closed(task: asyncio.Task[Any], fake: FakeOpenAI) -> None:
+    """Cancel ``task``, let it end, and wait until the fake sees no connection open."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
 async def test_a_task_cancelled_mid_stream_closes_its_socket() -> None:
     async with FakeOpenAI(keep_alive=True) as fake:
         fake.enqueue(SLOW)
@@ -135,10 +137,7 @@ async def test_a_task_cancelled_mid_stream_closes_its_socket() -> None:
         try:
             task = asyncio.create_task(consume())
             await wait_until(lambda: len(got) >= 2)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await fake.wait_for_open_connections(0, timeout=2 * T)
+            await cancel_then_all_closed(task, fake)
         finally:
             await upstream.close()
 
@@ -150,10 +149,7 @@ async def test_a_task_cancelled_before_the_headers_closes_its_socket() -> None:
         try:
             task = asyncio.create_task(upstream.open_reply(REQUEST))
             await fake.wait_for_requests(1, timeout=2 * T)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await fake.wait_for_open_connections(0, timeout=2 * T)
+            await cancel_then_all_closed(task, fake)
         finally:
             await upstream.close()
 
@@ -227,34 +223,23 @@ def test_the_chunked_decoder_refuses_what_h11_refuses(chunk: bytes) -> None:
         ChunkedDecoder().feed(chunk)
 
 
-class RawUpstream:
+class RawUpstream(TcpServer):
     """A server that answers every request with the given response bytes, written in the given pieces
     (one write each, the loop run between them), then closes: HTTP at the byte level, for framings
     the fake OpenAI server never sends."""
 
     def __init__(self, pieces: list[bytes], *, hold: bool = False) -> None:
+        super().__init__()
         self.pieces = pieces
         self.hold = hold  # after the pieces, keep the socket open until the client closes it
         self.client_closed = asyncio.Event()
         self.heads: list[bytes] = []  # the request heads received
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> RawUpstream:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             self.heads.append(head)
