@@ -61,7 +61,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import regex
@@ -192,7 +192,7 @@ def _trie(literals: Iterable[_Literal]) -> Trie:
 
 
 class PhraseScanner:
-    """Literal phrases over a stream of normalised characters, one at a time, with the word-boundary
+    """Literal phrases over a stream of normalised characters, a run at a time, with the word-boundary
     rules of :meth:`_Literal.find`: a phrase that starts with a word character must not follow one, and
     one that ends with a word character is confirmed only by the next character (or the end).
 
@@ -207,37 +207,10 @@ class PhraseScanner:
         self._pending: tuple[str, str, int] | None = None  # a whole phrase waiting for a non-word char
         self._prev_word = False
 
-    def step(self, char: str, at: int) -> Finding | None:
-        """Take one normalised character that starts at raw offset ``at``; a finding when a phrase is complete."""
-        word = char.isalnum() or char == "_"
-        if self._pending is not None:
-            if not word:
-                return Finding(self._pending[0], self._pending[1])
-            self._pending = None
-        live: list[tuple[Trie, int]] = []
-        for node, start in self._live:
-            child = node.get(char)
-            if child is not None:
-                live.append((child, start))
-        if not (word and self._prev_word):
-            child = self._root.get(char)
-            if child is not None:
-                live.append((child, at))
-        self._prev_word = word
-        self._live = live
-        for node, start in live:
-            end = node.get(_END)
-            if end is not None:
-                if not end[2]:
-                    return Finding(end[0], end[1])
-                if self._pending is None or start < self._pending[2]:
-                    self._pending = (end[0], end[1], start)
-        return None
-
     def run(self, chars: str, offsets: Sequence[int]) -> tuple[int, Finding] | None:
-        """:meth:`step` over ``chars`` (``offsets[i]`` the raw offset of ``chars[i]``) up to the first
-        finding: (its character's offset, the finding). The same steps, without a call per character, and
-        a character inside a word while no phrase is under way is passed over at once."""
+        """Take the normalised ``chars`` (``offsets[i]`` the raw offset of ``chars[i]``) up to the first
+        finding, a phrase complete: (its character's offset, the finding). A character inside a word while
+        no phrase is under way is passed over at once."""
         root = self._root
         live = self._live
         pending = self._pending
@@ -326,7 +299,7 @@ class CompiledRules:
     # `leads` (same order); empty when a pattern refers to a group by number or name (a pattern of fewer
     # groups would number them otherwise).
     groups: tuple[tuple[str, str, bool], ...] = ()
-    _alone: dict[int, _Pattern] = field(default_factory=dict)  # each group's own pattern (see _compile)
+    alone: tuple[_Pattern, ...] = ()  # each group's own pattern, compiled with the combined one (see _compile)
 
     def group_search(self, text: str, starts: Iterable[tuple[int, int]], *, partial: bool = False) -> _Match | None:
         """``regex.search(text, pos, partial=partial)`` where only some of the groups could match (complete
@@ -340,10 +313,7 @@ class CompiledRules:
         best: tuple[int, int, _Match] | None = None
         complete = False
         for i, pos in starts:
-            pattern = self._alone.get(i)
-            if pattern is None:
-                pattern = self._alone[i] = _alone(self.groups[i])
-            match = pattern.search(text, pos, partial=partial)
+            match = self.alone[i].search(text, pos, partial=partial)
             if match is None or (complete and match.partial):
                 continue
             key = (match.start(), i, match)
@@ -467,7 +437,7 @@ def _compile(brand: Brand) -> CompiledRules:
     # Words the instructions share with what the brand says in public (its knowledge, examples,
     # canned replies) are no evidence of a leak: a good answer may quote a fact the rules repeat.
     shingles = encoded_grams(_grams(instruction_texts(brand)) - _grams(public_texts(brand)))
-    rules = CompiledRules(
+    return CompiledRules(
         literals=literals,
         regex=pattern,
         names=names,
@@ -484,11 +454,10 @@ def _compile(brand: Brand) -> CompiledRules:
         plain=plain,
         leads=starts,
         groups=groups,
+        # Each group's own pattern now, with the combined one, rather than in the reply that first needs
+        # it: compiling the largest takes 30-50 ms, which would stall the event loop mid-reply.
+        alone=tuple(_alone(group) for group in groups),
     )
-    # Each group's own pattern now, with the combined one, rather than in the reply that first needs it:
-    # compiling the largest takes 30-50 ms, which would stall the event loop mid-reply.
-    rules._alone.update((i, _alone(group)) for i, group in enumerate(groups))
-    return rules
 
 
 def _combined(

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -532,18 +533,11 @@ class BrandGuard:
         if not self.rules.groups:
             return first, None
         starts: dict[int, int] = {}
-        for p, mask in found:
+        for p, mask in itertools.chain(((p - at, mask) for p, mask in found), tail):  # window offsets, in order
             if mask < 0:
                 return first, None
             for i in _bits(mask):
-                if i not in starts:
-                    starts[i] = p - at
-        for p, mask in tail:
-            if mask < 0:
-                return first, None
-            for i in _bits(mask):
-                if i not in starts:
-                    starts[i] = p
+                starts.setdefault(i, p)
         return first, sorted(starts.items())
 
     def _lead_starts(self, floor: int) -> list[int]:
