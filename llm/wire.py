@@ -28,14 +28,14 @@ import asyncio
 import functools
 import itertools
 import re
-import select
 import socket
 import ssl
 from asyncio import staggered
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import httpx2
+from httpcore2._utils import is_socket_readable
 
 Origin = tuple[str, str, int]  # (scheme, host, port)
 
@@ -314,13 +314,10 @@ class _Connection(asyncio.Protocol):
         polls an idle socket the same way before reusing it): an idle connection the server has just
         closed is not reused."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return False
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        except (OSError, ValueError):
+            return sock is not None and not is_socket_readable(sock)  # poll(), not select(): any fd number
+        except OSError:
             return False
-        return not readable
 
     def close(self) -> None:
         """Close at once, whatever the state (idempotent; no await, so cancellation cannot skip it)."""
@@ -415,7 +412,9 @@ class _Connection(asyncio.Protocol):
         if pieces:
             self.body.extend(pieces)
             self.buffered += sum(map(len, pieces))
-            if self.buffered > HIGH_WATER_BYTES and not self._paused and self.transport is not None:
+            # (Only while the body is still arriving: a connection whose body ended goes back to the pool,
+            # and one paused there would never be read again.)
+            if self.state == _BODY and self.buffered > HIGH_WATER_BYTES and not self._paused and self.transport:
                 self._paused = True
                 self.transport.pause_reading()
         self._wake()
@@ -443,7 +442,7 @@ class _Connection(asyncio.Protocol):
     def _check_read(self) -> None:
         self._watchdog = None
         timeout = self._read_timeout
-        if self.state not in (_HEAD, _BODY) or self.error is not None or timeout is None:
+        if self.state not in (_HEAD, _BODY) or timeout is None:  # (a failure stops the watchdog itself)
             return
         now = self.loop.time()
         if self._paused:
@@ -514,9 +513,7 @@ class WireResponse:
 
     async def _decoded(self) -> AsyncIterator[bytes]:
         # Rare on a streamed reply: httpx2's own decoders (gzip, deflate, br, zstd as installed).
-        response = httpx2.Response(
-            self.status_code, headers=self._head.raw, stream=_Stream(self._raw()), request=self.request
-        )
+        response = httpx2.Response(self.status_code, headers=self._head.raw, content=self._raw(), request=self.request)
         async for chunk in response.aiter_bytes():
             yield chunk
 
@@ -547,15 +544,6 @@ class WireResponse:
         """The caller read what it wanted (the SSE ``[DONE]``): the connection goes back to the pool if
         the rest of the body (usually just the chunked terminator) ends cleanly within ``DRAIN_S``."""
         self._conn.drain()
-
-
-class _Stream(httpx2.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            yield chunk
 
 
 class WireClient:
@@ -616,7 +604,13 @@ class WireClient:
     def release(self, conn: _Connection) -> None:
         self._busy.discard(conn)
         idle = self._idle.setdefault(conn.origin, [])
-        if conn.reusable and not self._closed and len(idle) < MAX_IDLE_PER_ORIGIN and conn.state == _DONE:
+        if (
+            conn.reusable
+            and not conn._paused
+            and not self._closed
+            and len(idle) < MAX_IDLE_PER_ORIGIN
+            and conn.state == _DONE
+        ):
             conn.state = _IDLE
             conn.idle_since = conn.loop.time()
             idle.append(conn)
@@ -631,6 +625,11 @@ class WireClient:
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        if idle:
+            # The oldest first: those idle past the keep-alive expiry are closed, not only the one popped.
+            now = idle[0].loop.time()
+            while idle and now - idle[0].idle_since >= KEEPALIVE_EXPIRY_S:
+                idle.pop(0).close()
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the server
             if conn.state == _IDLE and conn.loop.time() - conn.idle_since < KEEPALIVE_EXPIRY_S and conn.quiet():
@@ -678,7 +677,6 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
     for info in infos:
         families.setdefault(info[0], []).append(info)
     ordered = [info for group in itertools.zip_longest(*families.values()) for info in group if info is not None]
-    errors: list[OSError] = []
     connected: list[socket.socket] = []
 
     async def attempt(info: Any) -> socket.socket:
@@ -688,10 +686,8 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await loop.sock_connect(sock, address)
-        except BaseException as exc:
+        except BaseException:
             sock.close()
-            if isinstance(exc, OSError):
-                errors.append(exc)
             raise
         connected.append(sock)
         return sock
@@ -699,8 +695,9 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
     if len(ordered) == 1:
         return await attempt(ordered[0])
     winner: socket.socket | None = None
+    errors: Sequence[BaseException | None] = ()
     try:
-        winner, _, _ = await staggered.staggered_race(
+        winner, _, errors = await staggered.staggered_race(
             [functools.partial(attempt, info) for info in ordered], HAPPY_EYEBALLS_DELAY_S
         )
     finally:
@@ -708,7 +705,7 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
             if sock is not winner:
                 sock.close()
     if winner is None:
-        raise errors[0] if errors else OSError(f"no address to connect to for {host}")
+        raise next((e for e in errors if isinstance(e, OSError)), OSError(f"no address to connect to for {host}"))
     return winner
 
 

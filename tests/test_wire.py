@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import gzip
 import itertools
+import os
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import llm.wire as wire_module
 from llm.base import ReplyRequest
 from llm.exceptions import UpstreamRateLimited, UpstreamTimeout
 from llm.openai_provider import OpenAIProvider, StreamParser
@@ -94,6 +97,93 @@ async def test_a_connection_the_server_closes_is_not_reused() -> None:
         finally:
             await upstream.close()
         await fake.wait_for_open_connections(0, timeout=2 * T)
+
+
+async def test_idle_connections_past_the_keep_alive_expiry_are_closed_not_only_the_one_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire_module, "KEEPALIVE_EXPIRY_S", 0.6 * T)
+    async with FakeOpenAI(keep_alive=True) as fake:
+        fake.enqueue(*(Reply(text=word) for word in ("one", "two", "three", "four")))
+        upstream = provider(fake.base_url)
+        assert upstream._wire is not None
+        wire = upstream._wire
+        try:
+            await asyncio.gather(reply(upstream), reply(upstream))  # two at once: two connections, A and B
+            await wait_until(lambda: wire.idle_connections() == 2)
+            await asyncio.sleep(0.4 * T)
+            assert (await reply(upstream))[1] == ("stop",)  # on B, the most recent: B is idle anew, A is not
+            await wait_until(lambda: wire.idle_connections() == 2)
+            await asyncio.sleep(0.3 * T)  # A idle past the expiry, B not
+            assert (await reply(upstream))[1] == ("stop",)  # on B again
+            assert fake.connections_accepted == 2
+            await fake.wait_for_open_connections(1, timeout=2 * T)  # A was closed when B was taken
+        finally:
+            await upstream.close()
+
+
+async def test_keep_alive_still_works_when_the_process_has_more_than_1024_descriptors() -> None:
+    # select() cannot watch a descriptor numbered 1024 or more; the check before reuse must not use it.
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit ({soft}) is too low to open descriptors past 1024")
+    spare = [os.dup(0) for _ in range(1100)]
+    try:
+        async with FakeOpenAI(keep_alive=True) as fake:
+            fake.enqueue(Reply(text="one"), Reply(text="two"))
+            upstream = provider(fake.base_url)
+            assert upstream._wire is not None
+            wire = upstream._wire
+            try:
+                assert (await reply(upstream))[1] == ("stop",)
+                await wait_until(lambda: wire.idle_connections() == 1)
+                assert (await reply(upstream))[1] == ("stop",)
+                assert fake.connections_accepted == 1
+            finally:
+                await upstream.close()
+    finally:
+        for fd in spare:
+            os.close(fd)
+
+
+class LargeBody(TcpServer):
+    """Answers every request on a connection with a body a little over the read buffer's high-water mark,
+    its last part sent once the first has arrived: the read that completes the body crosses the mark."""
+
+    BODY = b"x" * (wire_module.HIGH_WATER_BYTES + 100)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.BODY)
+                writer.write(head + self.BODY[: len(self.BODY) - 60_000])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(self.BODY[len(self.BODY) - 60_000 :])
+                await writer.drain()
+        writer.close()
+
+
+async def test_a_response_whose_body_ended_unread_leaves_a_connection_that_can_be_read_again() -> None:
+    async with LargeBody() as server:
+        client = wire_module.WireClient()
+        url = f"http://127.0.0.1:{server.port}/"
+        timeouts = {"timeout": {"connect": 2 * T, "read": 1 * T, "write": None, "pool": None}}
+        try:
+            first = await client.send(httpx2.Request("GET", url, extensions=timeouts))
+            await wait_until(lambda: first._conn.complete)  # the whole body arrived; the caller read none of it
+            first.close()
+            async with asyncio.timeout(3 * T):
+                second = await client.send(httpx2.Request("GET", url, extensions=timeouts))
+                assert len(await second.aread()) == len(LargeBody.BODY)
+        finally:
+            await client.aclose()
 
 
 # --- abandoned responses ------------------------------------------------------------------------------
