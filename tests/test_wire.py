@@ -154,10 +154,9 @@ class LargeBody(TcpServer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.connections = 0
+        self.closed = asyncio.Event()  # the client closed its connection, and so did we
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
                 await reader.readuntil(b"\r\n\r\n")
@@ -168,6 +167,7 @@ class LargeBody(TcpServer):
                 writer.write(self.BODY[len(self.BODY) - 60_000 :])
                 await writer.drain()
         writer.close()
+        self.closed.set()
 
 
 async def test_a_response_whose_body_ended_unread_leaves_a_connection_that_can_be_read_again() -> None:
@@ -184,6 +184,7 @@ async def test_a_response_whose_body_ended_unread_leaves_a_connection_that_can_b
                 assert len(await second.aread()) == len(LargeBody.BODY)
         finally:
             await client.aclose()
+        await asyncio.wait_for(server.closed.wait(), 2 * T)
 
 
 # --- abandoned responses ------------------------------------------------------------------------------
