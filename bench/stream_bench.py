@@ -13,7 +13,7 @@ generator, the fake upstream and ``redis-server`` share the other cores):
 
 each over WebSocket and SSE, against testkit's fake OpenAI-compatible upstream
 (:class:`testkit.fake_openai.FakeOpenAI`, run in this process) sending one word every 50 ms
-(20 words/s), each message a different question.
+(20 words/s) after a time to first token of ``--ttft-ms`` (300), each message a different question.
 Every reply is unique (``Ref<n>`` then ordinary words), and the fake notes when it wrote each word,
 so **lateness** = when the word reached the client minus when the upstream sent it; a zero-cost
 relay scores 0. Reported per system: p50/p99 lateness over every word, first-word lateness p50 (the
@@ -110,7 +110,7 @@ class TimedFake(FakeOpenAI):
     """The fake OpenAI server, recording the time each content chunk of each reply was written."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(keep_alive=True)  # as the OpenAI API (and any server behind a load balancer) does
         self.sent: dict[int, list[float]] = {}
 
     async def _chat_stream(self, conn: Any, body: dict[str, Any], scenario: Scenario) -> None:
@@ -454,10 +454,15 @@ class LoopLag:
         self._task.cancel()
 
 
-async def load(fake: TimedFake, client: Client, port: int, clients: int, replies: int, words: int) -> Result:
+async def load(
+    fake: TimedFake, client: Client, port: int, clients: int, replies: int, words: int, ramp_s: float = 0.0
+) -> Result:
+    """``clients`` at once, each streaming ``replies`` one after the other; the clients' first sends spread
+    evenly over ``ramp_s`` (0: all in the same instant)."""
     result = Result()
 
-    async def one() -> None:
+    async def one(i: int) -> None:
+        await asyncio.sleep(ramp_s * i / clients)
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
                 for got in await client(port, replies, words):
@@ -466,7 +471,7 @@ async def load(fake: TimedFake, client: Client, port: int, clients: int, replies
             result.failures += replies
             result.errors.append(repr(exc)[:200])
 
-    await asyncio.gather(*(one() for _ in range(clients)))
+    await asyncio.gather(*(one(i) for i in range(clients)))
     return result
 
 
@@ -586,7 +591,10 @@ async def main(args: argparse.Namespace) -> None:
         rid = iter(range(1, 10**9))
 
         def enqueue(n: int) -> None:
-            fake.enqueue(*(Reply(text=reply_text(next(rid), args.words), delay_s=WORD_DELAY_S) for _ in range(n)))
+            first = args.ttft_ms / 1000
+            fake.enqueue(
+                *(Reply(reply_text(next(rid), args.words), delay_s=WORD_DELAY_S, first_delay_s=first) for _ in range(n))
+            )
 
         warmed: set[int] = set()
 
@@ -598,7 +606,7 @@ async def main(args: argparse.Namespace) -> None:
                 # At the measured concurrency at least: pools (Redis, upstream) grow to what the rows need.
                 count = max(args.warmup, args.clients)
                 enqueue(count)
-                await load(fake, client, port, count, 1, args.words)
+                await load(fake, client, port, count, 1, args.words, args.ramp_s)
             enqueue(args.clients * args.replies)
             if redis_url is not None:
                 await redis_stats(redis_url, reset=True)
@@ -606,7 +614,7 @@ async def main(args: argparse.Namespace) -> None:
             load_pids = [os.getpid(), *pids[1:]]  # this process (clients, fake upstream) and redis-server
             load0, wall0 = sum(map(cpu_seconds, load_pids)), time.perf_counter()
             with LoopLag() as lag:
-                result = await load(fake, client, port, args.clients, args.replies, args.words)
+                result = await load(fake, client, port, args.clients, args.replies, args.words, args.ramp_s)
             cpus = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
             load_cpu = sum(map(cpu_seconds, load_pids)) - load0
             busy = load_cpu / (time.perf_counter() - wall0) / len(load_cpus)
@@ -712,7 +720,8 @@ def report(
         pinned = "one core: not pinned apart"
     lines = [
         "",
-        f"{args.clients} clients x {args.replies} replies x {args.words} words at {1 / WORD_DELAY_S:.0f} words/s; "
+        f"{args.clients} clients x {args.replies} replies x {args.words} words at {1 / WORD_DELAY_S:.0f} words/s, "
+        f"first word {args.ttft_ms:.0f} ms after the request, first sends spread over {args.ramp_s:g} s; "
         f"{machine()}; {pinned}",
         "",
         "| system | words | failures | lateness p50 ms | lateness p99 ms | first word p50 ms | server CPU µs/word "
@@ -764,6 +773,20 @@ if __name__ == "__main__":
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        help="spread the clients' first sends evenly over this many seconds (default 0: all in the same instant, "
+        "a thundering herd; one reply's length, 3.3 s, makes replies start at a steady rate, as on a live site)",
+    )
+    parser.add_argument(
+        "--ttft-ms",
+        type=float,
+        default=300.0,
+        help="the model's time to first token (lateness is counted from when it sends each word, so this is "
+        "not in any figure; an SSE client opens its event stream while the model thinks, as with a real model)",
+    )
+    parser.add_argument(
         "--server-root", type=Path, default=PROJECT_ROOT, help="run the server from this checkout (before/after)"
     )
     parser.add_argument(
@@ -790,4 +813,8 @@ if __name__ == "__main__":
         for name, value in (("clients", 1000), ("replies", 10), ("words", 500), ("idle", 5000)):
             if not 1 <= getattr(args, name) <= value:
                 parser.error(f"--{name} must be between 1 and {value}")
+        if not 0 <= args.ramp_s <= 600:
+            parser.error("--ramp-s must be between 0 and 600")
+        if not 0 <= args.ttft_ms <= 10_000:
+            parser.error("--ttft-ms must be between 0 and 10000")
         asyncio.run(main(args))
