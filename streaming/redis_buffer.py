@@ -63,7 +63,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,6 +444,12 @@ class RedisBuffer:
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._produced: dict[str, _Produced] = {}
         self._write_wake = asyncio.Event()
+        # What the writer looks at next: the streams appended to since its last look (insertion-ordered),
+        # or every produced stream after anything else woke it (a failed write, a restore, a stream Redis
+        # lost or is behind on). An append is the only frequent wake; scanning every stream for it was
+        # O(streams) per write.
+        self._dirty: dict[str, None] = {}
+        self._rescan = False
         self._outage_since: float | None = None
         self._stall_s = min(STALL_S, self._outage_deadline_s / 3)
         self._gather_s = options.write_gather_s
@@ -538,6 +544,7 @@ class RedisBuffer:
         produced.events.extend(events)
         if expire_after_s is not None:
             produced.terminal_expire_s = expire_after_s
+        self._dirty[stream_id] = None
         self._write_wake.set()
         self._raise_if_down(stream_id)  # kept for write-back, but nobody should wait for it now
         if self._outage_since is not None and events[-1].seq <= produced.durable_seq + LOCAL_AHEAD_MAX_EVENTS:
@@ -550,8 +557,14 @@ class RedisBuffer:
                 return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         produced.waiters.append((events[-1].seq, done))
+        self._dirty[stream_id] = None
         self._write_wake.set()
         await done
+
+    def _wake_all(self) -> None:
+        """Wake the writer to look at every produced stream (not only those appended to)."""
+        self._rescan = True
+        self._write_wake.set()
 
     async def _write_forever(self) -> None:
         backoff = BACKOFF_MIN_S
@@ -566,7 +579,13 @@ class RedisBuffer:
             if pause > 0:
                 await asyncio.sleep(pause)
             self._write_wake.clear()
-            work = [p for p in self._produced.values() if p.needs_restore or p.durable_seq < p.last_seq]
+            if self._rescan:
+                candidates: Iterable[_Produced] = self._produced.values()
+                self._rescan = False
+            else:
+                candidates = [p for sid in self._dirty if (p := self._produced.get(sid)) is not None]
+            self._dirty = {}
+            work = [p for p in candidates if p.needs_restore or p.durable_seq < p.last_seq]
             if not work:
                 continue
             attempt_started = last_started = time.monotonic()
@@ -593,7 +612,7 @@ class RedisBuffer:
                         )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-                self._write_wake.set()  # try again (the events are still here)
+                self._wake_all()  # try again (the events are still here)
                 continue
             finally:
                 stall.cancel()
@@ -634,7 +653,7 @@ class RedisBuffer:
         except NoScriptError:
             # Redis restarted or flushed its scripts: load it and write again (by seq: nothing twice).
             await self._redis.script_load(_APPEND)
-            self._write_wake.set()
+            self._wake_all()
             return
         for produced, pending, stored, result in zip(appends, batches, with_origin, results, strict=True):
             status, last = str(result[0]), int(result[1])
@@ -650,11 +669,11 @@ class RedisBuffer:
                 else:
                     logger.bind(stream_id=produced.stream_id).warning("redis lost the stream; writing it back")
                     produced.needs_restore = True
-                    self._write_wake.set()
+                    self._wake_all()
             elif status == "behind":
                 logger.bind(stream_id=produced.stream_id).warning("redis lost the log after seq {}; resending", last)
                 produced.durable_seq = last
-                self._write_wake.set()
+                self._wake_all()
 
     def _stalled(self, work: list[_Produced], attempt_started: float) -> None:
         stall = self._stall_s
@@ -740,7 +759,7 @@ class RedisBuffer:
         produced.needs_restore = False
         produced.origin_stored = True
         logger.bind(stream_id=sid).info("wrote back a stream redis had lost ({}): {} events", result, len(durable))
-        self._write_wake.set()
+        self._wake_all()
 
     def _lost(self, produced: _Produced) -> None:
         """Another instance produces this stream now: refuse every write, tell the job."""
@@ -779,7 +798,7 @@ class RedisBuffer:
                 elif result == "gone":
                     logger.bind(stream_id=produced.stream_id).warning("redis lost the stream; writing it back")
                     produced.needs_restore = True
-                    self._write_wake.set()
+                    self._wake_all()
 
     # --- producer leases ----------------------------------------------------------------------
     async def orphans(self) -> list[str]:
