@@ -41,7 +41,7 @@ Origin = tuple[str, str, int]  # (scheme, host, port)
 
 MAX_IDLE_PER_ORIGIN = 100  # httpx2's max_keepalive_connections in the SDK's default client
 KEEPALIVE_EXPIRY_S = 5.0  # httpx2's default keepalive_expiry
-MAX_HEAD_BYTES = 64 * 1024  # status line and headers (h11 allows 16 KiB per event; we are lenient)
+MAX_HEAD_BYTES = 64 * 1024  # each head: status line to blank line (h11 allows 16 KiB per event; we are lenient)
 MAX_ERROR_BODY_BYTES = 4 * 1024 * 1024  # an error status's body, read whole to build the SDK's error
 HIGH_WATER_BYTES = 256 * 1024  # body bytes buffered for a slow reader before the socket stops being read
 DRAIN_S = 1.0  # after the caller's last event, how long the rest of a body (the terminator) may take
@@ -337,11 +337,16 @@ class _Connection(asyncio.Protocol):
         buffer = self._buffer + data if self._buffer else data
         while True:
             match = _HEAD_END.search(buffer)
+            # The limit holds however the head is split into reads: a part of one already at the limit
+            # fails (the rest is one byte or more), and so does one too long that came whole in a read.
             if match is None:
-                if len(buffer) > MAX_HEAD_BYTES:
+                if len(buffer) >= MAX_HEAD_BYTES:
                     self._fail(httpx2.RemoteProtocolError("response head too long"))
                 else:
                     self._buffer = buffer
+                return
+            if match.end() > MAX_HEAD_BYTES:
+                self._fail(httpx2.RemoteProtocolError("response head too long"))
                 return
             try:
                 head = _Head(buffer[: match.start()])

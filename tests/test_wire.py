@@ -14,11 +14,11 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import httpx2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import llm.wire as wire_module
@@ -26,7 +26,7 @@ from llm.base import ReplyRequest
 from llm.exceptions import UpstreamRateLimited, UpstreamTimeout
 from llm.openai_provider import OpenAIProvider, StreamParser
 from llm.wire import DRAIN_S, ChunkedDecoder
-from testkit import T
+from testkit import T, examples
 from testkit.fake_openai import DEFAULT_TEXT, FakeOpenAI, Reply, StallBeforeHeaders, Status
 from testkit.tcp import TcpServer
 from tests.test_lean_upstream import read_reply
@@ -423,6 +423,232 @@ async def test_the_wire_path_reads_every_framing_split_anywhere_as_the_sdk_does(
             finally:
                 await upstream.close()
     assert results["wire"] == results["sdk"]
+
+
+# --- the response head, fed to the connection directly in pieces ---------------------------------------
+# The tests above go through real sockets, where the kernel may merge the writes of a byte-at-a-time
+# server: these feed ``_Connection.data_received`` itself, so that every split drawn is the split read.
+
+
+class _Transport:
+    """What a ``_Connection`` calls on its transport; once aborted (as a real one) it delivers nothing more."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _Pool:
+    """The pool side of a connection (``WireClient``'s ``release`` and ``forget``), not under test here."""
+
+    def release(self, conn: wire_module._Connection) -> None:
+        conn.close()
+
+    def forget(self, conn: wire_module._Connection) -> None:
+        pass
+
+
+def _pieces(raw: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    return [raw[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+def _read_response(pieces: list[bytes], *, eof: bool = False) -> tuple[Any, ...]:
+    """Feed ``pieces`` to a fresh connection, one ``data_received`` each (and then the end, if ``eof``):
+    what it made of them (the head's fields, the body, complete, reusable, the error) and whether the
+    transport was aborted."""
+
+    async def main() -> tuple[Any, ...]:
+        conn = wire_module._Connection(cast(wire_module.WireClient, _Pool()), ("http", "upstream.test", 80))
+        transport = _Transport()
+        conn.connection_made(cast(asyncio.Transport, transport))
+        conn.start(b"GET / HTTP/1.1\r\nHost: upstream.test\r\n\r\n", read_timeout=60.0)  # (a watchdog timer set)
+        for piece in pieces:
+            if transport.aborted:  # a real transport reads no more once aborted
+                break
+            conn.data_received(piece)
+        if eof and not transport.aborted:
+            conn.eof_received()
+        head = conn.head
+        outcome = (
+            None
+            if head is None
+            else (
+                *(head.version, head.status, head.reason, head.raw),
+                *(head.content_length, head.transfer_encoding, head.connection, sorted(head.other)),
+            ),
+            b"".join(conn.body),
+            conn.complete,
+            conn.reusable,
+            None if conn.error is None else (type(conn.error), str(conn.error)),
+            transport.aborted,
+        )
+        conn.close()  # the watchdog timer cancelled
+        return outcome
+
+    return asyncio.run(main())
+
+
+class Framing(NamedTuple):
+    raw: bytes
+    status: int
+    body: bytes
+    reusable: bool
+    cuts: tuple[int, ...] = ()  # cut points every split has (besides those drawn)
+    eof: bool = False  # the server closes after the bytes
+
+
+_OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 11\r\n"
+_CRLF_END = len(_OK_HEAD) + 2  # where the \r\n\r\n that ends _OK_HEAD + b"\r\n" ends
+FRAMINGS: dict[str, Framing] = {
+    "content-length": Framing(_OK_HEAD + b"\r\nhello world", 200, b"hello world", reusable=True),
+    "chunked-with-extensions-and-a-trailer": Framing(
+        HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(b"hello chunked world", [5, 1, 7], True, True),
+        200,
+        b"hello chunked world",
+        reusable=True,
+    ),
+    "100-continue-and-103-early-hints-then-the-head": Framing(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nLink: </app.js>; rel=preload\r\n\r\n"
+        + _OK_HEAD
+        + b"\r\nhello world",
+        200,
+        b"hello world",
+        reusable=True,
+    ),
+    "bare-lf-and-folded-header-lines": Framing(
+        b"HTTP/1.1 200 OK\nX-Folded: a\n  b\n\tc\nContent-Length: 11\n\nhello world", 200, b"hello world", True
+    ),
+    "crlf-split-at-the-end-of-the-head": Framing(
+        _OK_HEAD + b"\r\nhello world",
+        200,
+        b"hello world",
+        reusable=True,
+        cuts=(_CRLF_END - 3, _CRLF_END - 2, _CRLF_END - 1, _CRLF_END),
+    ),
+    "connection-close-and-no-body": Framing(
+        b"HTTP/1.1 204 No Content\r\nConnection: keep-alive, close\r\n\r\n", 204, b"", reusable=False
+    ),
+    "http-1.0-read-until-close": Framing(
+        b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nto the end", 200, b"to the end", False, eof=True
+    ),
+    "429-chunked": Framing(
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(ERROR, [9], False, False),
+        429,
+        ERROR,
+        reusable=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FRAMINGS))
+@settings(max_examples=examples(100), deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=2**16), max_size=20))
+@example(cuts=list(range(1, 400)))  # one byte at a time
+def test_the_connection_reads_a_response_split_anywhere_as_it_reads_it_in_one_piece(name: str, cuts: list[int]) -> None:
+    framing = FRAMINGS[name]
+    whole = _read_response([framing.raw], eof=framing.eof)
+    head, body, complete, reusable, error, aborted = whole
+    assert error is None and not aborted
+    assert head is not None and head[1] == framing.status
+    assert (body, complete, reusable) == (framing.body, True, framing.reusable)
+    assert _read_response(_pieces(framing.raw, [*cuts, *framing.cuts]), eof=framing.eof) == whole
+
+
+def test_the_connection_reads_the_headers_of_interest_from_the_head() -> None:
+    # What the split tests above compare, checked once for its values: framing headers, folded lines.
+    head = _read_response([FRAMINGS["bare-lf-and-folded-header-lines"].raw])[0]
+    assert head == (
+        b"HTTP/1.1",
+        200,
+        b"OK",
+        [(b"X-Folded", b"a b c"), (b"Content-Length", b"11")],
+        11,
+        None,
+        b"",
+        [b"x-folded"],
+    )
+    head = _read_response([FRAMINGS["chunked-with-extensions-and-a-trailer"].raw])[0]
+    assert head[4:7] == (None, b"chunked", b"")
+    head = _read_response([FRAMINGS["connection-close-and-no-body"].raw])[0]
+    assert head[6] == b",keep-alive, close"
+
+
+def _head_of(size: int) -> bytes:
+    """A response head (status line to the blank line that ends it, included) of exactly ``size`` bytes."""
+    start, end = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Padding: ", b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    excess=st.sampled_from([1, 2, 3, 100, 5000]),
+    interim=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=2**17), max_size=8),
+)
+def test_a_head_longer_than_the_limit_fails_however_it_is_split(excess: int, interim: bool, cuts: list[int]) -> None:
+    raw = (
+        (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"")
+        + _head_of(wire_module.MAX_HEAD_BYTES + excess)
+        + b"hello"
+    )
+    head, body, complete, _, error, aborted = _read_response(_pieces(raw, cuts))
+    assert (head, body, complete) == (None, b"", False)  # no head accepted, not even a part of one
+    assert error is not None and error[0] is httpx2.RemoteProtocolError and aborted
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(interim=st.booleans(), cuts=st.lists(st.integers(min_value=0, max_value=2**17), max_size=8))
+def test_a_head_at_the_limit_is_read_however_it_is_split(interim: bool, cuts: list[int]) -> None:
+    raw = (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"") + _head_of(wire_module.MAX_HEAD_BYTES) + b"hello"
+    head, body, complete, reusable, error, _ = _read_response(_pieces(raw, cuts))
+    assert error is None and head is not None and head[1] == 200
+    assert (body, complete, reusable) == (b"hello", True, True)
+
+
+MALFORMED_STATUS_LINES = [
+    b"HTCPCP/1.0 418 I'm a teapot",
+    b"HTTP/1.1 2000 OK",
+    b"HTTP/1.1 20 OK",
+    b"HTTP/1.1 OK 200",
+    b"HTTP/1.1  200 OK",
+    b"http/1.1 200 OK",
+    b"HTTP/2 200",
+    b"garbage",
+    b"",
+]
+
+
+@pytest.mark.parametrize("line", MALFORMED_STATUS_LINES)
+@settings(max_examples=examples(40), deadline=None)
+@given(interim=st.booleans(), cuts=st.lists(st.integers(min_value=0, max_value=2**16), max_size=12))
+@example(interim=True, cuts=list(range(1, 200)))  # one byte at a time
+def test_a_malformed_status_line_fails_however_it_is_split(line: bytes, interim: bool, cuts: list[int]) -> None:
+    raw = (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"") + line + b"\r\nContent-Length: 5\r\n\r\nhello"
+    head, body, complete, _, error, aborted = _read_response(_pieces(raw, cuts))
+    assert (head, body, complete) == (None, b"", False)
+    assert error is not None and error[0] is httpx2.RemoteProtocolError and aborted
+    assert error == _read_response([raw])[4]  # the same error as in one piece
 
 
 @pytest.mark.parametrize("parser", ["wire", "lean"])
