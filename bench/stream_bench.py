@@ -103,6 +103,43 @@ def word_ends(text: str) -> list[int]:
     return [m.end() for m in re.finditer(r"\S+", text)]
 
 
+def guard_holds(replies: int, words: int) -> list[float]:
+    """The lateness the guard's own holds give each word, with no server and no CPU cost: the bench's
+    replies fed to :class:`persona.guard.BrandGuard` piece by piece as the fake streams them
+    (``split_words``), with the context the server gives the first message of a conversation (the question,
+    the knowledge its prompt picks). A word released with piece ``r`` that came in piece ``i`` is
+    ``(r - i) x WORD_DELAY_S`` late; what is left at the end goes out with the last piece. A held word waits
+    for the pieces that show it is not the start of a violation (a multi-word fact is held whole), so this
+    is a floor under any server's lateness with the guard on (``guard holds`` in the report)."""
+    from persona.guard import BrandGuard, GuardContext
+    from persona.loader import load_brands
+    from persona.prompt import assemble
+    from testkit.fake_openai.behaviours import split_words
+
+    brand = load_brands(PROJECT_ROOT / "brands")["demo"]
+    late: list[float] = []
+    for rid in range(1, replies + 1):
+        asked = f"Order {rid}: {QUESTION}"
+        prompt = assemble(brand, [], asked)
+        guard = BrandGuard(brand, GuardContext(question=asked, context=tuple(s.text for s in prompt.knowledge)))
+        text = reply_text(rid, words)
+        pieces = split_words(text)
+        released = 0
+        out: list[int] = []  # the piece with which each character went out, up to `released`
+        for i, piece in enumerate(pieces):
+            step = guard.feed(piece)
+            if step.violation is not None:
+                raise RuntimeError(f"the guard stopped a bench reply: {step.violation}")
+            released += len(step.release)
+            out += [i] * (released - len(out))
+        step = guard.finish("stop")
+        if step.violation is not None:
+            raise RuntimeError(f"the guard stopped a bench reply at its end: {step.violation}")
+        out += [len(pieces) - 1] * (len(text) - len(out))
+        late += [(out[end - 1] - i) * WORD_DELAY_S for i, end in enumerate(word_ends(text))]
+    return late
+
+
 # --- the upstream: testkit's fake, noting when it wrote each word ------------------------------------
 
 
@@ -695,7 +732,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 stop(server)
 
-    print(report(args, rows, idle, server_cpus, load_cpus))
+    print(report(args, rows, idle, server_cpus, load_cpus, guard_holds(min(args.clients, 100), args.words)))
 
 
 def machine() -> str:
@@ -714,6 +751,7 @@ def report(
     idle: dict[str, float],
     server: set[int],
     load: set[int],
+    holds: list[float],
 ) -> str:
     pinned = f"server on core {sorted(server)}, load generator + upstream + redis on {sorted(load)}"
     if server == load:
@@ -736,6 +774,12 @@ def report(
             f"| {row.name} | {r.words} | {r.failures} | {pct(r.lateness, 0.5):.1f} | {pct(r.lateness, 0.99):.1f} "
             f"| {first:.1f} | {per_word:.0f} | {row.load_busy:.0%} | {row.load_lag_p99_s * 1000:.1f} |"
         )
+    lines += [
+        "",
+        f"guard holds (no server, no CPU: the guard's own holds on the same replies, {len(holds)} words): "
+        f"lateness p50 {pct(holds, 0.5):.1f} ms, p99 {pct(holds, 0.99):.1f} ms, "
+        f"max {max(holds, default=0) * 1000:.1f} ms",
+    ]
     redis_rows = [row for row in rows if row.redis_commands is not None and row.result.words]
     if redis_rows:
         lines += [
