@@ -178,3 +178,80 @@ def test_sse_parsing_matches_the_sdk_with_bytes_split_mid_line_and_mid_utf8(cuts
         return [d.decode() async for d in _sse_data(_Body(parts))]
 
     assert asyncio.run(ours()) == _reference(parts)
+
+
+# --- the SDK's request, built once per client and sent again with each body (wire path) ---------------
+
+
+def _provider(fake: FakeOpenAI, parser: StreamParser) -> OpenAIProvider:
+    return OpenAIProvider(
+        api_key="test",
+        base_url=fake.base_url,
+        model="fake-model",
+        connect_timeout_s=READ_TIMEOUT_S,
+        read_timeout_s=READ_TIMEOUT_S,
+        stream_parser=parser,
+    )
+
+
+def _asking(text: str) -> ReplyRequest:
+    return ReplyRequest(
+        brand_id="demo", messages=[{"role": "user", "content": text}], max_tokens=64, model="fake-model"
+    )
+
+
+async def test_every_request_of_one_client_carries_what_the_sdk_would_send_for_it(fake: FakeOpenAI) -> None:
+    """After the first request, the wire path sends the SDK's request again with each new body: every one
+    must still be what the SDK itself sends for that body (headers, Content-Length, body)."""
+    wire, sdk = _provider(fake, "wire"), _provider(fake, "sdk")
+    try:
+        for text in ("Hi", "A longer question, with more bytes in its body ☕", "Short"):
+            for upstream in (wire, sdk):
+                fake.enqueue(Reply(text="ok"))
+                assert await read_reply(upstream, _asking(text)) == ([Piece("ok"), Piece("", "stop")], None)
+        assert wire._template is not None, "the later requests were sent from the first one's template"
+    finally:
+        await wire.close()
+        await sdk.close()
+    requests = fake.chat_requests
+    assert len(requests) == 6
+    for ours, theirs in zip(requests[::2], requests[1::2], strict=True):
+        assert (ours.method, ours.path, ours.json) == (theirs.method, theirs.path, theirs.json)
+        assert ours.headers == theirs.headers  # content-length included
+
+
+async def test_an_sdk_that_builds_each_request_differently_builds_every_request(fake: FakeOpenAI) -> None:
+    """A header the SDK makes per request (here its idempotency key, which chat completions do not send
+    today) is seen on the first request, built twice: from then on every request is the SDK's own."""
+    wire = _provider(fake, "wire")
+    wire._client._idempotency_header = "Idempotency-Key"
+    try:
+        for text in ("one", "two", "three"):
+            fake.enqueue(Reply(text="ok"))
+            assert (await read_reply(wire, _asking(text)))[1] is None
+        assert wire._template is None
+    finally:
+        await wire.close()
+    keys = [r.headers.get("idempotency-key") for r in fake.chat_requests]
+    assert None not in keys and len(set(keys)) == 3, keys
+
+
+async def test_the_wire_path_gives_the_sdks_pieces_and_errors_for_every_fault_on_one_client(fake: FakeOpenAI) -> None:
+    """The fault comparison above with one client for all the faults: every request after the first is
+    sent from the template (status errors are made from it as from the SDK's request)."""
+    wire, sdk = _provider(fake, "wire"), _provider(fake, "sdk")
+
+    async def one(upstream: OpenAIProvider, scenario: Scenario) -> tuple[list[Piece], tuple[Any, ...] | None]:
+        fake.enqueue(scenario)
+        pieces, exc = await read_reply(upstream)
+        await fake.wait_for_open_connections(0, timeout=2 * T)
+        error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable) if exc else None
+        return pieces, error
+
+    try:
+        for fault, scenario in FAULTS.items():
+            assert await one(wire, scenario) == await one(sdk, scenario), fault
+        assert wire._template is not None
+    finally:
+        await wire.close()
+        await sdk.close()
