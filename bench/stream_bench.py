@@ -362,10 +362,8 @@ async def naive_ws(port: int, replies: int, words: int) -> list[Received]:
             got = Received(words=words)
             await ws.send(json.dumps({"text": question()}))
             async for raw in ws:
-                msg = orjson.loads(raw)
-                if msg["type"] != "delta":
+                if take(got, raw):
                     break
-                got.add(msg["text"])
             out.append(got)
     return out
 
@@ -404,15 +402,21 @@ async def sse_data(port: int, target: str, headers: dict[str, str] | None = None
         writer.close()
 
 
+def take(got: Received, raw: str | bytes) -> bool:
+    """One event of this server's protocol (or the naive relay's) into ``got``; whether the reply ended."""
+    msg = orjson.loads(raw)
+    if msg["type"] == "delta":
+        got.add(msg["text"])
+    elif msg["type"] in ("done", "error", "retract"):
+        note_ending(got, msg)
+        return msg["type"] != "retract"
+    return False
+
+
 async def read_sse(events: AsyncIterator[bytes], got: Received) -> None:
     async for data in events:
-        msg = orjson.loads(data)
-        if msg["type"] == "delta":
-            got.add(msg["text"])
-        elif msg["type"] in ("done", "error", "retract"):
-            note_ending(got, msg)
-            if msg["type"] != "retract":
-                return
+        if take(got, data):
+            return
 
 
 async def naive_sse(port: int, replies: int, words: int) -> list[Received]:
@@ -435,13 +439,8 @@ async def server_ws(port: int, replies: int, words: int) -> list[Received]:
             got = Received(words=words)
             await ws.send(json.dumps({"type": "send", "client_message_id": f"m{i}", "text": question()}))
             async for raw in ws:
-                msg = orjson.loads(raw)
-                if msg["type"] == "delta":
-                    got.add(msg["text"])
-                elif msg["type"] in ("done", "error", "retract"):
-                    note_ending(got, msg)
-                    if msg["type"] != "retract":
-                        break
+                if take(got, raw):
+                    break
             out.append(got)
     return out
 

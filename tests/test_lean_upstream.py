@@ -84,7 +84,22 @@ async def read_reply(
 async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tuple[list[Piece], tuple[Any, ...] | None]:
     """Pieces until the end or the first error, and the error as (class, code, message, status, retry_after_s)."""
     fake.enqueue(scenario)
-    provider = OpenAIProvider(
+    provider = _provider(fake, parser)
+    try:
+        pieces, exc = await read_reply(provider)
+    finally:
+        await provider.close()
+    await fake.wait_for_open_connections(0, timeout=2 * T)
+    return pieces, _error(exc)
+
+
+def _error(exc: UpstreamError | None) -> tuple[Any, ...] | None:
+    """What is compared of an error: class, code, message, status, retry-after, retryable."""
+    return (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable) if exc else None
+
+
+def _provider(fake: FakeOpenAI, parser: StreamParser) -> OpenAIProvider:
+    return OpenAIProvider(
         api_key="test",
         base_url=fake.base_url,
         model="fake-model",
@@ -92,13 +107,6 @@ async def run(fake: FakeOpenAI, parser: StreamParser, scenario: Scenario) -> tup
         read_timeout_s=READ_TIMEOUT_S,
         stream_parser=parser,
     )
-    try:
-        pieces, exc = await read_reply(provider)
-    finally:
-        await provider.close()
-    error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable) if exc else None
-    await fake.wait_for_open_connections(0, timeout=2 * T)
-    return pieces, error
 
 
 @pytest.mark.parametrize("parser", ["lean", "wire"])
@@ -183,17 +191,6 @@ def test_sse_parsing_matches_the_sdk_with_bytes_split_mid_line_and_mid_utf8(cuts
 # --- the SDK's request, built once per client and sent again with each body (wire path) ---------------
 
 
-def _provider(fake: FakeOpenAI, parser: StreamParser) -> OpenAIProvider:
-    return OpenAIProvider(
-        api_key="test",
-        base_url=fake.base_url,
-        model="fake-model",
-        connect_timeout_s=READ_TIMEOUT_S,
-        read_timeout_s=READ_TIMEOUT_S,
-        stream_parser=parser,
-    )
-
-
 def _asking(text: str) -> ReplyRequest:
     return ReplyRequest(
         brand_id="demo", messages=[{"role": "user", "content": text}], max_tokens=64, model="fake-model"
@@ -245,8 +242,7 @@ async def test_the_wire_path_gives_the_sdks_pieces_and_errors_for_every_fault_on
         fake.enqueue(scenario)
         pieces, exc = await read_reply(upstream)
         await fake.wait_for_open_connections(0, timeout=2 * T)
-        error = (type(exc), exc.code, exc.message, exc.status, exc.retry_after_s, exc.retryable) if exc else None
-        return pieces, error
+        return pieces, _error(exc)
 
     try:
         for fault, scenario in FAULTS.items():
