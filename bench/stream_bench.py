@@ -98,6 +98,11 @@ def reply_text(rid: int, words: int) -> str:
     return " ".join([f"Ref{rid}", *(CORPUS[i % len(CORPUS)] for i in range(words - 1))]) + "."
 
 
+def reply_seconds(words: int, ttft_ms: float) -> float:
+    """How long the fake model takes to stream one reply."""
+    return ttft_ms / 1000 + words * WORD_DELAY_S
+
+
 def word_ends(text: str) -> list[int]:
     """Offset just after each word of ``text``: a word has arrived when the client has that much."""
     return [m.end() for m in re.finditer(r"\S+", text)]
@@ -327,22 +332,32 @@ class Received:
 class Result:
     lateness: list[float] = field(default_factory=list)
     first: list[float] = field(default_factory=list)
-    words: int = 0
+    words: int = 0  # the words scored (with --steady: those that arrived in the window)
+    all_words: int = 0  # every word delivered
     failures: int = 0
     errors: list[str] = field(default_factory=list)
 
 
-def score(fake: TimedFake, got: Received, result: Result, words: int) -> None:
+def score(
+    fake: TimedFake, got: Received, result: Result, words: int, window: tuple[float, float] | None = None
+) -> None:
+    """One reply into ``result``; with a ``window`` (``--steady``), only the words that arrived within it."""
     expected = reply_text(got.rid, words) if got.rid is not None else None
     sent = fake.sent.get(got.rid or -1, [])
     if expected is None or got.text != expected or len(sent) < len(got.arrivals):
         result.failures += 1
         result.errors.append(got.ending or f"wrong text ({len(got.text)} of {len(expected or '')} characters)")
         return
-    late = [a - s for a, s in zip(got.arrivals, sent, strict=False)]
-    result.lateness += late
-    result.first.append(late[0])
-    result.words += len(late)
+    pairs = list(zip(got.arrivals, sent, strict=False))
+    result.all_words += len(pairs)
+    if window is not None:
+        if window[0] <= pairs[0][0] < window[1]:
+            result.first.append(pairs[0][0] - pairs[0][1])
+        pairs = [(a, s) for a, s in pairs if window[0] <= a < window[1]]
+    elif pairs:
+        result.first.append(pairs[0][0] - pairs[0][1])
+    result.lateness += [a - s for a, s in pairs]
+    result.words += len(pairs)
 
 
 def note_ending(got: Received, msg: dict[str, Any]) -> None:
@@ -491,10 +506,17 @@ class LoopLag:
 
 
 async def load(
-    fake: TimedFake, client: Client, port: int, clients: int, replies: int, words: int, ramp_s: float = 0.0
+    fake: TimedFake,
+    client: Client,
+    port: int,
+    clients: int,
+    replies: int,
+    words: int,
+    ramp_s: float = 0.0,
+    window: tuple[float, float] | None = None,
 ) -> Result:
     """``clients`` at once, each streaming ``replies`` one after the other; the clients' first sends spread
-    evenly over ``ramp_s`` (0: all in the same instant)."""
+    evenly over ``ramp_s`` (0: all in the same instant); scored within ``window`` when given."""
     result = Result()
 
     async def one(i: int) -> None:
@@ -502,7 +524,7 @@ async def load(
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
                 for got in await client(port, replies, words):
-                    score(fake, got, result, words)
+                    score(fake, got, result, words, window)
         except Exception as exc:
             result.failures += replies
             result.errors.append(repr(exc)[:200])
@@ -634,6 +656,9 @@ async def main(args: argparse.Namespace) -> None:
 
         warmed: set[int] = set()
 
+        def reply_s() -> float:
+            return reply_seconds(args.words, args.ttft_ms)
+
         async def measure(name: str, client: Client, port: int, pids: list[int], redis_url: str | None = None) -> None:
             if args.only not in name:
                 return
@@ -646,14 +671,25 @@ async def main(args: argparse.Namespace) -> None:
             enqueue(args.clients * args.replies)
             if redis_url is not None:
                 await redis_stats(redis_url, reset=True)
-            cpu0 = [cpu_seconds(p) for p in pids]
             load_pids = [os.getpid(), *pids[1:]]  # this process (clients, fake upstream) and redis-server
-            load0, wall0 = sum(map(cpu_seconds, load_pids)), time.perf_counter()
+
+            async def sample(at: float) -> tuple[list[float], float, float]:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                return [cpu_seconds(p) for p in pids], sum(map(cpu_seconds, load_pids)), time.perf_counter()
+
+            now = time.perf_counter()
+            # --steady: the figures are taken while every client is streaming (after the ramp, before the
+            # first client's last reply ends); otherwise over the whole load.
+            window = (now + args.ramp_s + 1.0, now + args.replies * reply_s() - 1.0) if args.steady else None
+            first = asyncio.ensure_future(sample(window[0] if window else now))
+            last = asyncio.ensure_future(sample(window[1])) if window else None
+            await asyncio.sleep(0)
             with LoopLag() as lag:
-                result = await load(fake, client, port, args.clients, args.replies, args.words, args.ramp_s)
-            cpus = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
-            load_cpu = sum(map(cpu_seconds, load_pids)) - load0
-            busy = load_cpu / (time.perf_counter() - wall0) / len(load_cpus)
+                result = await load(fake, client, port, args.clients, args.replies, args.words, args.ramp_s, window)
+            cpu0, load0, wall0 = await first
+            cpu1, load1, wall1 = await (last if last is not None else sample(0.0))
+            cpus = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+            busy = (load1 - load0) / (wall1 - wall0) / len(load_cpus)
             stats = await redis_stats(redis_url) if redis_url is not None else None
             row = Row(name, result, sum(cpus), cpus[1] if len(cpus) > 1 else None, stats)
             row.load_busy, row.load_lag_p99_s = busy, pct(lag.lags, 0.99) / 1000
@@ -758,7 +794,8 @@ def report(
     lines = [
         "",
         f"{args.clients} clients x {args.replies} replies x {args.words} words at {1 / WORD_DELAY_S:.0f} words/s, "
-        f"first word {args.ttft_ms:.0f} ms after the request, first sends spread over {args.ramp_s:g} s; "
+        f"first word {args.ttft_ms:.0f} ms after the request, first sends spread over {args.ramp_s:g} s"
+        f"{' (steady: figures only while every client streams)' if args.steady else ''}; "
         f"{machine()}; {pinned}",
         "",
         "| system | words | failures | lateness p50 ms | lateness p99 ms | first word p50 ms | server CPU µs/word "
@@ -791,13 +828,13 @@ def report(
         ]
         for row in redis_rows:
             assert row.redis_commands is not None
-            words = row.result.words
+            words = row.result.all_words  # the commands are counted over the whole load
             cmds = {k: v for k, v in row.redis_commands.items() if k not in ("config|resetstat", "info")}
             calls = sum(c for c, _ in cmds.values())
             usec = sum(u for _, u in cmds.values())
             top = sorted(cmds.items(), key=lambda kv: -kv[1][1])[:5]
             tops = ", ".join(f"{k} {c / words:.2f} x {u / max(c, 1):.1f}" for k, (c, u) in top)
-            redis_cpu = (row.redis_cpu_s or 0.0) / words * 1e6
+            redis_cpu = (row.redis_cpu_s or 0.0) / max(row.result.words, 1) * 1e6  # the words its CPU was taken over
             lines.append(f"| {row.name} | {redis_cpu:.0f} | {usec / words:.1f} | {calls / words:.2f} | {tops} |")
     if idle:
         lines += [
@@ -815,6 +852,13 @@ if __name__ == "__main__":
     parser.add_argument("--replies", type=int, default=2)
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="a steady load: the first sends spread over one reply's length, 6 replies per client back to back, "
+        "and every figure taken only while all the clients are streaming (after the ramp, before the first "
+        "client's last reply ends)",
+    )
     parser.add_argument(
         "--ramp-s",
         type=float,
@@ -856,6 +900,11 @@ if __name__ == "__main__":
         for name, value in (("clients", 1000), ("replies", 10), ("words", 500), ("idle", 5000)):
             if not 1 <= getattr(args, name) <= value:
                 parser.error(f"--{name} must be between 1 and {value}")
+        if args.steady:
+            args.replies = max(args.replies, 6)
+            args.ramp_s = reply_seconds(args.words, args.ttft_ms)
+            if args.replies * args.ramp_s - 1.0 <= 2 * args.ramp_s + 1.0:
+                parser.error("--steady needs longer replies (--words) for a window with every client streaming")
         if not 0 <= args.ramp_s <= 600:
             parser.error("--ramp-s must be between 0 and 600")
         if not 0 <= args.ttft_ms <= 10_000:
