@@ -13,10 +13,11 @@ model (``python -m persona.schema``) so editors can validate brand files as they
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -553,3 +554,28 @@ class Brand(_Strict):
     def origin_allowed(self, origin: str | None) -> bool:
         """True when the brand names no origins, or ``origin`` is one of them."""
         return not self.allowed_origins or "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+_T = TypeVar("_T")
+_PER_BRAND_MAX = 256  # brand objects remembered per cached function (cleared, not evicted one by one)
+
+
+def per_brand(compute: Callable[[Brand], _T]) -> Callable[[Brand], _T]:
+    """``compute(brand)`` remembered per brand object and version. The object is kept with the value: an
+    id() is reused once its object is gone, and a copy of a brand with other settings (model_copy, same id
+    and version) must not get a dead copy's value."""
+    cache: dict[tuple[int, str, str], tuple[Brand, _T]] = {}
+
+    @functools.wraps(compute)
+    def cached(brand: Brand) -> _T:
+        key = (id(brand), brand.id, brand.version)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is brand:
+            return hit[1]
+        value = compute(brand)
+        if len(cache) >= _PER_BRAND_MAX:
+            cache.clear()
+        cache[key] = (brand, value)
+        return value
+
+    return cached

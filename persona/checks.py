@@ -66,7 +66,7 @@ from typing import Any, TypeAlias
 
 import regex
 
-from persona.brand import Brand, DontRule
+from persona.brand import Brand, DontRule, per_brand
 from persona.companies import competitor_names
 from persona.families import families, tone_phrases
 from persona.filler import BUILTIN_FILLER, filler_patterns
@@ -384,30 +384,22 @@ class CompiledRules:
         return None
 
 
-# The brand object is kept with its rules: an id() is reused once its object is gone, and a copy of
-# a brand with other settings (model_copy, same id and version) must not get a dead copy's rules.
-_CACHE: dict[tuple[int, str, str], tuple[Brand, CompiledRules]] = {}
 # Rules by the brand's whole content (its fields as JSON): another load of the same brand file (each
 # server started in one process, e.g. a test run's few hundred) shares the rules instead of compiling
 # them again (~15 ms a brand). Rules are read-only once compiled, so equal brands may share them.
 _BY_CONTENT: dict[str, CompiledRules] = {}
 
 
+@per_brand
 def compile_rules(brand: Brand) -> CompiledRules:
     """Compiled checks for ``brand``, cached per brand object and version, and per brand content."""
-    key = (id(brand), brand.id, brand.version)
-    cached = _CACHE.get(key)
-    if cached is None or cached[0] is not brand:
-        if len(_CACHE) > 256:
-            _CACHE.clear()
-        content = brand.model_dump_json()
-        rules = _BY_CONTENT.get(content)
-        if rules is None:
-            if len(_BY_CONTENT) > 64:
-                _BY_CONTENT.clear()
-            rules = _BY_CONTENT[content] = _compile(brand)
-        cached = _CACHE[key] = (brand, rules)
-    return cached[1]
+    content = brand.model_dump_json()
+    rules = _BY_CONTENT.get(content)
+    if rules is None:
+        if len(_BY_CONTENT) > 64:
+            _BY_CONTENT.clear()
+        rules = _BY_CONTENT[content] = _compile(brand)
+    return rules
 
 
 def _compile(brand: Brand) -> CompiledRules:

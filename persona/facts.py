@@ -65,7 +65,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from persona.brand import Brand
+from persona.brand import Brand, per_brand
 from persona.checks import NEUTRAL_TERMS, SERVICE_TERMS, Finding
 from persona.text import content_terms, split_sentences
 
@@ -630,32 +630,21 @@ class _BrandPart:
     subjects: tuple[frozenset[str], ...]
 
 
-# By brand object (kept, so that a reused id() is told apart), as persona.checks.compile_rules does.
-_BRAND_PARTS: dict[tuple[int, str, str], tuple[Brand, _BrandPart]] = {}
-
-
+@per_brand
 def _brand_part(brand: Brand) -> _BrandPart:
-    key = (id(brand), brand.id, brand.version)
-    cached = _BRAND_PARTS.get(key)
-    if cached is not None and cached[0] is brand:
-        return cached[1]
     texts = brand_texts(brand)
     base = _brand_grounding(texts, (brand.name, brand.persona_name))
     sources = [(s.text, " ".join([s.topic, *s.keywords])) for s in brand.knowledge]
     sources += [(e.assistant, " ".join([e.user, *e.tags])) for e in brand.examples]
     known = frozenset(text for text, _ in sources)
     free = frozenset().union(*(_text_grounding(t)[0] for t in texts if t and t not in known))
-    part = _BrandPart(
+    return _BrandPart(
         base,
         known,
         free,
         _bindings(tuple(sources), len(brand.knowledge)),
         _subjects(tuple(sources[: len(brand.knowledge)])),
     )
-    if len(_BRAND_PARTS) > 256:
-        _BRAND_PARTS.clear()
-    _BRAND_PARTS[key] = (brand, part)
-    return part
 
 
 def grounding(brand: Brand, context: Sequence[str] = (), question: str = "") -> Grounding:
