@@ -60,6 +60,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import regex
+
 from persona.brand import Brand
 from persona.checks import (
     LEAK_N,
@@ -473,14 +475,7 @@ class BrandGuard:
             return None
         self._scan += text
         floor = max(self._rx_from, self._fed - self.hard_cap)  # give up on an endless partial match
-        # No match, complete or partial, starts before the first lead of the pattern (persona.leads): the
-        # search starts there, or is not needed (the partial search would find an empty match at the end);
-        # it needs only the groups that could match at one of the leads from there on.
-        if self.rules.leads is not None:
-            first, starts = self._first_lead(floor)
-        else:
-            first, starts = floor - self._scan_at, None
-        match = self.rules.find(self._scan, first, partial=True, starts=starts) if first is not None else None
+        match = self._find_from(floor, partial=True)
         if match is not None and not match.partial:
             if match.end() < len(self._scan) or not _continues_word(self._scan):
                 return Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
@@ -508,6 +503,16 @@ class BrandGuard:
             self._scan = self._scan[keep - self._scan_at :]
             self._scan_at = keep
         return None
+
+    def _find_from(self, floor: int, *, partial: bool = False) -> regex.Match[str] | None:
+        """The pattern's first match (with ``partial``, or partial match) from raw offset ``floor``. No match,
+        complete or partial, starts before the first lead of the pattern (persona.leads): the search starts
+        there, or is not needed (the partial search would find an empty match at the end); it needs only
+        the groups that could match at one of the leads from there on."""
+        if self.rules.leads is None:
+            return self.rules.find(self._scan, max(0, floor - self._scan_at), partial=partial)
+        first, starts = self._first_lead(floor)
+        return self.rules.find(self._scan, first, partial=partial, starts=starts) if first is not None else None
 
     def _first_lead(self, floor: int) -> tuple[int | None, list[tuple[int, int]] | None]:
         """The first lead from raw offset ``floor`` (relative to the scan window; None: no match can start
@@ -556,11 +561,7 @@ class BrandGuard:
             run, self._run = self._run, ""
             found = self._leak(run + " ", self._fed)
         if found is None and self.rules.regex is not None:
-            if self.rules.leads is not None:  # (from the first lead, with the groups that could match: as above)
-                first, starts = self._first_lead(self._rx_from)
-                match = self.rules.find(self._scan, first, starts=starts) if first is not None else None
-            else:
-                match = self.rules.find(self._scan, max(0, self._rx_from - self._scan_at))
+            match = self._find_from(self._rx_from)
             if match is not None:
                 found = Finding(self.rules.names.get(match.lastgroup or "", "dont"), match.group(0))
         if found is None and self._facts is not None:
