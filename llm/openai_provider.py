@@ -194,12 +194,14 @@ class OpenAIProvider:
         idempotency key, say, or anything an SDK upgrade makes per request) the SDK builds every request;
         if not, later requests are that one with their own body, for as long as what it was built from
         stays the same (the API key, the base URL, the cookies the upstream set)."""
+        if self._reuse is False:
+            return await self._build_sdk_request(body)
         key = self._template_key()
-        if self._reuse is not False and self._template is not None and self._template[0] == key:
+        if self._template is not None and self._template[0] == key:
             return _with_body(self._template[1], body)
         built = await self._build_sdk_request(body)
-        if built is None or self._reuse is False:
-            return built
+        if built is None:
+            return None
         if self._reuse is None:
             again = await self._build_sdk_request(body + b" ")
             self._reuse = again is not None and _same_but_length(built, again)
