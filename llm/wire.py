@@ -635,9 +635,9 @@ class WireClient:
             now = idle[0].loop.time()
             while idle and now - idle[0].idle_since >= KEEPALIVE_EXPIRY_S:
                 idle.pop(0).close()
-        while idle:
+        while idle:  # (all within the expiry now: the list is in the order they went idle)
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the server
-            if conn.state == _IDLE and conn.loop.time() - conn.idle_since < KEEPALIVE_EXPIRY_S and conn.quiet():
+            if conn.state == _IDLE and conn.quiet():
                 return conn
             conn.close()
         return None
