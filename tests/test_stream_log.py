@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic_core import PydanticSerializationError
 
 from api.frames import BadFrame, parse_client_frame
 from streaming.events import STREAM_EVENT_ADAPTER, DeltaEvent, StoredEvent, encode
@@ -168,3 +169,13 @@ def test_a_delta_encoded_without_its_model_is_byte_for_byte_the_models_json(
     stream_id: str, seq: int, text: str
 ) -> None:
     assert delta_json(stream_id, seq, text) == encode(DeltaEvent(stream_id=stream_id, seq=seq, text=text)).data
+
+
+def test_a_delta_orjson_cannot_encode_fails_as_the_models_json_does() -> None:
+    """A lone surrogate (which the property test's UTF-8 alphabet never draws) is refused by orjson: the
+    fallback asks the model, so the error is the model's own."""
+    with pytest.raises(PydanticSerializationError) as ours:
+        delta_json("s_1", 1, "a\ud800b")
+    with pytest.raises(PydanticSerializationError) as models:
+        encode(DeltaEvent(stream_id="s_1", seq=1, text="a\ud800b"))
+    assert str(ours.value) == str(models.value)
